@@ -1,0 +1,103 @@
+"""Every knob of the MCP pipeline in one dataclass (LangGraph ``context_schema``; Studio shows it).
+
+Defaults follow the ROUTE reference on Spider: 3 sample rows when linking on the full schema,
+10 when generating on the reduced one, a 5 s execution timeout, near-greedy decoding (decoding
+itself is the chat model's business), and continuation writing for "hard" SQL (h(s, d) > 2).
+Switching a stage off is how the paper's ablations are run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from route_graph.errors import ConfigError
+
+__all__ = ["RouteConfig", "PromptStyle"]
+
+PromptStyle = Literal["zero_shot", "few_shot"]
+
+
+def _describe(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"description": text})
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """Configuration of one MCP run; pass as ``context=`` to ``graph.invoke`` or to ``build_route_graph``."""
+
+    schema_linking: bool = _describe(
+        "Stage 1 on/off: ask the model for relevant tables/columns and prune the schema.", True
+    )
+    noise_correction: bool = _describe(
+        "Stage 3 on/off: show the model its SQL with execution feedback and accept a correction.", True
+    )
+    continuation_writing: bool = _describe(
+        "Stage 4 on/off: for failing or hard SQL, let the model complete a truncated SQL.", True
+    )
+    link_sample_rows: int = _describe(
+        "Sample rows per table in prompts on the full schema (linking, NC, draft SQL).", 3
+    )
+    generate_sample_rows: int = _describe(
+        "Sample rows per table in the generation prompt on the reduced schema.", 10
+    )
+    execution_timeout_s: float = _describe(
+        "Wall-clock limit for one SQL execution, in seconds; the query is interrupted after it.", 5.0
+    )
+    max_rows: int = _describe("At most this many result rows are fetched from any query.", 1000)
+    feedback_rows: int = _describe(
+        "Rows of the result shown to the model in noise-correction feedback.", 5
+    )
+    feedback_value_chars: int = _describe(
+        "Long values in feedback and sample rows are cut to this many characters.", 60
+    )
+    difficulty_threshold: int = _describe(
+        "Continuation writing runs when h(s, d) exceeds this (h = tables touched; 3+ = hard).", 2
+    )
+    continuation_prefix: str = _describe(
+        "Truncated SQL given to the model in continuation writing (the reference uses 'SELECT ').",
+        "SELECT ",
+    )
+    cw_requires_rows: bool = _describe(
+        "Keep a continuation only if it executes and returns at least one row.", True
+    )
+    prompt_style: PromptStyle = _describe(
+        "'zero_shot' for fine-tuned (MSFT) models, 'few_shot' adds worked examples for base models.",
+        "zero_shot",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("link_sample_rows", "generate_sample_rows", "feedback_rows", "difficulty_threshold"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"RouteConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
+        if self.max_rows < 1:
+            raise ConfigError(f"RouteConfig.max_rows must be >= 1, got {self.max_rows!r}.")
+        if self.execution_timeout_s <= 0:
+            raise ConfigError(
+                f"RouteConfig.execution_timeout_s must be > 0 seconds, got {self.execution_timeout_s!r}."
+            )
+        if self.prompt_style not in ("zero_shot", "few_shot"):
+            raise ConfigError(
+                f"RouteConfig.prompt_style must be 'zero_shot' or 'few_shot', got {self.prompt_style!r}."
+            )
+
+    def with_stages(self, stages: str | set[str] | None) -> "RouteConfig":
+        """Return a copy with only the named stages on (``"sl,nc,cw"``; empty = generation only)."""
+        if stages is None:
+            return self
+        names = {s.strip().lower() for s in (stages.split(",") if isinstance(stages, str) else stages)}
+        names.discard("")
+        unknown = names - {"sl", "nc", "cw"}
+        if unknown:
+            raise ConfigError(f"Unknown stage(s) {sorted(unknown)}; use a subset of sl,nc,cw.")
+        return replace(
+            self,
+            schema_linking="sl" in names,
+            noise_correction="nc" in names,
+            continuation_writing="cw" in names,
+        )
+
+    @classmethod
+    def field_descriptions(cls) -> dict[str, str]:
+        """Field name -> description (for CLIs and docs)."""
+        return {f.name: f.metadata.get("description", "") for f in fields(cls)}

@@ -1,0 +1,31 @@
+"""One flat hierarchy of errors; every message says what the user can do about it."""
+
+from __future__ import annotations
+
+__all__ = [
+    "RouteGraphError",
+    "DatabaseError",
+    "ModelError",
+    "ConfigError",
+    "DataError",
+]
+
+
+class RouteGraphError(Exception):
+    """Base class for every error route-graph raises on purpose."""
+
+
+class DatabaseError(RouteGraphError):
+    """The database cannot be opened or introspected (wrong path, unsupported URL, no tables)."""
+
+
+class ModelError(RouteGraphError):
+    """A model cannot be found, verified or loaded (missing package, corrupt weights, bad spec)."""
+
+
+class ConfigError(RouteGraphError):
+    """A configuration value is invalid."""
+
+
+class DataError(RouteGraphError):
+    """A dataset file or directory is missing or malformed."""
