@@ -61,6 +61,11 @@ class RouteConfig:
     cw_requires_rows: bool = _describe(
         "Keep a continuation only if it executes and returns at least one row.", True
     )
+    fallback_to_executable: bool = _describe(
+        "If the final SQL does not execute, return the latest earlier candidate that did "
+        "(e.g. the full-schema draft) instead of a failing query.",
+        True,
+    )
     prompt_style: PromptStyle = _describe(
         "'zero_shot' for fine-tuned (MSFT) models, 'few_shot' adds worked examples for base models.",
         "zero_shot",

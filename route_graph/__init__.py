@@ -1,0 +1,42 @@
+"""route-graph: ROUTE's multitask text-to-SQL (MCP + MSFT) for LangChain and LangGraph.
+
+``build_route_graph(llm, db)`` compiles the multitask collaboration pipeline for any LangChain chat
+model and any SQL database; ``load_chat_model()`` gives the offline default model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from route_graph.context import RouteConfig
+from route_graph.database import Database, open_database
+from route_graph.errors import ConfigError, DatabaseError, DataError, ModelError, RouteGraphError
+from route_graph.execution import ExecutionResult, execute_sql
+from route_graph.graph import build_route_graph
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+__all__ = [
+    "build_route_graph",
+    "RouteConfig",
+    "load_chat_model",
+    "open_database",
+    "Database",
+    "execute_sql",
+    "ExecutionResult",
+    "RouteGraphError",
+    "DatabaseError",
+    "ModelError",
+    "ConfigError",
+    "DataError",
+]
+
+__version__ = "0.1.0"
+
+
+def load_chat_model(spec: str | None = None, **kwargs: Any) -> "BaseChatModel":
+    """Chat model from a spec (offline default, HF directory, ``openai:URL#NAME``); see ``route_graph.models``."""
+    from route_graph.models import load_chat_model as _load
+
+    return _load(spec, **kwargs)

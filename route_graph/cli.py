@@ -1,0 +1,207 @@
+"""``route-sql``: ask a question (``ask``), evaluate (``eval``), fine-tune (``finetune``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from route_graph.context import RouteConfig
+from route_graph.demo import DEMO_QUESTIONS, demo_database_path
+from route_graph.errors import RouteGraphError
+
+__all__ = ["main", "format_table", "format_trace"]
+
+_STAGE_LABELS = {
+    "schema_link": "schema linking",
+    "generate": "generating SQL",
+    "noise_correct": "noise correction",
+    "continue_write": "continuation writing",
+    "finalize": "choosing the answer",
+}
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int = 40) -> str:
+    """Plain-text table of a result (values cut to ``max_width`` characters)."""
+
+    def cell(value: Any) -> str:
+        text = "NULL" if value is None else str(value)
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    body = [[cell(v) for v in row] for row in rows]
+    header = [cell(c) for c in columns]
+    widths = [max([len(header[i])] + [len(r[i]) for r in body]) for i in range(len(header))]
+    line = lambda values: " | ".join(v.ljust(w) for v, w in zip(values, widths))  # noqa: E731
+    out = [line(header), "-+-".join("-" * w for w in widths)] + [line(r) for r in body]
+    return "\n".join(out)
+
+
+def format_trace(trace: Sequence[dict[str, Any]]) -> str:
+    """One line per stage: what it proposed, whether it executed, whether it was taken."""
+    lines = []
+    for entry in trace:
+        stage = entry["stage"]
+        if stage == "finalize":
+            extra = " (fallback to an earlier executable SQL)" if entry.get("fallback") else ""
+            lines.append(f"  finalize        answer from: {entry.get('winner')}{extra}")
+            continue
+        status = "executes" if entry.get("executed") else f"fails: {entry.get('error')}"
+        if entry.get("proposed_sql") is None:
+            status = "no SQL proposed"
+        bits = [f"  {stage:<15} {status}"]
+        if stage == "schema_link":
+            bits.append(f"tables kept: {', '.join(entry.get('links', {})) or 'all (fallback)'}")
+            if entry.get("hallucinated"):
+                bits.append(f"dropped unknown names: {', '.join(entry['hallucinated'])}")
+        if stage == "noise_correct":
+            bits.append(f"verdict: {entry.get('verdict')}")
+        if stage == "continue_write":
+            bits.append(f"reason: {entry.get('reason')}")
+        if "accepted" in entry and stage != "generate":
+            bits.append("taken" if entry["accepted"] else "not taken")
+        cost = f"{entry.get('llm_calls', 0)} call(s), {entry.get('seconds', 0):.1f}s"
+        lines.append("; ".join(bits) + f"  [{cost}]")
+        if entry.get("proposed_sql") and stage != "finalize":
+            lines.append(f"      {entry['proposed_sql']}")
+    return "\n".join(lines)
+
+
+class _Progress:
+    """A spinner on stderr naming the stage the model is working on."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream, self.enabled = stream, enabled
+        self.label = "loading the model"
+        self.start = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.enabled:
+            self._thread.join()
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+    def _spin(self) -> None:
+        frames = "|/-\\"
+        i = 0
+        while not self._stop.wait(0.2):
+            elapsed = time.perf_counter() - self.start
+            self.stream.write(f"\r\033[K{frames[i % 4]} {self.label}… {elapsed:5.1f}s")
+            self.stream.flush()
+            i += 1
+
+    def done(self, node: str) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        self.stream.write(f"\r\033[K  ✓ {_STAGE_LABELS.get(node, node)} ({elapsed:.1f}s)\n")
+        following = {"schema_link": "generate", "generate": "noise_correct"}.get(node, "finalize")
+        self.label = _STAGE_LABELS.get(following, "working")
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from route_graph.graph import build_route_graph
+    from route_graph.models import load_chat_model
+
+    db = args.db or str(demo_database_path())
+    question = " ".join(args.question) if args.question else DEMO_QUESTIONS[0]
+    config = RouteConfig(prompt_style=args.prompt_style).with_stages(args.stages)
+    show_progress = not args.json and not args.quiet and sys.stderr.isatty()
+    with _Progress(sys.stderr, show_progress) as progress:
+        if not args.json and not args.quiet:
+            print(f"Database: {db}\nQuestion: {question}", file=sys.stderr)
+        llm = load_chat_model(args.model, max_new_tokens=args.max_new_tokens)
+        graph = build_route_graph(llm, db, config)
+        progress.label = _STAGE_LABELS["schema_link" if config.schema_linking else "generate"]
+        state: dict[str, Any] = {}
+        for mode, chunk in graph.stream({"question": question, "hint": args.hint}, stream_mode=["updates", "values"]):
+            if mode == "updates":
+                for node in chunk:
+                    progress.done(node)
+            else:
+                state = chunk
+    result = state.get("result", {})
+    if args.json:
+        keys = ("question", "sql", "stage", "result", "links", "sql_by_stage", "trace")
+        print(json.dumps({k: state.get(k) for k in keys}, indent=2, default=str))
+        return 0 if result.get("ok") else 1
+    print(f"\nSQL:\n  {state.get('sql') or '(none)'}\n")
+    if result.get("ok"):
+        rows = result.get("rows", [])
+        print(format_table(result.get("columns", []), rows[: args.show_rows]))
+        more = result.get("row_count", len(rows)) - min(len(rows), args.show_rows)
+        suffix = " (truncated at the row cap)" if result.get("truncated") else ""
+        print(f"({result.get('row_count', len(rows))} row(s){suffix}{'; ' + str(more) + ' not shown' if more > 0 else ''})")
+    else:
+        print(f"The SQL does not execute: {result.get('error')}")
+    if not args.quiet:
+        print("\nTrace:\n" + format_trace(state.get("trace", [])))
+    return 0 if result.get("ok") else 1
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="route-sql", description="ROUTE text-to-SQL with a local or served model, as a LangGraph graph."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    ask = sub.add_parser("ask", help="answer a question over a database")
+    ask.add_argument("question", nargs="*", help=f"the question (default: {DEMO_QUESTIONS[0]!r})")
+    ask.add_argument("--db", help="SQLite path or SQLAlchemy URL (default: the bundled demo book-shop database)")
+    ask.add_argument(
+        "--model",
+        default=None,
+        help="model spec: qwen2.5-coder-0.5b (default, offline), an HF model directory, "
+        "hf:ORG/NAME, or openai:http://HOST:PORT/v1#MODEL_NAME",
+    )
+    ask.add_argument("--hint", default=None, help="extra knowledge for the question (BIRD's evidence)")
+    ask.add_argument("--stages", default=None, help="MCP stages to run, subset of sl,nc,cw (default: all)")
+    ask.add_argument("--prompt-style", choices=["zero_shot", "few_shot"], default="zero_shot")
+    ask.add_argument("--max-new-tokens", type=int, default=384)
+    ask.add_argument("--show-rows", type=int, default=20, help="result rows to print")
+    ask.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+    ask.add_argument("--quiet", action="store_true", help="only the SQL and the result")
+    ask.set_defaults(handler=_ask)
+    for name, help_text in (("eval", "evaluate on a Spider/BIRD-format dataset"), ("finetune", "MSFT fine-tuning")):
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``route-sql`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "eval":
+            from route_graph.evaluation.cli import main as eval_main
+
+            return eval_main(argv[1:])
+        if argv and argv[0] == "finetune":
+            try:
+                from finetune.cli import main as finetune_main
+            except ImportError as exc:
+                raise RouteGraphError(
+                    f"Fine-tuning needs the finetune extra: pip install 'route-graph[finetune]' ({exc})."
+                ) from exc
+            return finetune_main(argv[1:])
+        args = _build_parser().parse_args(argv)
+        return int(args.handler(args))
+    except RouteGraphError as exc:
+        print(f"route-sql: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("route-sql: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Wiring of the MCP ``StateGraph``: nodes, execution- and difficulty-driven edges, compile."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from route_graph.context import RouteConfig
+from route_graph.database import Database, open_database
+from route_graph.nodes import RouteNodes
+from route_graph.state import RouteInput, RouteOutput, RouteState
+
+if TYPE_CHECKING:
+    import sqlalchemy
+
+__all__ = ["build_route_graph", "GRAPH_NAME"]
+
+GRAPH_NAME = "route"
+
+
+def build_route_graph(
+    llm: BaseChatModel,
+    db: "Database | str | os.PathLike[str] | sqlalchemy.Engine | Any",
+    config: RouteConfig | None = None,
+    *,
+    checkpointer: Any = None,
+    name: str = GRAPH_NAME,
+) -> CompiledStateGraph:
+    """Compile ROUTE's multitask collaboration pipeline for one chat model and one database.
+
+    ``db`` may be a SQLite path, a SQLAlchemy URL or Engine, a langchain-community ``SQLDatabase``
+    or a ``Database``. ``config`` is the default ``RouteConfig``; pass ``context=RouteConfig(...)``
+    to ``invoke``/``stream`` to override it per run. Invoke with ``{"question": ..., "hint": ...}``;
+    the output holds ``sql``, ``result`` (``ExecutionResult.to_dict()``), ``stage`` and ``trace``.
+    """
+    database = open_database(db)
+    nodes = RouteNodes(llm, database, config or RouteConfig())
+    graph = StateGraph(RouteState, context_schema=RouteConfig, input_schema=RouteInput, output_schema=RouteOutput)
+    graph.add_node("schema_link", nodes.schema_link)
+    graph.add_node("generate", nodes.generate)
+    graph.add_node("noise_correct", nodes.noise_correct)
+    graph.add_node("continue_write", nodes.continue_write)
+    graph.add_node("finalize", nodes.finalize)
+    graph.add_conditional_edges(START, nodes.route_start)
+    graph.add_edge("schema_link", "generate")
+    graph.add_conditional_edges("generate", nodes.route_after_generate)
+    graph.add_conditional_edges("noise_correct", nodes.route_after_correction)
+    graph.add_edge("continue_write", "finalize")
+    graph.add_edge("finalize", END)
+    return graph.compile(checkpointer=checkpointer, name=name)

@@ -1,0 +1,220 @@
+"""Schema links: which tables/columns a question needs, from model text or from SQL (sqlglot).
+
+Used by the graph (schema linking, difficulty h(s, d)), by fine-tuning (SL targets from gold
+SQL) and by evaluation (linking precision/recall). Links are ``{table: [columns]}`` with the
+schema's own spelling and order; anything not in the schema is dropped and reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.scope import Scope, traverse_scope
+
+from route_graph.database import Schema
+
+__all__ = [
+    "Links",
+    "validate_links",
+    "links_from_sql",
+    "merge_links",
+    "sql_table_count",
+    "is_hard",
+    "links_json_schema",
+    "LinkScores",
+    "score_links",
+]
+
+Links = dict[str, list[str]]
+
+
+def validate_links(raw: dict[str, list[str]], schema: Schema) -> tuple[Links, list[str]]:
+    """Keep only names that exist in ``schema`` (case-insensitive); return (links, dropped names).
+
+    A column listed under the wrong table is moved to the single table that has it, if unique.
+    """
+    found: dict[str, set[str]] = {}
+    dropped: list[str] = []
+    for table_name, columns in raw.items():
+        table = schema.table(str(table_name).split(".")[-1].strip("`\"[] "))
+        if table is None:
+            dropped.append(str(table_name))
+            # Salvage columns that exist in exactly one table.
+            for col in columns:
+                owner = _unique_owner(schema, col)
+                if owner is not None:
+                    found.setdefault(owner[0], set()).add(owner[1])
+            continue
+        found.setdefault(table.name, set())
+        for col in columns:
+            name = str(col).split(".")[-1].strip("`\"[] ")
+            if name == "*":
+                continue
+            column = table.column(name)
+            if column is not None:
+                found[table.name].add(column.name)
+                continue
+            owner = _unique_owner(schema, name)
+            if owner is not None:
+                found.setdefault(owner[0], set()).add(owner[1])
+            else:
+                dropped.append(f"{table_name}.{col}")
+    return _in_schema_order(found, schema), dropped
+
+
+def _unique_owner(schema: Schema, column: str) -> tuple[str, str] | None:
+    owners = [(t.name, c.name) for t in schema.tables if (c := t.column(column)) is not None]
+    return owners[0] if len(owners) == 1 else None
+
+
+def _in_schema_order(found: dict[str, set[str]], schema: Schema) -> Links:
+    links: Links = {}
+    for table in schema.tables:
+        if table.name in found:
+            links[table.name] = [c.name for c in table.columns if c.name in found[table.name]]
+    return links
+
+
+def links_from_sql(sql: str, schema: Schema, dialect: str = "sqlite") -> Links | None:
+    """Tables/columns a SQL query uses, aliases and subqueries resolved; None if it does not parse.
+
+    Unqualified columns are attributed to the table(s) of their scope that have them; names that
+    are not in the schema (hallucinations, output aliases) are ignored.
+    """
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except (SqlglotError, ValueError):
+        return None
+    if tree is None:
+        return None
+    found: dict[str, set[str]] = {}
+    try:
+        scopes = traverse_scope(tree)
+    except (SqlglotError, ValueError, KeyError, RecursionError):
+        scopes = []
+    for table_node in tree.find_all(exp.Table):
+        table = schema.table(table_node.name)
+        if table is not None:
+            found.setdefault(table.name, set())
+    for scope in scopes:
+        tables = _scope_tables(scope, schema)
+        for column in scope.columns:
+            _attribute(column, tables, schema, found)
+    return _in_schema_order(found, schema)
+
+
+def _scope_tables(scope: Scope, schema: Schema) -> dict[str, str]:
+    """alias (lower) -> schema table name, for the base tables of one scope."""
+    tables: dict[str, str] = {}
+    for alias, source in scope.sources.items():
+        if isinstance(source, exp.Table):
+            table = schema.table(source.name)
+            if table is not None:
+                tables[alias.lower()] = table.name
+                tables.setdefault(source.name.lower(), table.name)
+    return tables
+
+
+def _attribute(column: exp.Column, tables: dict[str, str], schema: Schema, found: dict[str, set[str]]) -> None:
+    name = column.name
+    if not name or name == "*":
+        return
+    qualifier = column.table.lower() if column.table else ""
+    if qualifier:
+        table_name = tables.get(qualifier)
+        if table_name is None:
+            return
+        col = schema.table(table_name).column(name)  # type: ignore[union-attr]
+        if col is not None:
+            found.setdefault(table_name, set()).add(col.name)
+        return
+    owners = [t for t in dict.fromkeys(tables.values()) if schema.table(t).column(name) is not None]  # type: ignore[union-attr]
+    for owner in owners:
+        found.setdefault(owner, set()).add(schema.table(owner).column(name).name)  # type: ignore[union-attr]
+
+
+def merge_links(schema: Schema, *links: Links | None) -> Links:
+    """Union of several link sets, in schema order (the reduced schema of MCP step 1)."""
+    found: dict[str, set[str]] = {}
+    for one in links:
+        for table, columns in (one or {}).items():
+            found.setdefault(table, set()).update(columns)
+    return _in_schema_order(found, schema)
+
+
+def sql_table_count(sql: str, schema: Schema, dialect: str = "sqlite") -> int:
+    """Number of distinct schema tables the SQL touches (0 when none can be detected)."""
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except (SqlglotError, ValueError):
+        return 0
+    if tree is None:
+        return 0
+    names = {t.name for node in tree.find_all(exp.Table) if (t := schema.table(node.name)) is not None}
+    return len(names)
+
+
+def is_hard(sql: str, schema: Schema, threshold: int = 2, dialect: str = "sqlite") -> bool:
+    """ROUTE's h(s, d) > threshold: the SQL touches more than ``threshold`` tables, or none detected."""
+    count = sql_table_count(sql, schema, dialect)
+    return count == 0 or count > threshold
+
+
+def links_json_schema(schema: Schema) -> dict:
+    """JSON schema for constrained SL output: keys are real tables, items are their real columns."""
+    return {
+        "type": "object",
+        "properties": {
+            t.name: {
+                "type": "array",
+                "items": {"type": "string", "enum": [c.name for c in t.columns]},
+            }
+            for t in schema.tables
+        },
+        "additionalProperties": False,
+    }
+
+
+@dataclass(frozen=True)
+class LinkScores:
+    """Precision/recall of predicted links against gold links; strict = every gold item kept."""
+
+    table_precision: float
+    table_recall: float
+    column_precision: float
+    column_recall: float
+    strict_recall: bool
+
+
+def _items(links: Links) -> tuple[set[str], set[str]]:
+    tables = {t.lower() for t in links}
+    columns = {f"{t.lower()}.{c.lower()}" for t, cols in links.items() for c in cols}
+    return tables, columns
+
+
+def _ratio(hit: int, total: int) -> float:
+    return hit / total if total else 1.0
+
+
+def score_links(predicted: Links, gold: Links) -> LinkScores:
+    """Precision/recall of tables and columns (empty sets score 1.0, as nothing was missed)."""
+    p_tables, p_cols = _items(predicted)
+    g_tables, g_cols = _items(gold)
+    return LinkScores(
+        table_precision=_ratio(len(p_tables & g_tables), len(p_tables)),
+        table_recall=_ratio(len(p_tables & g_tables), len(g_tables)),
+        column_precision=_ratio(len(p_cols & g_cols), len(p_cols)),
+        column_recall=_ratio(len(p_cols & g_cols), len(g_cols)),
+        strict_recall=g_tables <= p_tables and g_cols <= p_cols,
+    )
+
+
+def flatten(links: Links) -> Iterable[str]:
+    """``table.column`` strings, for display."""
+    for table, columns in links.items():
+        for column in columns:
+            yield f"{table}.{column}"

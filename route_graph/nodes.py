@@ -1,0 +1,282 @@
+"""The MCP stages as LangGraph nodes: schema_link, generate, noise_correct, continue_write, finalize.
+
+Each node asks the model through the shared prompt module, executes every SQL it gets through
+the guarded executor, and appends one trace entry (what it proposed, whether it executed, whether
+it was taken, and its cost in model calls, tokens and seconds). Model output never raises here:
+unparseable answers and failing SQL become trace entries and execution feedback.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import get_executor_for_config
+from langgraph.runtime import Runtime
+
+from route_graph import prompts
+from route_graph.context import RouteConfig
+from route_graph.database import Database
+from route_graph.execution import ExecutionResult, execute_sql, summarize_result
+from route_graph.linking import is_hard, links_from_sql, links_json_schema, merge_links, validate_links
+from route_graph.state import RouteState
+
+__all__ = ["RouteNodes", "NO_SQL_ERROR"]
+
+NO_SQL_ERROR = "The model's answer contained no SQL query."
+
+
+class _Meter:
+    """Counts model calls, tokens and wall time of one node."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.calls = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+
+    def record(self, message: BaseMessage) -> str:
+        self.calls += 1
+        usage = getattr(message, "usage_metadata", None) or {}
+        self.input_tokens += int(usage.get("input_tokens", 0) or 0)
+        self.output_tokens += int(usage.get("output_tokens", 0) or 0)
+        content = message.content
+        if isinstance(content, list):  # content blocks
+            content = "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+        return str(content)
+
+    def cost(self) -> dict[str, Any]:
+        return {
+            "llm_calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "seconds": round(time.perf_counter() - self.start, 3),
+        }
+
+
+class RouteNodes:
+    """Node and router functions bound to one chat model, one database and default settings."""
+
+    def __init__(self, llm: BaseChatModel, db: Database, config: RouteConfig) -> None:
+        self.llm = llm
+        self.db = db
+        self.default = config
+        self._sl_llm: Runnable = self._structured_linker(llm)
+
+    def _structured_linker(self, llm: BaseChatModel) -> Runnable:
+        """SL through JSON-schema constrained decoding where the backend supports it."""
+        try:
+            from route_graph.models import bind_json_schema
+        except ImportError:  # pragma: no cover - models.py imports only light modules at top level
+            return llm
+        return bind_json_schema(llm, "schema_links", links_json_schema(self.db.schema))
+
+    # ---------------------------------------------------------------- helpers
+    def settings(self, runtime: Runtime[RouteConfig] | None) -> RouteConfig:
+        context = runtime.context if runtime is not None else None
+        if context is None:
+            return self.default
+        if isinstance(context, dict):
+            return RouteConfig(**context)
+        return context
+
+    def _execute(self, sql: str | None, cfg: RouteConfig) -> ExecutionResult:
+        if not sql:
+            return ExecutionResult(
+                sql="", ok=False, columns=[], rows=[], row_count=0, truncated=False,
+                error=NO_SQL_ERROR, error_kind="error", elapsed_s=0.0,
+            )
+        return execute_sql(self.db, sql, timeout_s=cfg.execution_timeout_s, max_rows=cfg.max_rows)
+
+    def _schema_text(self, cfg: RouteConfig, links: dict[str, list[str]] | None, rows: int) -> str:
+        schema = self.db.schema.restrict(links) if links else self.db.schema
+        return self.db.render_schema(schema, sample_rows=rows, value_chars=cfg.feedback_value_chars)
+
+    def _prompt_kwargs(self, state: RouteState, cfg: RouteConfig) -> dict[str, Any]:
+        return {"hint": state.get("hint"), "dialect": self.db.dialect, "style": cfg.prompt_style}
+
+    @staticmethod
+    def _outcome(result: ExecutionResult) -> dict[str, Any]:
+        return {"executed": result.ok, "rows": result.row_count if result.ok else None, "error": result.error}
+
+    # ---------------------------------------------------------------- nodes
+    def schema_link(
+        self, state: RouteState, runtime: Runtime[RouteConfig], config: RunnableConfig
+    ) -> dict[str, Any]:
+        """MCP step 1: links from the SL answer and from a full-schema draft SQL, merged."""
+        cfg = self.settings(runtime)
+        meter = _Meter()
+        schema_text = self._schema_text(cfg, None, cfg.link_sample_rows)
+        kwargs = self._prompt_kwargs(state, cfg)
+        sl_msgs = prompts.sl_messages(state["question"], schema_text, **kwargs)
+        ts_msgs = prompts.ts_messages(state["question"], schema_text, **kwargs)
+        with get_executor_for_config(config) as pool:  # both calls at once: batched by local models
+            sl_future: Future = pool.submit(self._sl_llm.invoke, sl_msgs, config)
+            ts_future: Future = pool.submit(self.llm.invoke, ts_msgs, config)
+            sl_text, ts_text = meter.record(sl_future.result()), meter.record(ts_future.result())
+        model_links, dropped = validate_links(prompts.parse_links(sl_text), self.db.schema)
+        draft_sql = prompts.parse_sql(ts_text)
+        draft_links = links_from_sql(draft_sql, self.db.schema, self.db.dialect) if draft_sql else None
+        links = merge_links(self.db.schema, model_links, draft_links)
+        draft = self._execute(draft_sql, cfg)
+        entry = {
+            "stage": "schema_link",
+            "model_links": model_links,
+            "hallucinated": dropped,
+            "sql_links": draft_links or {},
+            "links": links,
+            "fallback_full_schema": not links,
+            "proposed_sql": draft_sql,
+            **self._outcome(draft),
+            **meter.cost(),
+        }
+        return {
+            "links": links,
+            "draft_sql": draft_sql,
+            "draft_result": draft.to_dict(),
+            "sql_by_stage": {"draft": draft_sql or ""},
+            "trace": [entry],
+        }
+
+    def generate(
+        self, state: RouteState, runtime: Runtime[RouteConfig], config: RunnableConfig
+    ) -> dict[str, Any]:
+        """MCP step 2: text-to-SQL on the reduced schema (full schema when linking is off)."""
+        cfg = self.settings(runtime)
+        meter = _Meter()
+        links = state.get("links") if cfg.schema_linking else None
+        rows = cfg.generate_sample_rows if links else cfg.link_sample_rows
+        schema_text = self._schema_text(cfg, links, rows)
+        msgs = prompts.ts_messages(state["question"], schema_text, **self._prompt_kwargs(state, cfg))
+        sql = prompts.parse_sql(meter.record(self.llm.invoke(msgs, config)))
+        result = self._execute(sql, cfg)
+        entry = {
+            "stage": "generate",
+            "schema_tables": list(links) if links else "full",
+            "proposed_sql": sql,
+            "accepted": True,
+            **self._outcome(result),
+            **meter.cost(),
+        }
+        return {
+            "sql": sql or "",
+            "result": result.to_dict(),
+            "stage": "generate",
+            "sql_by_stage": {"generate": sql or ""},
+            "trace": [entry],
+        }
+
+    def noise_correct(
+        self, state: RouteState, runtime: Runtime[RouteConfig], config: RunnableConfig
+    ) -> dict[str, Any]:
+        """MCP step 3: the model judges its SQL with execution feedback; an executable fix wins."""
+        cfg = self.settings(runtime)
+        meter = _Meter()
+        current = ExecutionResult.from_dict(state["result"])
+        feedback = summarize_result(current, max_rows=cfg.feedback_rows, value_chars=cfg.feedback_value_chars)
+        schema_text = self._schema_text(cfg, None, cfg.link_sample_rows)
+        msgs = prompts.nc_messages(
+            state["question"], schema_text, state.get("sql") or "", feedback, **self._prompt_kwargs(state, cfg)
+        )
+        verdict = prompts.parse_verdict(meter.record(self.llm.invoke(msgs, config)), state.get("sql"))
+        update: dict[str, Any] = {}
+        entry: dict[str, Any] = {
+            "stage": "noise_correct",
+            "verdict": {True: "correct", False: "incorrect", None: "unclear"}[verdict.correct],
+            "proposed_sql": verdict.sql,
+            "accepted": False,
+        }
+        if verdict.correct is False and verdict.sql:
+            fixed = self._execute(verdict.sql, cfg)
+            entry.update(self._outcome(fixed))
+            if fixed.ok:
+                entry["accepted"] = True
+                update = {"sql": verdict.sql, "result": fixed.to_dict(), "stage": "noise_correct"}
+        entry.update(meter.cost())
+        final_sql = update.get("sql", state.get("sql") or "")
+        return {**update, "sql_by_stage": {"noise_correct": final_sql}, "trace": [entry]}
+
+    def continue_write(
+        self, state: RouteState, runtime: Runtime[RouteConfig], config: RunnableConfig
+    ) -> dict[str, Any]:
+        """MCP step 4: complete a truncated SQL; keep it if it executes (and returns rows)."""
+        cfg = self.settings(runtime)
+        meter = _Meter()
+        current_ok = bool(state.get("result", {}).get("ok"))
+        links = state.get("links") if cfg.schema_linking else None
+        rows = cfg.generate_sample_rows if links else cfg.link_sample_rows
+        schema_text = self._schema_text(cfg, links, rows)
+        msgs = prompts.cw_messages(
+            state["question"], schema_text, cfg.continuation_prefix, **self._prompt_kwargs(state, cfg)
+        )
+        answer = prompts.parse_sql(meter.record(self.llm.invoke(msgs, config)))
+        sql = prompts.join_continuation(cfg.continuation_prefix, answer) if answer else None
+        result = self._execute(sql, cfg)
+        needs_rows = cfg.cw_requires_rows and current_ok
+        accepted = result.ok and (result.row_count > 0 or not needs_rows)
+        entry = {
+            "stage": "continue_write",
+            "reason": "hard" if current_ok else "not_executable",
+            "proposed_sql": sql,
+            "accepted": accepted,
+            **self._outcome(result),
+            **meter.cost(),
+        }
+        update: dict[str, Any] = {}
+        if accepted:
+            update = {"sql": sql, "result": result.to_dict(), "stage": "continue_write"}
+        final_sql = update.get("sql", state.get("sql") or "")
+        return {**update, "sql_by_stage": {"continue_write": final_sql}, "trace": [entry]}
+
+    def finalize(self, state: RouteState, runtime: Runtime[RouteConfig]) -> dict[str, Any]:
+        """Pick the answer: the current SQL, or (if it fails) the latest candidate that executed."""
+        cfg = self.settings(runtime)
+        result = state.get("result") or {}
+        entry: dict[str, Any] = {"stage": "finalize", "winner": state.get("stage", "generate")}
+        if not result.get("ok") and cfg.fallback_to_executable:
+            for step in reversed(state.get("trace", [])):
+                sql = step.get("proposed_sql")
+                if step.get("executed") and sql and sql != state.get("sql"):
+                    fallback = self._execute(sql, cfg)
+                    if fallback.ok:
+                        entry.update(winner=step["stage"], fallback=True)
+                        return {
+                            "sql": sql,
+                            "result": fallback.to_dict(),
+                            "stage": step["stage"],
+                            "trace": [entry],
+                        }
+        return {"trace": [entry]}
+
+    # ---------------------------------------------------------------- routers
+    def route_start(self, state: RouteState, runtime: Runtime[RouteConfig]) -> Literal["schema_link", "generate"]:
+        """Schema linking first, unless it is switched off."""
+        return "schema_link" if self.settings(runtime).schema_linking else "generate"
+
+    def _needs_continuation(self, state: RouteState, cfg: RouteConfig) -> bool:
+        if not cfg.continuation_writing:
+            return False
+        if not (state.get("result") or {}).get("ok"):
+            return True
+        return is_hard(state.get("sql") or "", self.db.schema, cfg.difficulty_threshold, self.db.dialect)
+
+    def route_after_generate(
+        self, state: RouteState, runtime: Runtime[RouteConfig]
+    ) -> Literal["noise_correct", "continue_write", "finalize"]:
+        """Noise correction if on; else continuation writing for failing or hard SQL."""
+        cfg = self.settings(runtime)
+        if cfg.noise_correction:
+            return "noise_correct"
+        return "continue_write" if self._needs_continuation(state, cfg) else "finalize"
+
+    def route_after_correction(
+        self, state: RouteState, runtime: Runtime[RouteConfig]
+    ) -> Literal["continue_write", "finalize"]:
+        """Continuation writing when the SQL still fails to execute or is hard (h(s, d) > threshold)."""
+        cfg = self.settings(runtime)
+        return "continue_write" if self._needs_continuation(state, cfg) else "finalize"
+

@@ -1,0 +1,394 @@
+"""The four ROUTE task prompts, their target completions and their forgiving parsers.
+
+This module is the ONE source of prompt text: the graph's nodes send these messages at inference
+and ``finetune`` builds its training records (prompt = messages, completion = ``*_completion``)
+from the very same functions, so a fine-tuned model sees exactly the text it was trained on.
+Messages are plain ``{"role", "content"}`` dicts, which LangChain chat models accept as they are
+and which chat templates (transformers, TRL) consume directly.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "Message",
+    "Verdict",
+    "dialect_label",
+    "ts_messages",
+    "sl_messages",
+    "nc_messages",
+    "cw_messages",
+    "ts_completion",
+    "sl_completion",
+    "nc_completion",
+    "cw_completion",
+    "parse_sql",
+    "parse_links",
+    "parse_verdict",
+    "join_continuation",
+]
+
+Message = dict[str, str]
+PromptStyle = Literal["zero_shot", "few_shot"]
+
+SYSTEM = "You are an expert in {dialect} databases who writes correct, executable SQL."
+
+_DIALECT_LABELS = {
+    "sqlite": "SQLite",
+    "duckdb": "DuckDB",
+    "postgres": "PostgreSQL",
+    "mysql": "MySQL",
+    "tsql": "T-SQL",
+    "bigquery": "BigQuery",
+    "snowflake": "Snowflake",
+    "oracle": "Oracle",
+}
+
+
+def dialect_label(dialect: str) -> str:
+    """Human name of a sqlglot dialect for prompt text (``"sqlite"`` -> ``"SQLite"``)."""
+    return _DIALECT_LABELS.get(dialect.lower(), dialect)
+
+
+def _context(schema: str, question: str, hint: str | None) -> str:
+    parts = [f"Database schema:\n{schema.strip()}", ""]
+    if hint:
+        parts.append(f"Hint: {hint.strip()}")
+    parts.append(f"Question: {question.strip()}")
+    return "\n".join(parts)
+
+
+def _sql_block(sql: str) -> str:
+    return f"```sql\n{sql.strip().rstrip(';').strip()}\n```"
+
+
+# --------------------------------------------------------------------------------------------
+# Few-shot examples for base (not fine-tuned) models: one tiny schema, not taken from any benchmark.
+_EXAMPLE_SCHEMA = """CREATE TABLE author (
+  author_id INTEGER,
+  name TEXT,
+  country TEXT,
+  PRIMARY KEY (author_id)
+);
+CREATE TABLE book (
+  book_id INTEGER,
+  title TEXT,
+  year INTEGER,
+  author_id INTEGER,
+  PRIMARY KEY (book_id),
+  FOREIGN KEY (author_id) REFERENCES author(author_id)
+);"""
+_EXAMPLE_QUESTION = "What are the names of authors from Canada who wrote a book after 2000?"
+_EXAMPLE_SQL = (
+    "SELECT DISTINCT T1.name FROM author AS T1 JOIN book AS T2 ON T1.author_id = T2.author_id "
+    "WHERE T1.country = 'Canada' AND T2.year > 2000"
+)
+_EXAMPLE_LINKS = {"author": ["author_id", "name", "country"], "book": ["year", "author_id"]}
+_EXAMPLE_WRONG_SQL = "SELECT name FROM author WHERE country = 'Canada'"
+_EXAMPLE_WRONG_FEEDBACK = "Columns: name\nRows: 2\n('Alice Munro',)\n('Margaret Atwood',)"
+
+
+def _with_style(
+    system: str, user: str, style: PromptStyle, example_user: str, example_answer: str
+) -> list[Message]:
+    messages: list[Message] = [{"role": "system", "content": system}]
+    if style == "few_shot":
+        messages += [
+            {"role": "user", "content": example_user},
+            {"role": "assistant", "content": example_answer},
+        ]
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+# --------------------------------------------------------------------------------------------
+# Text-to-SQL (TS)
+def _ts_user(schema: str, question: str, hint: str | None, dialect: str) -> str:
+    return (
+        f"{_context(schema, question, hint)}\n\n"
+        f"Write one {dialect_label(dialect)} query that answers the question, using only the tables "
+        "and columns above. Reply with the SQL in a ```sql code block."
+    )
+
+
+def ts_messages(
+    question: str,
+    schema: str,
+    *,
+    hint: str | None = None,
+    dialect: str = "sqlite",
+    style: PromptStyle = "zero_shot",
+) -> list[Message]:
+    """Text-to-SQL: question (+hint) and a rendered schema -> one SQL query."""
+    return _with_style(
+        SYSTEM.format(dialect=dialect_label(dialect)),
+        _ts_user(schema, question, hint, dialect),
+        style,
+        _ts_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, dialect),
+        ts_completion(_EXAMPLE_SQL),
+    )
+
+
+def ts_completion(sql: str) -> str:
+    """Target answer of the TS task."""
+    return _sql_block(sql)
+
+
+# --------------------------------------------------------------------------------------------
+# Schema linking (SL)
+def _sl_user(schema: str, question: str, hint: str | None) -> str:
+    return (
+        f"{_context(schema, question, hint)}\n\n"
+        "Which tables and columns are needed to write the SQL query that answers the question? "
+        'Reply with a JSON object that maps each needed table to the list of its needed columns, '
+        'e.g. {"table_a": ["column_1", "column_2"]}.'
+    )
+
+
+def sl_messages(
+    question: str,
+    schema: str,
+    *,
+    hint: str | None = None,
+    dialect: str = "sqlite",
+    style: PromptStyle = "zero_shot",
+) -> list[Message]:
+    """Schema linking: question and full schema -> ``{table: [columns]}`` as JSON."""
+    return _with_style(
+        SYSTEM.format(dialect=dialect_label(dialect)),
+        _sl_user(schema, question, hint),
+        style,
+        _sl_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None),
+        sl_completion(_EXAMPLE_LINKS),
+    )
+
+
+def sl_completion(links: dict[str, list[str]]) -> str:
+    """Target answer of the SL task: compact JSON, tables and columns in the given order."""
+    return json.dumps({t: list(cols) for t, cols in links.items()}, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Noise correction (NC)
+NC_CORRECT = "The SQL is correct."
+NC_INCORRECT = "The SQL is incorrect. The correct SQL is:"
+
+
+def _nc_user(schema: str, question: str, hint: str | None, sql: str, feedback: str) -> str:
+    return (
+        f"{_context(schema, question, hint)}\n\n"
+        f"Candidate SQL:\n{_sql_block(sql)}\n\n"
+        f"Execution result:\n{feedback.strip()}\n\n"
+        "Does the candidate SQL correctly answer the question? If it does, reply exactly "
+        f'"{NC_CORRECT}" If it does not, reply "{NC_INCORRECT}" followed by the corrected SQL '
+        "in a ```sql code block."
+    )
+
+
+def nc_messages(
+    question: str,
+    schema: str,
+    sql: str,
+    feedback: str,
+    *,
+    hint: str | None = None,
+    dialect: str = "sqlite",
+    style: PromptStyle = "zero_shot",
+) -> list[Message]:
+    """Noise correction: question, schema, candidate SQL and its execution feedback -> verdict."""
+    return _with_style(
+        SYSTEM.format(dialect=dialect_label(dialect)),
+        _nc_user(schema, question, hint, sql, feedback),
+        style,
+        _nc_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, _EXAMPLE_WRONG_SQL, _EXAMPLE_WRONG_FEEDBACK),
+        nc_completion(False, _EXAMPLE_SQL),
+    )
+
+
+def nc_completion(correct: bool, corrected_sql: str | None = None) -> str:
+    """Target answer of the NC task: the verdict, plus the corrected SQL when wrong."""
+    if correct:
+        return NC_CORRECT
+    if not corrected_sql:
+        raise ValueError("An 'incorrect' NC target needs the corrected SQL.")
+    return f"{NC_INCORRECT}\n{_sql_block(corrected_sql)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Continuation writing (CW)
+def _cw_user(schema: str, question: str, hint: str | None, prefix: str) -> str:
+    return (
+        f"{_context(schema, question, hint)}\n\n"
+        "Complete the following unfinished SQL query so that it answers the question:\n"
+        f"{prefix.rstrip()} ...\n\n"
+        "Reply with the complete SQL query (starting with the unfinished part) in a ```sql code block."
+    )
+
+
+def cw_messages(
+    question: str,
+    schema: str,
+    prefix: str = "SELECT ",
+    *,
+    hint: str | None = None,
+    dialect: str = "sqlite",
+    style: PromptStyle = "zero_shot",
+) -> list[Message]:
+    """Continuation writing: question, schema and a truncated SQL -> the completed SQL."""
+    example_prefix = _EXAMPLE_SQL[: _EXAMPLE_SQL.index(" FROM")]
+    return _with_style(
+        SYSTEM.format(dialect=dialect_label(dialect)),
+        _cw_user(schema, question, hint, prefix),
+        style,
+        _cw_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, example_prefix),
+        cw_completion(_EXAMPLE_SQL),
+    )
+
+
+def cw_completion(sql: str) -> str:
+    """Target answer of the CW task: the whole SQL (prefix included)."""
+    return _sql_block(sql)
+
+
+def join_continuation(prefix: str, sql: str) -> str:
+    """Whole SQL from a CW answer: models sometimes repeat the prefix, sometimes only continue it."""
+    body = sql.strip()
+    head = prefix.strip()
+    if not head or body.lower().startswith(head.lower()):
+        return body
+    return f"{prefix.rstrip()} {body}".strip()
+
+
+# --------------------------------------------------------------------------------------------
+# Parsers: model output is untrusted and irregular.
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
+_SQL_START = re.compile(r"\b(SELECT|WITH)\b", re.IGNORECASE)
+
+
+def parse_sql(text: str) -> str | None:
+    """Extract one SQL query from model text: a ```sql fence, any fence, or bare SQL.
+
+    Returns the query without trailing semicolon, or None when the text holds no query.
+    """
+    if not text:
+        return None
+    blocks = [(lang.lower(), body.strip()) for lang, body in _FENCE.findall(text)]
+    candidates = [b for lang, b in blocks if lang == "sql" and b]
+    candidates += [b for lang, b in blocks if lang != "sql" and b and _SQL_START.search(b)]
+    if candidates:
+        sql = candidates[0]
+    else:
+        match = _SQL_START.search(text)
+        if not match:
+            return None
+        sql = text[match.start():]
+        # Bare SQL ends at the first blank line.
+        sql = re.split(r"\n\s*\n", sql, maxsplit=1)[0]
+    sql = sql.strip().strip("`").strip()
+    sql = re.sub(r"^(sql|sqlite)\s*\n", "", sql, flags=re.IGNORECASE)
+    # Only the first statement counts; the executor rejects the rest anyway.
+    sql = _first_statement(sql).strip()
+    return sql or None
+
+
+def _first_statement(sql: str) -> str:
+    """Text up to the first semicolon outside quotes."""
+    quote: str | None = None
+    for i, ch in enumerate(sql):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == ";":
+            return sql[:i]
+    return sql
+
+
+def parse_links(text: str) -> dict[str, list[str]]:
+    """Parse an SL answer into ``{table: [columns]}`` (unvalidated; see ``linking.validate_links``).
+
+    Accepts JSON or Python-dict text, inside or outside code fences, and a ``table.column`` list as
+    a last resort. Unparseable text gives ``{}``.
+    """
+    if not text:
+        return {}
+    body = text
+    fenced = [b for _, b in _FENCE.findall(text) if "{" in b]
+    if fenced:
+        body = fenced[0]
+    start, end = body.find("{"), body.rfind("}")
+    if start != -1 and end > start:
+        snippet = body[start : end + 1]
+        for loader in (json.loads, ast.literal_eval):
+            try:
+                value = loader(snippet)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+            if isinstance(value, dict):
+                return _normalise_links(value)
+    pairs = re.findall(r"([A-Za-z_][\w ]*?)\.([A-Za-z_]\w*)", text)
+    links: dict[str, list[str]] = {}
+    for table, column in pairs:
+        links.setdefault(table.strip(), []).append(column)
+    return links
+
+
+def _normalise_links(value: dict) -> dict[str, list[str]]:
+    links: dict[str, list[str]] = {}
+    for table, columns in value.items():
+        if isinstance(columns, str):
+            columns = [columns]
+        elif not isinstance(columns, (list, tuple, set)):
+            columns = []
+        links[str(table).strip()] = [str(c).strip() for c in columns if str(c).strip()]
+    return links
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """NC answer: ``correct`` is True/False, or None when the model gave no clear verdict."""
+
+    correct: bool | None
+    sql: str | None
+
+
+_NEGATIVE = re.compile(
+    r"\b(incorrect|not correct|wrong|does not|doesn't|is not|isn't|fails?|error|mistake|should be)\b",
+    re.IGNORECASE,
+)
+_AFFIRMATIVE = re.compile(r"\b(correct|right|yes|accurate|valid)\b", re.IGNORECASE)
+
+
+def parse_verdict(text: str, original_sql: str | None = None) -> Verdict:
+    """Parse an NC answer: the affirmative-phrase rule, plus any corrected SQL it contains.
+
+    The first sentence decides; a negative phrase beats an affirmative one. A corrected SQL that
+    merely repeats the original counts as "correct". No verdict but a different SQL counts as a
+    correction.
+    """
+    text = (text or "").strip()
+    sql = parse_sql(text) if "```" in text or _SQL_START.search(text) else None
+    head = re.split(r"(?<=[.!?\n])\s", text, maxsplit=1)[0] if text else ""
+    if _NEGATIVE.search(head):
+        correct: bool | None = False
+    elif _AFFIRMATIVE.search(head):
+        correct = True
+    else:
+        correct = None
+    if sql is not None and original_sql is not None and _same_sql(sql, original_sql):
+        sql = None
+        correct = True if correct is None else correct
+    if correct is None and sql is not None:
+        correct = False
+    return Verdict(correct=correct, sql=sql if correct is False else None)
+
+
+def _same_sql(a: str, b: str) -> bool:
+    norm = lambda s: re.sub(r"\s+", " ", s.strip().rstrip(";")).lower()  # noqa: E731
+    return norm(a) == norm(b)

@@ -1,0 +1,284 @@
+"""Every path through the MCP graph, with a chat model scripted per task and a real SQLite file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from route_graph import RouteConfig, build_route_graph
+from tests.fakes import ScriptedChatModel, make_concert_db
+
+SQL_FRENCH = "SELECT name FROM singer WHERE country = 'France'"
+SQL_THREE_TABLES = (
+    "SELECT T1.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id "
+    "JOIN concert AS T3 ON T2.concert_id = T3.concert_id WHERE T3.year = 2014"
+)
+
+
+@pytest.fixture()
+def db_path(tmp_path: Path) -> Path:
+    return make_concert_db(tmp_path / "concert.sqlite")
+
+
+def fence(sql: str) -> str:
+    return f"```sql\n{sql}\n```"
+
+
+def run(db_path: Path, scripts: dict[str, list[str]], config: RouteConfig | None = None, **invoke_kwargs):
+    llm = ScriptedChatModel(scripts=scripts)
+    graph = build_route_graph(llm, db_path, config)
+    out = graph.invoke({"question": "Which singers are from France?"}, **invoke_kwargs)
+    # Every script line was consumed: no stage was skipped or called twice by mistake.
+    assert all(not lines for lines in llm.scripts.values()), llm.scripts
+    return out, llm
+
+
+def stages(out) -> list[str]:
+    return [entry["stage"] for entry in out["trace"]]
+
+
+def entry(out, stage: str) -> dict:
+    return next(e for e in out["trace"] if e["stage"] == stage)
+
+
+def test_full_pipeline_nc_accepts_and_cw_skipped(db_path: Path) -> None:
+    out, llm = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name", "country"]}'],
+            "ts": [fence("SELECT name FROM singer"), fence(SQL_FRENCH)],
+            "nc": ["The SQL is correct."],
+        },
+    )
+    assert stages(out) == ["schema_link", "generate", "noise_correct", "finalize"]
+    assert out["sql"] == SQL_FRENCH
+    assert out["stage"] == "generate"
+    assert out["result"]["ok"] and sorted(r[0] for r in out["result"]["rows"]) == ["Edith", "Jacques"]
+    assert out["links"] == {"singer": ["singer_id", "name", "country"]}
+    assert entry(out, "noise_correct")["verdict"] == "correct"
+    assert out["sql_by_stage"]["draft"] == "SELECT name FROM singer"
+    # The generation prompt saw only the reduced schema.
+    ts_prompts = [p for task, p in llm.calls if task == "ts"]
+    assert "CREATE TABLE stadium" in ts_prompts[0] and "CREATE TABLE stadium" not in ts_prompts[1]
+    assert entry(out, "schema_link")["llm_calls"] == 2
+
+
+def test_nc_rejects_and_executable_correction_wins(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"]}'],
+            "ts": [fence("SELECT name FROM singer"), fence("SELECT name FROM singer")],
+            "nc": ["The SQL is incorrect. The correct SQL is:\n" + fence(SQL_FRENCH)],
+        },
+    )
+    nc = entry(out, "noise_correct")
+    assert nc["verdict"] == "incorrect" and nc["accepted"] and nc["executed"]
+    assert out["sql"] == SQL_FRENCH and out["stage"] == "noise_correct"
+    assert out["sql_by_stage"]["generate"] == "SELECT name FROM singer"
+
+
+def test_nc_correction_that_fails_is_not_taken(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"]}'],
+            "ts": [fence("SELECT name FROM singer"), fence(SQL_FRENCH)],
+            "nc": ["The SQL is incorrect.\n" + fence("SELECT nationality FROM singer")],
+        },
+    )
+    nc = entry(out, "noise_correct")
+    assert nc["verdict"] == "incorrect" and not nc["accepted"] and nc["executed"] is False
+    assert "nationality" in nc["error"]
+    assert out["sql"] == SQL_FRENCH and out["stage"] == "generate"
+
+
+def test_cw_triggered_by_execution_error(db_path: Path) -> None:
+    out, llm = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["nme"]}'],  # hallucinated column
+            "ts": [fence("SELECT nme FROM singer"), fence("SELECT nme FROM singer")],
+            "nc": ["The SQL is correct."],
+            "cw": [fence("name FROM singer WHERE country = 'France'")],
+        },
+    )
+    sl = entry(out, "schema_link")
+    assert "singer.nme" in sl["hallucinated"]
+    cw = entry(out, "continue_write")
+    assert cw["reason"] == "not_executable" and cw["accepted"]
+    assert out["sql"] == "SELECT name FROM singer WHERE country = 'France'"
+    assert out["stage"] == "continue_write"
+    assert "SELECT ..." in [p for t, p in llm.calls if t == "cw"][0]
+
+
+def test_cw_triggered_by_difficulty(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"], "concert": ["year"], "singer_in_concert": []}'],
+            "ts": [fence(SQL_THREE_TABLES), fence(SQL_THREE_TABLES)],
+            "nc": ["The SQL is correct."],
+            "cw": [fence("SELECT DISTINCT T1.name " + SQL_THREE_TABLES[len("SELECT T1.name "):])],
+        },
+    )
+    cw = entry(out, "continue_write")
+    assert cw["reason"] == "hard" and cw["accepted"] and cw["rows"] == 2
+    assert out["sql"].startswith("SELECT DISTINCT") and out["stage"] == "continue_write"
+    assert out["links"]["singer_in_concert"] == ["concert_id", "singer_id"]
+
+
+def test_cw_on_hard_sql_rejected_when_result_empty(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"], "concert": ["year"], "singer_in_concert": []}'],
+            "ts": [fence(SQL_THREE_TABLES), fence(SQL_THREE_TABLES)],
+            "nc": ["Yes, it is correct."],
+            "cw": [fence(SQL_THREE_TABLES.replace("2014", "1900"))],
+        },
+    )
+    cw = entry(out, "continue_write")
+    assert cw["executed"] and cw["rows"] == 0 and not cw["accepted"]
+    assert out["sql"] == SQL_THREE_TABLES and out["stage"] == "generate"
+
+
+@pytest.mark.parametrize(
+    ("stages_on", "scripts", "expected"),
+    [
+        (
+            "nc,cw",  # SL off: generate on the full schema, no draft
+            {"ts": [fence(SQL_FRENCH)], "nc": ["The SQL is correct."]},
+            ["generate", "noise_correct", "finalize"],
+        ),
+        (
+            "sl,cw",  # NC off: straight to the continuation decision
+            {"sl": ['{"singer": ["name"]}'], "ts": [fence(SQL_FRENCH), fence(SQL_FRENCH)]},
+            ["schema_link", "generate", "finalize"],
+        ),
+        (
+            "sl,nc",  # CW off: a failing SQL is not continued
+            {
+                "sl": ['{"singer": ["name"]}'],
+                "ts": [fence(SQL_FRENCH), fence("SELECT nme FROM singer")],
+                "nc": ["The SQL is correct."],
+            },
+            ["schema_link", "generate", "noise_correct", "finalize"],
+        ),
+        ("", {"ts": [fence(SQL_FRENCH)]}, ["generate", "finalize"]),
+    ],
+)
+def test_each_stage_switched_off(db_path: Path, stages_on: str, scripts: dict, expected: list[str]) -> None:
+    out, _ = run(db_path, scripts, RouteConfig().with_stages(stages_on))
+    assert stages(out) == expected
+    assert out["result"]["ok"]
+
+
+def test_sl_off_generates_on_full_schema(db_path: Path) -> None:
+    out, llm = run(db_path, {"ts": [fence(SQL_FRENCH)]}, RouteConfig().with_stages(""))
+    assert "CREATE TABLE stadium" in llm.calls[0][1]
+    assert entry(out, "generate")["schema_tables"] == "full"
+
+
+def test_cw_off_falls_back_to_executable_draft(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"]}'],
+            "ts": [fence(SQL_FRENCH), fence("SELECT nme FROM singer")],
+            "nc": ["The SQL is correct."],
+        },
+        RouteConfig(continuation_writing=False),
+    )
+    final = entry(out, "finalize")
+    assert final["fallback"] and final["winner"] == "schema_link"
+    assert out["sql"] == SQL_FRENCH and out["result"]["ok"]
+
+
+def test_fallback_can_be_switched_off(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"]}'],
+            "ts": [fence(SQL_FRENCH), fence("SELECT nme FROM singer")],
+            "nc": ["The SQL is correct."],
+        },
+        RouteConfig(continuation_writing=False, fallback_to_executable=False),
+    )
+    assert out["sql"] == "SELECT nme FROM singer" and not out["result"]["ok"]
+    assert "nme" in out["result"]["error"]
+
+
+def test_context_overrides_build_config_per_run(db_path: Path) -> None:
+    out, _ = run(db_path, {"ts": [fence(SQL_FRENCH)]}, RouteConfig(), context=RouteConfig().with_stages(""))
+    assert stages(out) == ["generate", "finalize"]
+
+
+def test_answer_without_sql_does_not_crash(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {
+            "sl": ["I cannot tell."],
+            "ts": ["Sorry, I do not know.", "No idea."],
+            "nc": ["Hmm."],
+            "cw": ["Still no idea."],
+        },
+    )
+    assert stages(out) == ["schema_link", "generate", "noise_correct", "continue_write", "finalize"]
+    assert entry(out, "schema_link")["fallback_full_schema"]
+    assert not out["result"]["ok"] and "no SQL" in out["result"]["error"]
+
+
+def test_hostile_model_sql_never_touches_the_database(db_path: Path) -> None:
+    before = hashlib.sha256(db_path.read_bytes()).hexdigest()
+    out, _ = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"]}'],
+            "ts": [fence("DROP TABLE singer"), fence("DELETE FROM singer")],
+            "nc": ["The SQL is incorrect.\n" + fence("UPDATE singer SET name = 'x'")],
+            "cw": [fence("WITH x AS (SELECT 1) DELETE FROM singer")],
+        },
+    )
+    assert hashlib.sha256(db_path.read_bytes()).hexdigest() == before
+    assert all(not e.get("executed") for e in out["trace"] if e["stage"] != "finalize")
+    assert not out["result"]["ok"]
+
+
+def test_stream_updates_show_each_stage(db_path: Path) -> None:
+    llm = ScriptedChatModel(
+        scripts={
+            "sl": ['{"singer": ["name"]}'],
+            "ts": [fence(SQL_FRENCH), fence(SQL_FRENCH)],
+            "nc": ["The SQL is correct."],
+        }
+    )
+    graph = build_route_graph(llm, db_path)
+    names = [next(iter(chunk)) for chunk in graph.stream({"question": "q"}, stream_mode="updates")]
+    assert names == ["schema_link", "generate", "noise_correct", "finalize"]
+
+
+def test_mermaid_shows_nodes_and_conditional_edges(db_path: Path) -> None:
+    graph = build_route_graph(ScriptedChatModel(scripts={}), db_path)
+    mermaid = graph.get_graph().draw_mermaid()
+    for node in ("schema_link", "generate", "noise_correct", "continue_write", "finalize"):
+        assert f"\t{node}(" in mermaid
+    for edge in (
+        "__start__ -.-> schema_link",
+        "__start__ -.-> generate",
+        "generate -.-> noise_correct",
+        "generate -.-> continue_write",
+        "noise_correct -.-> continue_write",
+        "noise_correct -.-> finalize",
+    ):
+        assert edge in mermaid, mermaid
+
+
+def test_hint_reaches_every_prompt(db_path: Path) -> None:
+    llm = ScriptedChatModel(
+        scripts={"sl": ['{"singer": ["name"]}'], "ts": [fence(SQL_FRENCH)] * 2, "nc": ["The SQL is correct."]}
+    )
+    build_route_graph(llm, db_path).invoke({"question": "q", "hint": "France means country = 'France'"})
+    assert all("Hint: France means" in prompt for _, prompt in llm.calls)
