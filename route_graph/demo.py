@@ -7,6 +7,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from route_graph._cache import model_cache_dir
+
 __all__ = ["demo_database_path", "DEMO_QUESTIONS"]
 
 DEMO_QUESTIONS = [
@@ -87,21 +89,9 @@ _PURCHASES = [
 ]
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("ROUTE_GRAPH_CACHE")
-    if base:
-        return Path(base)
-    try:
-        from platformdirs import user_cache_dir
-
-        return Path(user_cache_dir("route-graph"))
-    except ImportError:
-        return Path.home() / ".cache" / "route-graph"
-
-
 def demo_database_path(directory: str | os.PathLike[str] | None = None) -> Path:
     """Path of the demo database, created (atomically) if it does not exist yet."""
-    folder = Path(directory) if directory is not None else _cache_dir()
+    folder = Path(directory) if directory is not None else model_cache_dir()
     path = folder / "demo_bookshop.sqlite"
     if path.exists():
         return path

@@ -89,3 +89,14 @@ def make_concert_db(path: Path, extra_sql: Iterable[str] = ()) -> Path:
     conn.commit()
     conn.close()
     return path
+
+
+def shared_data_dir() -> Path | None:
+    """The project's shared data (env ROUTE_GRAPH_DATA, else ../shared/data beside the repo)."""
+    import os
+
+    candidates = [os.environ.get("ROUTE_GRAPH_DATA"), Path(__file__).resolve().parents[1].parent / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "spider_train" / "valid.json").exists():
+            return Path(candidate)
+    return None

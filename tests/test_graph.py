@@ -56,7 +56,7 @@ def test_full_pipeline_nc_accepts_and_cw_skipped(db_path: Path) -> None:
     assert out["sql"] == SQL_FRENCH
     assert out["stage"] == "generate"
     assert out["result"]["ok"] and sorted(r[0] for r in out["result"]["rows"]) == ["Edith", "Jacques"]
-    assert out["links"] == {"singer": ["singer_id", "name", "country"]}
+    assert out["links"] == {"singer": ["name", "country"]}
     assert entry(out, "noise_correct")["verdict"] == "correct"
     assert out["sql_by_stage"]["draft"] == "SELECT name FROM singer"
     # The generation prompt saw only the reduced schema.

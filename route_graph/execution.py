@@ -1,0 +1,579 @@
+"""SQLer: run model-written SQL read-only, time-limited and row-capped, and describe the result.
+
+Model SQL is untrusted. Two independent guards stand between it and the database file:
+
+1. ``check_read_only`` parses the statement with sqlglot and allows exactly one SELECT (or set
+   operation / WITH ... SELECT) that contains no DML, DDL, command or deny-listed function.
+2. The connection itself refuses writes. SQLite: the file is opened ``mode=ro`` with
+   ``PRAGMA query_only=ON`` (see ``database.open_database``), and every execution installs an
+   authorizer that allows only SELECT/READ/FUNCTION/RECURSIVE, limits ATTACH to zero databases
+   and caps value sizes; a progress handler enforces the deadline. DuckDB: read-only files
+   without external access, an explicit transaction that is always rolled back, and
+   ``interrupt()`` at the deadline. Other engines: the statement runs in a transaction that is
+   always rolled back (PostgreSQL: ``READ ONLY`` with ``statement_timeout``).
+
+Bad SQL never raises: rejections, errors and timeouts come back as an ``ExecutionResult`` with
+``ok=False``, which is exactly the feedback the noise-correction prompt needs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.tokens import TokenType
+
+if TYPE_CHECKING:
+    from route_graph.database import Database
+
+__all__ = [
+    "DENIED_FUNCTIONS",
+    "ErrorKind",
+    "ExecutionResult",
+    "check_read_only",
+    "execute_sql",
+    "format_value",
+    "summarize_result",
+]
+
+ErrorKind = Literal["rejected", "timeout", "error"]
+
+#: Functions no query may call (any dialect, lower case): file/extension access, sleeps and
+#: locks, sequence writes, arbitrary-SQL evaluators, and blob generators that exhaust memory.
+DENIED_FUNCTIONS: frozenset[str] = frozenset(
+    {
+        # SQLite (core and CLI extensions)
+        "load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "zeroblob",
+        "randomblob", "sqlite_compileoption_get", "sqlite_compileoption_used",
+        # PostgreSQL
+        "pg_sleep", "pg_sleep_for", "pg_sleep_until", "pg_read_file", "pg_read_binary_file",
+        "pg_ls_dir", "pg_stat_file", "lo_import", "lo_export", "lo_unlink", "lo_put",
+        "dblink", "dblink_exec", "dblink_connect", "pg_terminate_backend", "pg_cancel_backend",
+        "pg_reload_conf", "pg_rotate_logfile", "set_config", "nextval", "setval",
+        "query_to_xml", "query_to_xml_and_xmlschema", "pg_advisory_lock", "pg_advisory_xact_lock",
+        # MySQL
+        "sleep", "benchmark", "load_file", "get_lock", "release_lock",
+        # DuckDB (files, other databases, environment, SQL strings)
+        "read_csv", "read_csv_auto", "read_parquet", "parquet_scan", "read_json",
+        "read_json_auto", "read_json_objects", "read_ndjson", "read_ndjson_auto",
+        "read_ndjson_objects", "read_text", "read_blob", "read_xlsx", "glob", "sqlite_scan",
+        "sqlite_attach", "postgres_scan", "postgres_attach", "mysql_scan", "iceberg_scan",
+        "delta_scan", "st_read", "query", "query_table", "getenv",
+    }
+)
+
+# Nodes that make a statement something other than a read-only query, wherever they appear.
+_FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
+    cls
+    for cls in (
+        getattr(exp, name, None)
+        for name in (
+            "Insert", "Update", "Delete", "Merge", "Create", "Drop", "Alter", "AlterColumn",
+            "TruncateTable", "Command", "Pragma", "Attach", "Detach", "Transaction", "Commit",
+            "Rollback", "Set", "Copy", "Use", "Analyze", "Into", "LoadData", "Refresh", "Cache",
+            "Uncache", "Grant", "Revoke", "Kill", "Export", "Install", "Lock", "Put", "Get",
+            "Comment", "Describe", "Show", "Summarize",
+        )
+    )
+    if isinstance(cls, type)
+)
+
+_QUERY_ROOTS: tuple[type[exp.Expression], ...] = (exp.Select, getattr(exp, "SetOperation", exp.Union))
+_SEMICOLON = getattr(exp, "Semicolon", type(None))  # a statement separator holding comments
+_MAX_SQL_CHARS = 100_000
+_MAX_ERROR_CHARS = 500
+_SUMMARY_MAX_COLUMNS = 20
+_SQLITE_MAX_VALUE_BYTES = 32 * 1024 * 1024
+_DUCKDB_FILE_SUFFIX = re.compile(
+    r"\.(csv|tsv|txt|parquet|json|jsonl|ndjson|xlsx|gz|zst|db|sqlite|duckdb)$", re.IGNORECASE
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class ExecutionResult:
+    """What one execution did: the rows (at most ``max_rows``) or why there are none."""
+
+    sql: str
+    ok: bool
+    columns: list[str] = field(default_factory=list)
+    rows: list[tuple] = field(default_factory=list)
+    row_count: int = 0  # rows fetched (<= max_rows)
+    truncated: bool = False  # the query had more rows than were fetched
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (rows as lists; bytes as hex, dates as ISO text, Decimals as floats)."""
+        return {
+            "sql": self.sql,
+            "ok": self.ok,
+            "columns": list(self.columns),
+            "rows": [[_json_value(v) for v in row] for row in self.rows],
+            "row_count": self.row_count,
+            "truncated": self.truncated,
+            "error": self.error,
+            "error_kind": self.error_kind,
+            "elapsed_s": self.elapsed_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExecutionResult:
+        """Inverse of ``to_dict`` (values keep their JSON types; rows become tuples)."""
+        rows = [tuple(r) for r in d.get("rows", ())]
+        return cls(
+            sql=d["sql"],
+            ok=bool(d["ok"]),
+            columns=list(d.get("columns", ())),
+            rows=rows,
+            row_count=int(d.get("row_count", len(rows))),
+            truncated=bool(d.get("truncated", False)),
+            error=d.get("error"),
+            error_kind=d.get("error_kind"),
+            elapsed_s=float(d.get("elapsed_s", 0.0)),
+        )
+
+
+# --------------------------------------------------------------------------- static check
+
+
+class _QuietSqlglot(logging.Filter):
+    """Drops sqlglot's "falling back to Command" warnings while *we* parse untrusted SQL."""
+
+    local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "active", False)
+
+
+_QUIET = _QuietSqlglot()
+logging.getLogger("sqlglot").addFilter(_QUIET)
+
+
+def _parse(sql: str, dialect: str) -> list[exp.Expression | None]:
+    _QUIET.local.active = True
+    try:
+        return sqlglot.parse(sql, read=dialect)
+    finally:
+        _QUIET.local.active = False
+
+
+def _strip_sql(sql: str) -> str:
+    """Whitespace and trailing semicolons off (models often end SQL with ';')."""
+    text = sql.strip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    return text
+
+
+def _first_word(sql: str) -> str:
+    text = re.sub(r"(--[^\n]*\n?|/\*.*?\*/|\s)+", " ", sql, flags=re.S).strip()
+    match = re.match(r"[A-Za-z_]+", text)
+    return match.group(0).upper() if match else (text[:1] or "empty")
+
+
+def _short(message: str, limit: int = _MAX_ERROR_CHARS) -> str:
+    text = _ANSI.sub("", message).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _function_name(node: exp.Func) -> str:
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower()
+    return node.sql_name().lower()
+
+
+def _describe_node(node: exp.Expression) -> str:
+    if isinstance(node, exp.Command):
+        return str(node.this).upper()
+    if isinstance(node, exp.Into):
+        return "SELECT ... INTO"
+    if isinstance(node, exp.Lock):
+        return "FOR UPDATE/SHARE lock"
+    return node.key.upper()
+
+
+def _tokenizes_as_single_query(sql: str, dialect: str) -> bool:
+    """True when sqlglot's tokenizer sees one statement that starts with SELECT or WITH."""
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)
+    except SqlglotError:
+        return False
+    if not tokens or tokens[0].token_type not in (TokenType.SELECT, TokenType.WITH):
+        return False
+    return not any(t.token_type == TokenType.SEMICOLON for t in tokens)
+
+
+def check_read_only(sql: str, dialect: str = "sqlite") -> str | None:
+    """Return None when ``sql`` is one read-only query, else a reason a person (or model) can act on.
+
+    sqlglot occasionally cannot parse SQL that SQLite accepts. For ``dialect="sqlite"`` only, a
+    statement that sqlglot cannot parse but that tokenizes as a single statement starting with
+    SELECT or WITH is allowed: ``execute_sql`` runs SQLite under an authorizer on a read-only
+    connection, which is the final judge there. For every other dialect a parse error rejects.
+    """
+    text = _strip_sql(sql)
+    if not text:
+        return "Empty SQL: there is no statement to execute."
+    if "\x00" in text:
+        return "The SQL contains a NUL character; only a single plain SELECT query may run."
+    if len(text) > _MAX_SQL_CHARS:
+        return f"The SQL is {len(text)} characters long; at most {_MAX_SQL_CHARS} are accepted."
+    try:
+        parsed = _parse(text, dialect)
+    except (SqlglotError, RecursionError) as exc:
+        if dialect == "sqlite" and _tokenizes_as_single_query(text, dialect):
+            return None
+        first = _short(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 200)
+        return f"Cannot parse the SQL: {first}"
+    statements = [s for s in parsed if s is not None and not isinstance(s, _SEMICOLON)]
+    if not statements:
+        return "Empty SQL: there is no statement to execute (only comments?)."
+    if len(statements) > 1:
+        return (
+            f"Found {len(statements)} statements; only a single read-only SELECT query may run "
+            "(remove everything after the first ';')."
+        )
+    root = statements[0]
+    while isinstance(root, exp.Subquery) and isinstance(root.this, exp.Expression):
+        root = root.this
+    if not isinstance(root, _QUERY_ROOTS):
+        kind = _describe_node(root) if isinstance(root, _FORBIDDEN_NODES) else _first_word(text)
+        article = "an" if kind[:1] in "AEIOU" else "a"
+        return f"Only a read-only SELECT query may run; this is {article} {kind} statement."
+    for node in root.walk():
+        if isinstance(node, _FORBIDDEN_NODES):
+            return (
+                f"The query contains {_describe_node(node)}, which is not allowed; "
+                "only read-only SELECT queries may run."
+            )
+        if isinstance(node, exp.Func) and _function_name(node) in DENIED_FUNCTIONS:
+            return f"The function {_function_name(node)}() is not allowed in queries."
+        if dialect == "duckdb" and isinstance(node, exp.Table):
+            name = node.name
+            if any(ch in name for ch in "/\\:") or _DUCKDB_FILE_SUFFIX.search(name):
+                return f"Reading files ({name!r}) is not allowed; query the database's tables."
+    return None
+
+
+# --------------------------------------------------------------------------- execution
+
+
+class _Rejected(Exception):
+    """The connection-level guard refused the statement."""
+
+
+class _Timeout(Exception):
+    """The deadline passed and the query was interrupted."""
+
+
+_AUTH_ACTIONS = {
+    getattr(sqlite3, f"SQLITE_{name}"): name
+    for name in (
+        "CREATE_INDEX CREATE_TABLE CREATE_TEMP_INDEX CREATE_TEMP_TABLE CREATE_TEMP_TRIGGER "
+        "CREATE_TEMP_VIEW CREATE_TRIGGER CREATE_VIEW DELETE DROP_INDEX DROP_TABLE "
+        "DROP_TEMP_INDEX DROP_TEMP_TABLE DROP_TEMP_TRIGGER DROP_TEMP_VIEW DROP_TRIGGER "
+        "DROP_VIEW INSERT PRAGMA READ SELECT TRANSACTION UPDATE ATTACH DETACH ALTER_TABLE "
+        "REINDEX ANALYZE CREATE_VTABLE DROP_VTABLE FUNCTION SAVEPOINT RECURSIVE"
+    ).split()
+    if hasattr(sqlite3, f"SQLITE_{name}")
+}
+_AUTH_ALLOWED = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+_SQLITE_REFUSALS = (
+    "not authorized",
+    "authorization denied",
+    "readonly database",
+    "one statement at a time",
+    "null character",
+)
+
+
+def _fetch(cursor: Any, max_rows: int) -> tuple[list[str], list[tuple]]:
+    """Column names and up to ``max_rows + 1`` rows (the extra one tells us about truncation)."""
+    if cursor.description is None:  # a no-op statement that slipped past every other guard
+        raise _Rejected("The statement is not a query (it returns no rows); only SELECT queries may run.")
+    columns = [str(d[0]) for d in cursor.description]
+    return columns, [tuple(r) for r in cursor.fetchmany(max_rows + 1)]
+
+
+def _lenient_text(data: bytes) -> str:
+    # Some Spider/BIRD databases hold text that is not valid UTF-8.
+    return data.decode("utf-8", errors="replace")
+
+
+def _run_sqlite(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int):
+    pooled = engine.raw_connection()
+    try:
+        conn: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]
+        deadline = time.monotonic() + timeout_s
+        denied: list[str] = []
+        timed_out = False
+
+        def authorize(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
+            if action in _AUTH_ALLOWED:
+                if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in DENIED_FUNCTIONS:
+                    denied.append(f"the function {arg2}()")
+                    return sqlite3.SQLITE_DENY
+                return sqlite3.SQLITE_OK
+            target = " ".join(str(a) for a in (arg1, arg2) if a)
+            denied.append(_AUTH_ACTIONS.get(action, f"action {action}") + (f" ({target})" if target else ""))
+            return sqlite3.SQLITE_DENY
+
+        def progress() -> int:
+            nonlocal timed_out
+            if time.monotonic() > deadline:
+                timed_out = True
+                return 1
+            return 0
+
+        # The same protections for engines we did not open ourselves (user Engine/SQLDatabase).
+        was_query_only = conn.execute("PRAGMA query_only").fetchone()[0]
+        if not was_query_only:
+            conn.execute("PRAGMA query_only=ON")
+        old_attached = conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        old_length = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _SQLITE_MAX_VALUE_BYTES)
+        old_text_factory = conn.text_factory
+        conn.text_factory = _lenient_text
+        conn.set_authorizer(authorize)
+        conn.set_progress_handler(progress, 1000)
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(sql)
+                columns, rows = _fetch(cursor, max_rows)
+            finally:
+                cursor.close()
+        except sqlite3.Error as exc:
+            if timed_out:
+                raise _Timeout from exc
+            if denied:
+                raise _Rejected(
+                    f"Refused by the read-only connection: {denied[0]} is not allowed; "
+                    "only read-only SELECT queries may run."
+                ) from exc
+            if any(s in str(exc) for s in _SQLITE_REFUSALS):
+                raise _Rejected(f"Refused by the read-only connection: {str(exc).rstrip('.')}.") from exc
+            raise
+        finally:
+            conn.set_progress_handler(None, 0)
+            conn.set_authorizer(None)
+            conn.text_factory = old_text_factory
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, old_length)
+            conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, old_attached)
+            conn.rollback()
+            if not was_query_only:
+                conn.execute("PRAGMA query_only=OFF")
+        return columns, rows
+    finally:
+        pooled.close()
+
+
+def _run_duckdb(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int):
+    pooled = engine.raw_connection()
+    lock = threading.Lock()
+    state = {"done": False, "fired": False}
+    conn = pooled.driver_connection
+
+    def interrupt() -> None:
+        with lock:
+            if not state["done"]:
+                state["fired"] = True
+                conn.interrupt()
+
+    timer = threading.Timer(timeout_s, interrupt)
+    timer.daemon = True
+    cursor = pooled.cursor()
+    try:
+        try:
+            cursor.execute("BEGIN TRANSACTION")  # so a write that slipped through is undone
+        except Exception:  # already inside a transaction opened by the driver
+            pass
+        timer.start()
+        try:
+            cursor.execute(sql)
+            columns, rows = _fetch(cursor, max_rows)
+        except Exception as exc:
+            if state["fired"]:
+                raise _Timeout from exc
+            if "read-only" in str(exc) or "Permission Error" in str(exc):
+                raise _Rejected(f"Refused by the read-only connection: {_short(str(exc))}") from exc
+            raise
+        return columns, rows
+    finally:
+        with lock:
+            state["done"] = True
+            timer.cancel()
+        try:
+            pooled.rollback()
+        except Exception:  # no transaction active
+            pass
+        cursor.close()
+        pooled.close()
+
+
+def _run_generic(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int):
+    """Best effort for server databases: a rolled-back transaction (PostgreSQL: read-only + timeout)."""
+    pooled = engine.raw_connection()
+    try:
+        cursor = pooled.cursor()
+        try:
+            if engine.dialect.name == "postgresql":
+                cursor.execute("SET TRANSACTION READ ONLY")
+                cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
+            cursor.execute(sql)
+            columns, rows = _fetch(cursor, max_rows)
+            return columns, rows
+        finally:
+            cursor.close()
+    except Exception as exc:
+        if "statement timeout" in str(exc) or "canceling statement" in str(exc):
+            raise _Timeout from exc
+        raise
+    finally:
+        try:
+            pooled.rollback()
+        finally:
+            pooled.close()
+
+
+_RUNNERS: dict[str, Callable[..., tuple[list[str], list[tuple]]]] = {
+    "sqlite": _run_sqlite,
+    "duckdb": _run_duckdb,
+}
+# Errors that mean "this SQL failed", as opposed to a bug in the caller.
+_VALUE_ERRORS = (ValueError, ArithmeticError, MemoryError, RecursionError)
+
+
+def execute_sql(
+    db: Database, sql: str, *, timeout_s: float = 5.0, max_rows: int = 1000
+) -> ExecutionResult:
+    """Run one read-only query; never raises for bad SQL (see ``ExecutionResult.error_kind``)."""
+    if not isinstance(sql, str):
+        raise TypeError(f"sql must be a str, got {type(sql).__name__}")
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows!r}")
+    start = time.perf_counter()
+
+    def failed(message: str, kind: ErrorKind) -> ExecutionResult:
+        return ExecutionResult(
+            sql=sql, ok=False, error=_short(message), error_kind=kind,
+            elapsed_s=round(time.perf_counter() - start, 6),
+        )
+
+    reason = check_read_only(sql, db.dialect)
+    if reason is not None:
+        return failed(reason, "rejected")
+    engine = db.engine
+    runner = _RUNNERS.get(engine.dialect.name, _run_generic)
+    if runner is _run_sqlite and engine.dialect.driver != "pysqlite":
+        runner = _run_generic  # e.g. aiosqlite or sqlcipher: no authorizer API to rely on
+    dbapi_error = getattr(getattr(engine.dialect, "loaded_dbapi", None), "Error", sqlite3.Error)
+    timeout_message = f"query exceeded the {float(timeout_s)} s limit"
+    run_start = time.perf_counter()
+    try:
+        columns, rows = runner(engine, _strip_sql(sql), timeout_s, max_rows)
+    except _Timeout:
+        return failed(timeout_message, "timeout")
+    except _Rejected as exc:
+        return failed(str(exc), "rejected")
+    except (dbapi_error, sqlalchemy.exc.SQLAlchemyError, *_VALUE_ERRORS) as exc:
+        orig = getattr(exc, "orig", None)
+        return failed(str(orig if orig is not None else exc) or type(exc).__name__, "error")
+    if runner is _run_generic and time.perf_counter() - run_start > timeout_s:
+        return failed(timeout_message, "timeout")  # could not interrupt it; late still means failed
+    elapsed = time.perf_counter() - start
+    truncated = len(rows) > max_rows
+    rows = rows[:max_rows]
+    return ExecutionResult(
+        sql=sql, ok=True, columns=columns, rows=rows, row_count=len(rows),
+        truncated=truncated, elapsed_s=round(elapsed, 6),
+    )
+
+
+# --------------------------------------------------------------------------- presentation
+
+
+def format_value(value: Any, max_chars: int = 60) -> str:
+    """One cell as prompt text: NULL for None, one line, cut to ``max_chars`` with "…" (<= 0: no cut)."""
+    if value is None:
+        text = "NULL"
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        text = "x'" + bytes(value).hex() + "'"
+    else:
+        text = str(value)
+    text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ").replace("\t", " ")
+    if max_chars > 0 and len(text) > max_chars:
+        text = text[:max_chars] + "…"
+    return text
+
+
+def summarize_result(result: ExecutionResult, *, max_rows: int = 5, value_chars: int = 60) -> str:
+    """The execution feedback shown to the model: the error, or a bounded description of the rows."""
+    if not result.ok:
+        return f"Execution error: {_short(result.error or 'unknown error')}"
+    columns = list(result.columns)
+    shown_cols = columns[:_SUMMARY_MAX_COLUMNS]
+    more_cols = len(columns) - len(shown_cols)
+    lines = [
+        "Columns: "
+        + ", ".join(format_value(c, value_chars) for c in shown_cols)
+        + (f", … (+{more_cols} more columns)" if more_cols else "")
+    ]
+    if result.truncated:
+        lines.append(f"Rows: more than {result.row_count} (only the first {result.row_count} were fetched)")
+    else:
+        lines.append(f"Rows: {result.row_count}")
+    if not result.rows:
+        lines.append("The result is empty.")
+        return "\n".join(lines)
+    shown = result.rows[: max(0, max_rows)]
+    if shown:
+        lines.append(f"First {len(shown)} rows:" if len(shown) < len(result.rows) else "All rows:")
+        lines.append("\t".join(format_value(c, value_chars) for c in shown_cols))
+        lines.extend("\t".join(format_value(v, value_chars) for v in row[: len(shown_cols)]) for row in shown)
+    for i, name in enumerate(columns):
+        if all(i < len(row) and row[i] is None for row in result.rows):
+            lines.append(f"Column {format_value(name, value_chars)} is NULL in every row.")
+    return "\n".join(lines)
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Decimal):
+        return float(value) if value.is_finite() else str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, (_dt.date, _dt.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (uuid.UUID, _dt.timedelta)):
+        return str(value)
+    return str(value)

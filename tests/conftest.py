@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny SQLite databases made per test, and the shared Spider data when present."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Mixed-case names, a keyword column, a name with a space, a blank type, a composite key and a
+# foreign key written in the wrong case: the oddities real (Spider) databases have.
+SHOP_SQL = """
+CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT, "Join Date" TEXT);
+CREATE TABLE orders (
+  order_id INTEGER PRIMARY KEY,
+  customer_id INTEGER REFERENCES customers(id),
+  total REAL,
+  note TEXT,
+  "order" INTEGER
+);
+CREATE TABLE Products (ProductID INTEGER, Name varchar(30), price, PRIMARY KEY (ProductID));
+CREATE TABLE order_items (
+  order_id INTEGER,
+  product_id INTEGER,
+  qty INTEGER,
+  PRIMARY KEY (order_id, product_id),
+  FOREIGN KEY (order_id) REFERENCES orders(order_id),
+  FOREIGN KEY (product_id) REFERENCES products(productid)
+);
+INSERT INTO customers VALUES (1, 'Ada', 'London', '2020-01-01'), (2, 'Grace', NULL, '2021-02-03'),
+  (3, 'Linus', 'Helsinki', NULL);
+INSERT INTO orders VALUES (10, 1, 25.5, 'first order', 1), (11, 1, 7.0, NULL, 2),
+  (12, 2, 100.0, 'x' || printf('%.200c', 'y'), 1), (13, 3, 0.0, 'tab	and
+newline', 1);
+INSERT INTO Products VALUES (100, 'Widget', 2.5), (101, 'Gadget', NULL), (102, 'Gizmo', 9);
+INSERT INTO order_items VALUES (10, 100, 2), (10, 101, 1), (11, 102, 3), (12, 100, 40), (13, 101, 1);
+"""
+
+
+def make_sqlite(path: Path, script: str) -> Path:
+    """Create a SQLite file at ``path`` from ``script`` (committed and closed)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(script)
+        conn.commit()
+    finally:
+        conn.close()
+    return path
+
+
+@pytest.fixture
+def make_db(tmp_path: Path):
+    """Factory: ``make_db(script, name="db.sqlite")`` builds a SQLite file in tmp_path."""
+
+    def make(script: str, name: str = "db.sqlite") -> Path:
+        return make_sqlite(tmp_path / name, script)
+
+    return make
+
+
+@pytest.fixture
+def shop_db_path(tmp_path: Path) -> Path:
+    """A 4-table shop database (customers, orders, Products, order_items) in tmp_path."""
+    return make_sqlite(tmp_path / "shop.sqlite", SHOP_SQL)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared data directory ($ROUTE_GRAPH_DATA, else ../shared/data next to the repo)."""
+    env = os.environ.get("ROUTE_GRAPH_DATA")
+    path = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path} (set ROUTE_GRAPH_DATA to its location)")
+    return path

@@ -1,0 +1,273 @@
+"""Database layer: opening (paths, URLs, engines, SQLDatabase), errors, schema, restrict, rendering."""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from route_graph.database import (
+    Column,
+    Database,
+    ForeignKey,
+    Schema,
+    Table,
+    open_database,
+    quote_identifier,
+)
+from route_graph.errors import DatabaseError
+
+# --------------------------------------------------------------------------- opening
+
+
+def test_open_path_reads_schema_and_is_read_only(shop_db_path: Path) -> None:
+    db = open_database(shop_db_path)
+    assert isinstance(db, Database)
+    assert (db.dialect, db.name) == ("sqlite", "shop")
+    assert [t.name for t in db.schema.tables] == ["customers", "orders", "Products", "order_items"]
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA query_only").scalar() == 1
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="readonly|read-only"):
+            conn.exec_driver_sql("PRAGMA query_only=OFF")
+            conn.exec_driver_sql("DELETE FROM customers")
+
+
+def test_open_accepts_str_url_engine_and_database(shop_db_path: Path) -> None:
+    by_str = open_database(str(shop_db_path))
+    by_url = open_database(f"sqlite:///{shop_db_path}")
+    engine = sqlalchemy.create_engine(f"sqlite:///{shop_db_path}")
+    by_engine = open_database(engine)
+    assert by_engine.engine is engine
+    assert by_str.schema == by_url.schema == by_engine.schema
+    assert open_database(by_str) is by_str
+    assert by_url.name == by_engine.name == "shop"
+
+
+def test_open_path_with_url_special_characters(make_db) -> None:
+    path = make_db("CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1);", name="my db #1?.sqlite")
+    db = open_database(path)
+    assert db.name == "my db #1?"
+    assert db.sample_rows("t", 5) == (["a"], [(1,)])
+
+
+def test_open_sqldatabase_duck_typed(shop_db_path: Path) -> None:
+    class FakeSQLDatabase:  # what langchain_community.utilities.SQLDatabase looks like to us
+        def __init__(self, engine: sqlalchemy.Engine) -> None:
+            self._engine = engine
+
+        def get_usable_table_names(self) -> list[str]:
+            return ["customers", "orders"]
+
+    db = open_database(FakeSQLDatabase(sqlalchemy.create_engine(f"sqlite:///{shop_db_path}")))
+    assert [t.name for t in db.schema.tables] == ["customers", "orders"]
+
+
+def test_open_real_langchain_sqldatabase(shop_db_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # langchain-community warns that it is being sunset
+        utilities = pytest.importorskip(
+            "langchain_community.utilities", reason="optional extra route-graph[community]"
+        )
+    engine = sqlalchemy.create_engine(f"sqlite:///{shop_db_path}")
+    sql_db = utilities.SQLDatabase(engine, include_tables=["customers"])
+    db = open_database(sql_db)
+    assert db.engine is engine
+    assert [t.name for t in db.schema.tables] == ["customers"]
+
+
+def test_missing_file_error_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseError, match="No database file at .*sqlite:///path.db"):
+        open_database(tmp_path / "nope.sqlite")
+    # A sqlite:/// URL must not silently create an empty file either.
+    with pytest.raises(DatabaseError, match="No database file"):
+        open_database(f"sqlite:///{tmp_path / 'nope2.db'}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_a_database_and_no_tables(tmp_path: Path) -> None:
+    text = tmp_path / "notes.sqlite"
+    text.write_text("hello, I am not a database\n" * 10)
+    with pytest.raises(DatabaseError, match="not a database"):
+        open_database(text)
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    with pytest.raises(DatabaseError, match="no tables"):
+        open_database(empty)
+    conn = sqlite3.connect(tmp_path / "tableless.db")
+    conn.execute("PRAGMA user_version = 3")  # a valid database file without tables
+    conn.close()
+    with pytest.raises(DatabaseError, match="no tables"):
+        open_database(tmp_path / "tableless.db")
+    with pytest.raises(DatabaseError, match="is a directory"):
+        open_database(tmp_path)
+
+
+def test_unsupported_url_and_missing_driver() -> None:
+    with pytest.raises(DatabaseError, match="Unsupported or uninstalled"):
+        open_database("nosuchdb://user@host/db")
+    try:
+        import pymysql  # noqa: F401
+    except ImportError:
+        with pytest.raises(DatabaseError, match="pip install pymysql"):
+            open_database("mysql+pymysql://user@localhost/db")
+    with pytest.raises(TypeError):
+        open_database(42)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_schema_keys_types_and_case_insensitive_lookup(shop_db_path: Path) -> None:
+    schema = open_database(shop_db_path).schema
+    products = schema.table("PRODUCTS")
+    assert products is not None and products.name == "Products"
+    assert products.column("productid") == Column("ProductID", "INTEGER", True)
+    assert products.column("PRICE") == Column("price", "", False)  # no declared type
+    items = schema.table("order_items")
+    assert [c.name for c in items.columns if c.primary_key] == ["order_id", "product_id"]
+    # The foreign key was written as products(productid): resolved to the real spelling.
+    assert ForeignKey("product_id", "Products", "ProductID") in items.foreign_keys
+    assert schema.table("nope") is None and items.column("nope") is None
+
+
+def _shop_schema() -> Schema:
+    return Schema(
+        (
+            Table("a", (Column("id", "INT", True), Column("x", "TEXT"), Column("a_parent", "INT")),
+                  (ForeignKey("a_parent", "a", "id"),)),
+            Table("B", (Column("Id", "INT", True), Column("a_id", "INT"), Column("y", "TEXT"),
+                        Column("z", "TEXT")), (ForeignKey("a_id", "a", "id"),)),
+            Table("c", (Column("k1", "INT", True), Column("k2", "INT", True), Column("b_id", "INT"),
+                        Column("w", "INT")), (ForeignKey("b_id", "B", "Id"),)),
+        )
+    )
+
+
+def test_restrict_keeps_order_keys_and_connecting_foreign_keys() -> None:
+    schema = _shop_schema()
+    sub = schema.restrict({"C": ["W"], "b": ["Y", "no_such_column"], "ghost": ["x"]})
+    assert [t.name for t in sub.tables] == ["B", "c"]  # schema order, unknown table ignored
+    b, c = sub.tables
+    assert [col.name for col in b.columns] == ["Id", "y"]  # PK kept; a_id dropped (a not kept)
+    assert b.foreign_keys == ()
+    assert [col.name for col in c.columns] == ["k1", "k2", "b_id", "w"]  # PKs + connecting FK
+    assert c.foreign_keys == (ForeignKey("b_id", "B", "Id"),)
+
+
+def test_restrict_adds_both_ends_and_ignores_self_reference() -> None:
+    sub = _shop_schema().restrict({"a": ["x"], "c": []})
+    a, c = sub.tables
+    assert [col.name for col in a.columns] == ["id", "x"]  # self-referencing a_parent not added
+    assert a.foreign_keys == ()
+    assert c.foreign_keys == ()  # B is not kept
+    both = _shop_schema().restrict({"a": ["x"], "B": ["z"]})
+    assert [col.name for col in both.table("b").columns] == ["Id", "a_id", "z"]
+    assert both.table("b").foreign_keys == (ForeignKey("a_id", "a", "id"),)
+    assert _shop_schema().restrict({}) == Schema(())
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_quote_identifier() -> None:
+    assert quote_identifier("name") == "name"
+    assert quote_identifier("FacID") == "FacID"
+    assert quote_identifier("order") == '"order"'
+    assert quote_identifier("Join Date") == '"Join Date"'
+    assert quote_identifier('a"b') == '"a""b"'
+    assert quote_identifier("FacID", "postgres") == '"FacID"'
+    assert quote_identifier("odd col", "mysql") == "`odd col`"
+
+
+def test_render_schema_golden(shop_db_path: Path) -> None:
+    db = open_database(shop_db_path)
+    text = db.render_schema(sample_rows=2, value_chars=12)
+    orders_block = (
+        "CREATE TABLE orders (\n"
+        "  order_id INTEGER,\n"
+        "  customer_id INTEGER,\n"
+        "  total REAL,\n"
+        "  note TEXT,\n"
+        '  "order" INTEGER,\n'
+        "  PRIMARY KEY (order_id),\n"
+        "  FOREIGN KEY (customer_id) REFERENCES customers(id)\n"
+        ");\n"
+        "/*\n"
+        "2 example rows from table orders:\n"
+        "order_id\tcustomer_id\ttotal\tnote\torder\n"
+        "10\t1\t25.5\tfirst order\t1\n"
+        "11\t1\t7.0\tNULL\t2\n"
+        "*/"
+    )
+    assert orders_block in text
+    assert '  "Join Date" TEXT,' in text
+    assert "  price,\n" in text  # blank type: just the name
+    assert "  PRIMARY KEY (order_id, product_id),\n" in text
+    assert "  FOREIGN KEY (product_id) REFERENCES Products(ProductID)\n" in text
+    assert text == db.render_schema(sample_rows=2, value_chars=12)  # deterministic
+    assert text.count("CREATE TABLE") == 4
+
+
+def test_render_cuts_long_values_and_restricted_columns(shop_db_path: Path) -> None:
+    db = open_database(shop_db_path)
+    sub = db.schema.restrict({"orders": ["note"]})
+    text = db.render_schema(sub, sample_rows=4, value_chars=10)
+    assert text.startswith("CREATE TABLE orders (\n  order_id INTEGER,\n  note TEXT,\n")
+    assert "order_id\tnote\n" in text
+    assert "12\txyyyyyyyyy…\n" in text  # cut to 10 characters + "…"
+    assert "13\ttab and ne…\n" in text  # tabs/newlines never break the row layout
+    assert "/*" not in db.render_schema(sub, sample_rows=0)
+
+
+def test_sample_rows_cached_and_validated(shop_db_path: Path) -> None:
+    db = open_database(shop_db_path)
+    cols, rows = db.sample_rows("CUSTOMERS", 2)
+    assert cols == ["id", "name", "city", "Join Date"]
+    assert rows == [(1, "Ada", "London", "2020-01-01"), (2, "Grace", None, "2021-02-03")]
+    assert db.sample_rows("customers", 1) == (cols, rows[:1])
+    assert len(db.sample_rows("customers", 10)[1]) == 3
+    with pytest.raises(DatabaseError, match="No table 'ghost'"):
+        db.sample_rows("ghost", 3)
+
+
+def test_empty_table_render(make_db) -> None:
+    db = open_database(make_db("CREATE TABLE e (a INTEGER PRIMARY KEY, b TEXT);"))
+    assert db.render_schema() == (
+        "CREATE TABLE e (\n  a INTEGER,\n  b TEXT,\n  PRIMARY KEY (a)\n);\n/*\nTable e has no rows.\n*/"
+    )
+
+
+# --------------------------------------------------------------------------- real Spider files
+
+
+@pytest.mark.parametrize("db_id", ["college_2", "hr_1", "sakila_1", "aircraft", "wine_1"])
+def test_spider_databases_render(data_dir: Path, db_id: str) -> None:
+    path = data_dir / "spider_train" / "database" / db_id / f"{db_id}.sqlite"
+    if not path.exists():
+        pytest.skip(f"{path} is not in this copy of the data")
+    before = path.stat().st_mtime_ns
+    db = open_database(path)
+    text = db.render_schema(sample_rows=3)
+    assert text.count("CREATE TABLE") == len(db.schema.tables) > 0
+    for table in db.schema.tables:
+        assert f"CREATE TABLE {quote_identifier(table.name)} (" in text
+        for fk in table.foreign_keys:  # every key resolves to a real table and column
+            assert db.schema.table(fk.ref_table).column(fk.ref_column) is not None
+    assert path.stat().st_mtime_ns == before
+
+
+def test_spider_college_2_details(data_dir: Path) -> None:
+    path = data_dir / "spider_train" / "database" / "college_2" / "college_2.sqlite"
+    if not path.exists():
+        pytest.skip(f"{path} is not in this copy of the data")
+    db = open_database(path)
+    advisor = db.schema.table("advisor")
+    assert [c.name for c in advisor.columns] == ["s_ID", "i_ID"]
+    assert ForeignKey("i_ID", "instructor", "ID") in advisor.foreign_keys
+    sub = db.schema.restrict({"student": ["name"], "ADVISOR": ["i_id"], "instructor": ["name"]})
+    assert [t.name for t in sub.tables] == ["instructor", "student", "advisor"]  # creation order
+    assert len(sub.table("advisor").foreign_keys) == 2
+    assert "3 example rows from table advisor:\ns_ID\ti_ID\n" in db.render_schema(sub)

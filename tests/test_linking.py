@@ -1,0 +1,105 @@
+"""Schema links from model text and from SQL (sqlglot), merging, difficulty, precision/recall."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from route_graph.database import open_database
+from route_graph.linking import (
+    is_hard,
+    links_from_sql,
+    links_json_schema,
+    merge_links,
+    score_links,
+    sql_table_count,
+    validate_links,
+)
+from tests.fakes import make_concert_db
+
+
+@pytest.fixture(scope="module")
+def schema(tmp_path_factory: pytest.TempPathFactory):
+    path = make_concert_db(tmp_path_factory.mktemp("db") / "concert.sqlite")
+    return open_database(path).schema
+
+
+def test_validate_links_drops_and_reports_hallucinations(schema) -> None:
+    links, dropped = validate_links(
+        {"Singer": ["NAME", "nationality", "*"], "artists": ["x"], "concert": ["year"]}, schema
+    )
+    assert links == {"singer": ["name"], "concert": ["year"]}
+    assert dropped == ["Singer.nationality", "artists"]
+
+
+def test_validate_links_moves_column_to_its_unique_table(schema) -> None:
+    links, dropped = validate_links({"singer": ["capacity"], "ghost": ["concert_name"]}, schema)
+    assert links == {"stadium": ["capacity"], "singer": [], "concert": ["concert_name"]}
+    assert dropped == ["ghost"]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT name FROM singer WHERE age > 30", {"singer": ["name", "age"]}),
+        (  # aliases
+            "SELECT T1.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id",
+            {"singer": ["singer_id", "name"], "singer_in_concert": ["singer_id"]},
+        ),
+        (  # self-join
+            "SELECT a.name FROM singer a JOIN singer b ON a.country = b.country WHERE b.age > 40",
+            {"singer": ["name", "country", "age"]},
+        ),
+        (  # subquery with its own scope; unqualified column resolved by schema
+            "SELECT concert_name FROM concert WHERE stadium_id IN (SELECT stadium_id FROM stadium WHERE capacity > 85000)",
+            {"stadium": ["stadium_id", "capacity"], "concert": ["concert_name", "stadium_id"]},
+        ),
+        (  # CTE, count(*), output alias in ORDER BY is not a column
+            "WITH s AS (SELECT country, count(*) AS n FROM singer GROUP BY country) SELECT country FROM s ORDER BY n",
+            {"singer": ["country"]},
+        ),
+        ("SELECT nme FROM singer", {"singer": []}),  # hallucinated column ignored, table kept
+        ("SELECT COUNT(*) FROM Singer", {"singer": []}),  # case-insensitive
+    ],
+)
+def test_links_from_sql(schema, sql: str, expected: dict) -> None:
+    assert links_from_sql(sql, schema) == expected
+
+
+def test_links_from_unparseable_sql_is_none(schema) -> None:
+    assert links_from_sql("SELEC name FRM singer WHERE (", schema) is None
+
+
+def test_merge_keeps_schema_order(schema) -> None:
+    merged = merge_links(schema, {"concert": ["year"]}, None, {"stadium": ["name"], "concert": ["concert_id"]})
+    assert list(merged) == ["stadium", "concert"]
+    assert merged["concert"] == ["concert_id", "year"]
+
+
+def test_difficulty(schema) -> None:
+    three = (
+        "SELECT T1.name FROM singer T1 JOIN singer_in_concert T2 ON T1.singer_id = T2.singer_id "
+        "JOIN concert T3 ON T2.concert_id = T3.concert_id"
+    )
+    assert sql_table_count(three, schema) == 3
+    assert is_hard(three, schema, threshold=2)
+    assert not is_hard("SELECT name FROM singer", schema, threshold=2)
+    assert is_hard("SELECT 1", schema, threshold=2)  # no table detected counts as hard
+    assert is_hard("not sql at all (", schema, threshold=2)
+
+
+def test_json_schema_enumerates_real_names(schema) -> None:
+    js = links_json_schema(schema)
+    assert set(js["properties"]) == {"stadium", "singer", "concert", "singer_in_concert"}
+    assert js["properties"]["singer"]["items"]["enum"] == ["singer_id", "name", "country", "age"]
+
+
+def test_score_links() -> None:
+    gold = {"singer": ["name", "age"], "concert": ["year"]}
+    pred = {"singer": ["name"], "stadium": ["name"]}
+    s = score_links(pred, gold)
+    assert (s.table_precision, s.table_recall) == (0.5, 0.5)
+    assert (s.column_precision, s.column_recall) == (0.5, pytest.approx(1 / 3))
+    assert not s.strict_recall
+    assert score_links({"Singer": ["NAME", "age", "x"], "concert": ["year"]}, gold).strict_recall
