@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from route_graph.evaluation.hardness import ComponentCounts, classify, component_counts, spider_hardness
+from route_graph.evaluation.hardness import (
+    ComponentCounts,
+    classify,
+    component_counts,
+    spider_hardness,
+)
 
 # The Spider paper's (Yu et al., 2018) illustration of its hardness levels; these three agree
 # with the official evaluation.py, which produces every published per-level number.
 PAPER_EXAMPLES = [
     ("SELECT COUNT(*) FROM cars_data WHERE cylinders > 4", "easy"),
     (
-        "SELECT T2.name, COUNT(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id "
-        "GROUP BY T1.stadium_id",
+        ("SELECT T2.name, COUNT(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id "
+         "GROUP BY T1.stadium_id"),
         "medium",
     ),
     (
-        "SELECT AVG(life_expectancy) FROM country WHERE name NOT IN (SELECT T1.name FROM country AS T1 "
-        'JOIN country_language AS T2 ON T1.code = T2.country_code WHERE T2.language = "English" '
-        'AND T2.is_official = "T")',
+        ("SELECT AVG(life_expectancy) FROM country WHERE name NOT IN (SELECT T1.name FROM country AS T1 "
+         'JOIN country_language AS T2 ON T1.code = T2.country_code WHERE T2.language = "English" '
+         'AND T2.is_official = "T")'),
         "extra",
     ),
 ]
@@ -55,8 +60,8 @@ def test_paper_hard_example_is_extra_under_the_official_script() -> None:
         ("SELECT country, count(*), max(age) FROM singer GROUP BY country, name ORDER BY count(*)", (2, 0, 3), "hard"),
         # only the left query of a set operation is counted; nested WHERE subqueries count in component 2
         (
-            "SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer) UNION "
-            "SELECT name FROM singer JOIN concert ON 1 = 1 WHERE year = 2014",
+            ("SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer) UNION "
+             "SELECT name FROM singer JOIN concert ON 1 = 1 WHERE year = 2014"),
             (1, 2, 0),
             "extra",
         ),

@@ -53,7 +53,7 @@ def db(tmp_path_factory: pytest.TempPathFactory):
         (None, "", False),
         (True, 1, True),
         (Decimal("2.50"), 2.5, True),
-        (Decimal("3"), 3, True),
+        (Decimal(3), 3, True),
         (float("nan"), float("nan"), True),
         (b"\x00\x01", b"\x00\x01", True),
         ("Edith", "edith", False),  # strings compare exactly, as in the official scripts

@@ -1,0 +1,199 @@
+"""``route-finetune``: filter | synth | train | export | run (all four, resumable).
+
+Every command reads the same configuration (``--config FILE``, JSON or YAML; see configs/) and
+``--set section.field=value`` overrides; the dedicated flags below are shorthands for the most
+used fields. Commands share one run directory (``--output-dir``), so they chain::
+
+    route-finetune run --config configs/msft_spider_cpu.json           # everything, resumable
+    route-finetune filter --output-dir outputs/x --data train.json      # or step by step
+    route-finetune synth  --output-dir outputs/x --data train.json
+    route-finetune train  --output-dir outputs/x --set train.max_steps=300
+    route-finetune export --output-dir outputs/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from finetune.config import TASKS, RunConfig, load_config
+from route_graph.errors import RouteGraphError
+
+__all__ = ["main", "build_parser"]
+
+# flag dest -> config field it overrides
+_FLAG_FIELDS = {
+    "data": "data",
+    "db_dir": "db_dir",
+    "output_dir": "output_dir",
+    "limit": "limit",
+    "seed": "seed",
+    "judge_model": "filter.judge_model",
+    "tasks": "synth.tasks",
+    "sample_model": "synth.sample_model",
+    "base_model": "train.base_model",
+    "method": "train.method",
+    "max_steps": "train.max_steps",
+    "max_records": "train.max_records",
+    "max_length": "train.max_length",
+    "batch_size": "train.batch_size",
+    "resume": "train.resume",
+    "dtype": "export.dtype",
+}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="JSON/YAML run configuration (see configs/msft_*.json).")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="Override any config field, e.g. --set train.lora_r=8 --set route.link_sample_rows=2.",
+    )
+    parser.add_argument("--output-dir", help="Run directory (default from the config: outputs/...).")
+
+
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="Spider/BIRD-format training split (default: shared Spider train.json).")
+    parser.add_argument("--db-dir", help="Folder of <db_id>/<db_id>.sqlite (default: found next to the split).")
+    parser.add_argument("--limit", type=int, help="Use a seeded sample of N pairs.")
+    parser.add_argument("--seed", type=int, help="Seed for sampling and synthesis.")
+
+
+def _train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-model", help="Model dir or offline name (default: the offline default model).")
+    parser.add_argument("--method", choices=["lora", "full"])
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--max-records", type=int)
+    parser.add_argument("--max-length", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--resume", help="'auto' (default), a checkpoint dir, or 'none'.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for ``route-sql finetune`` and the docs)."""
+    parser = argparse.ArgumentParser(
+        prog="route-finetune",
+        description="ROUTE multitask fine-tuning (MSFT): filter noisy pairs, synthesize TS/SL/NC/CW "
+        "records, train LoRA/full, export a merged model.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("filter", help="Drop training pairs whose gold SQL fails/times out (optionally: model judge).")
+    _common(p)
+    _data_flags(p)
+    p.add_argument("--judge-model", help="Model spec that judges each pair with the NC prompt.")
+
+    p = sub.add_parser("synth", help="Synthesize MSFT records (JSONL) from a Spider/BIRD training split.")
+    _common(p)
+    _data_flags(p)
+    p.add_argument("--tasks", help=f"Comma-separated subset of {','.join(TASKS)}.")
+    p.add_argument("--sample-model", help="Model spec whose sampled answers become extra NC records.")
+    p.add_argument("--out", help="Write records here instead of OUTPUT_DIR/data/records.jsonl.")
+
+    p = sub.add_parser("train", help="Fine-tune on the records (resumes from the latest checkpoint).")
+    _common(p)
+    _train_flags(p)
+    p.add_argument("--records", action="append", help="Records JSONL (repeatable; default OUTPUT_DIR/data/records.jsonl).")
+
+    p = sub.add_parser("export", help="Merge the LoRA adapter into a standalone model dir (or check it for vLLM).")
+    _common(p)
+    p.add_argument("--adapter", help="Adapter dir (default OUTPUT_DIR/train/adapter).")
+    p.add_argument("--base-model", help="Base model (default: the one recorded in the adapter).")
+    p.add_argument("--out", help="Merged model dir (default OUTPUT_DIR/merged).")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--check-only", action="store_true", help="Only check the adapter is servable by vLLM --enable-lora.")
+
+    p = sub.add_parser("run", help="filter -> synth -> train -> export; finished steps are reused (resumable).")
+    _common(p)
+    _data_flags(p)
+    _train_flags(p)
+    p.add_argument("--until", choices=["filter", "synth", "train", "export"], default="export")
+    p.add_argument("--force", action="append", default=[], choices=["filter", "synth", "train", "export"],
+                   help="Redo a finished step (repeatable).")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    overrides = list(args.set)
+    for dest, field_path in _FLAG_FIELDS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if dest == "tasks":
+            value = [t.strip() for t in str(value).split(",") if t.strip()]
+        if dest == "resume" and str(value).lower() == "none":
+            value = None
+        overrides.append(f"{field_path}={json.dumps(value)}")
+    return load_config(args.config, overrides)
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from finetune import pipeline
+
+    cfg = _config(args)
+    paths = pipeline.RunPaths(Path(cfg.output_dir).expanduser())
+    if args.command == "run":
+        _print(pipeline.run_all(cfg, until=args.until, force=args.force))
+        return 0
+    if args.command == "filter":
+        dataset, examples = pipeline.load_examples(cfg)
+        kept = pipeline.run_filter(cfg, dataset, examples, paths, force=True)
+        report = json.loads(paths.filter_report.read_text(encoding="utf-8"))
+        _print({"kept": len(kept), "dropped": report["dropped"], "by_reason": report["by_reason"],
+                "report": str(paths.filter_report), "filtered_split": str(paths.filtered_split)})
+        return 0
+    if args.command == "synth":
+        dataset, examples = pipeline.load_examples(cfg)
+        if paths.filter_report.is_file():  # a filter step ran in this run directory: honour it
+            kept = set(json.loads(paths.filter_report.read_text(encoding="utf-8"))["kept_ids"])
+            examples = [e for e in examples if e.id in kept]
+        records = Path(args.out) if args.out else paths.records
+        report = records.with_name(records.stem + ".report.json") if args.out else paths.synth_report
+        summary = pipeline.run_synth(cfg, dataset, examples, records, report, force=True)
+        _print({k: v for k, v in summary.items() if k != "skipped"})
+        return 0
+    if args.command == "train":
+        from finetune.train import train
+
+        records = args.records or [str(paths.records)]
+        result = train(records, paths.train_dir, cfg.train)
+        _print({"adapter_dir": result.adapter_dir, "model_dir": result.model_dir, "steps": result.steps,
+                "train_loss": result.train_loss, "seconds": round(result.seconds, 1), "summary": result.summary_path})
+        return 0
+    if args.command == "export":
+        from finetune.export import check_adapter, merge_adapter
+
+        adapter = Path(args.adapter) if args.adapter else paths.train_dir / "adapter"
+        if args.check_only:
+            config = check_adapter(adapter)
+            _print({"adapter": str(adapter), "rank": config.get("r"), "servable_by_vllm": True})
+            return 0
+        out = merge_adapter(adapter, args.out or paths.merged_dir, base_model=args.base_model, dtype=cfg.export.dtype)
+        _print({"merged_model": str(out), "load_with": f"load_chat_model({str(out)!r})", "serve_with": f"vllm serve {out}"})
+        return 0
+    raise AssertionError(args.command)  # argparse restricts the choices
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``route-finetune``; returns the exit status (errors: 2, with a message)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except RouteGraphError as exc:
+        print(f"route-finetune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("route-finetune: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The whole MSFT run as resumable steps: filter -> synth -> train -> export, under one directory.
+
+Each step writes its artefact atomically and is skipped when that artefact exists (``force``
+redoes it), and training resumes from its latest checkpoint, so an interrupted
+``route-finetune run`` is continued by running the same command again. Layout::
+
+    OUTPUT_DIR/run_config.json            the resolved configuration
+    OUTPUT_DIR/filter/filter_report.json  dropped pairs + reasons, kept ids
+    OUTPUT_DIR/filter/filtered.json       the split without the dropped pairs (same format)
+    OUTPUT_DIR/data/records.jsonl         MSFT records (TRL prompt/completion)
+    OUTPUT_DIR/data/synth_report.json     per-task counts, NC balance, skips
+    OUTPUT_DIR/train/                     checkpoints/, adapter/ (or model/), logs, summary
+    OUTPUT_DIR/merged/                    standalone model: load_chat_model(path), vllm serve path
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from finetune.config import RunConfig, config_to_dict
+from route_graph.database import Database, open_database
+from route_graph.errors import DataError
+from route_graph.evaluation.datasets import Dataset, Example, load_dataset
+
+__all__ = ["STEPS", "RunPaths", "DatabasePool", "default_split", "load_examples", "run_filter", "run_synth", "run_train", "run_export", "run_all"]
+
+Step = Literal["filter", "synth", "train", "export"]
+STEPS: tuple[Step, ...] = ("filter", "synth", "train", "export")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each step of a run writes."""
+
+    root: Path
+
+    @property
+    def filter_report(self) -> Path:
+        return self.root / "filter" / "filter_report.json"
+
+    @property
+    def filtered_split(self) -> Path:
+        return self.root / "filter" / "filtered.json"
+
+    @property
+    def records(self) -> Path:
+        return self.root / "data" / "records.jsonl"
+
+    @property
+    def synth_report(self) -> Path:
+        return self.root / "data" / "synth_report.json"
+
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.root / "merged"
+
+
+class DatabasePool:
+    """Opens each database of a dataset once (schema and sample rows are cached on it)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self._open: dict[str, Database] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, db_id: str) -> Database:
+        with self._lock:
+            if db_id not in self._open:
+                self._open[db_id] = open_database(self.dataset.db_path(db_id))
+            return self._open[db_id]
+
+
+def default_split() -> Path:
+    """Spider's training split: $ROUTE_GRAPH_DATA/spider_train/train.json, else ../shared/data/..."""
+    env = os.environ.get("ROUTE_GRAPH_DATA")
+    candidates = [Path(env) / "spider_train" / "train.json"] if env else []
+    candidates.append(Path.cwd().parent / "shared" / "data" / "spider_train" / "train.json")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        "No training split given and none found at " + " or ".join(map(str, candidates))
+        + "; pass --data PATH/train.json (Spider/BIRD format) or set ROUTE_GRAPH_DATA."
+    )
+
+
+def load_examples(cfg: RunConfig) -> tuple[Dataset, list[Example]]:
+    """The configured split (seeded sample of ``limit`` pairs) and its databases."""
+    split = Path(os.path.expandvars(cfg.data)).expanduser() if cfg.data else default_split()
+    db_dir = Path(os.path.expandvars(cfg.db_dir)).expanduser() if cfg.db_dir else None
+    dataset = load_dataset(None, split, limit=cfg.limit, sample_seed=cfg.seed, db_dir=db_dir)
+    return dataset, list(dataset.examples)
+
+
+def _say(message: str) -> None:
+    print(f"[route-finetune] {message}", file=sys.stderr, flush=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def run_filter(cfg: RunConfig, dataset: Dataset, examples: Sequence[Example], paths: RunPaths, *, force: bool = False) -> list[Example]:
+    """Drop broken pairs (and, with a judge model, rejected ones); returns the kept examples."""
+    from finetune.filtering import filter_examples, write_filtered_split
+
+    if paths.filter_report.is_file() and not force:
+        kept_ids = set(json.loads(paths.filter_report.read_text(encoding="utf-8"))["kept_ids"])
+        _say(f"filter: reusing {paths.filter_report} ({len(kept_ids)} kept)")
+        return [e for e in examples if e.id in kept_ids]
+    judge = None
+    if cfg.filter.judge_model:
+        from route_graph.models import load_chat_model
+
+        judge = load_chat_model(cfg.filter.judge_model)
+    report = filter_examples(examples, DatabasePool(dataset), cfg.route_config(), cfg.filter, judge=judge)
+    _write_json(paths.filter_report, report.to_dict())
+    write_filtered_split(dataset.split_path, [e.id for e in report.kept], paths.filtered_split)
+    summary = report.to_dict()
+    _say(f"filter: kept {summary['kept']}, dropped {summary['dropped']} {summary['by_reason']} -> {paths.filter_report}")
+    for d in report.dropped:
+        _say(f"  dropped #{d.example_id} ({d.db_id}, {d.reason}): {d.detail[:120]}")
+    return report.kept
+
+
+def run_synth(
+    cfg: RunConfig,
+    dataset: Dataset,
+    examples: Sequence[Example],
+    records_path: Path,
+    report_path: Path,
+    *,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Synthesize the MSFT records of ``examples`` (plus model-sampled NC records if configured)."""
+    from finetune.records import write_jsonl
+    from finetune.sampling import SampleReport, sample_nc_records
+    from finetune.synthesis import Synthesizer, SynthReport
+
+    if records_path.is_file() and report_path.is_file() and not force:
+        _say(f"synth: reusing {records_path}")
+        return json.loads(report_path.read_text(encoding="utf-8"))
+    route = cfg.route_config()
+    pool = DatabasePool(dataset)
+    report = SynthReport()
+    records = list(Synthesizer(route, cfg.synth, seed=cfg.seed).run(examples, pool, report))
+    summary = report.to_dict()
+    if cfg.synth.sample_model:
+        from route_graph.models import load_chat_model
+
+        llm = load_chat_model(cfg.synth.sample_model, temperature=cfg.synth.sample_temperature)
+        chosen = list(examples)[: cfg.synth.sample_limit] if cfg.synth.sample_limit else list(examples)
+        sampled = SampleReport()
+        records.extend(sample_nc_records(chosen, pool, llm, route, cfg.synth, sampled))
+        summary["model_samples"] = sampled.to_dict()
+    written = write_jsonl(records, records_path)
+    summary["records_written"] = written
+    summary["source"] = str(dataset.split_path)
+    _write_json(report_path, summary)
+    _say(f"synth: {written} records {summary['by_task']} in {summary['seconds']} s -> {records_path}")
+    return summary
+
+
+def run_train(cfg: RunConfig, paths: RunPaths, *, force: bool = False) -> Path:
+    """Train on the run's records (resuming from the latest checkpoint); returns adapter/model dir."""
+    from finetune.train import train
+
+    final = paths.train_dir / ("adapter" if cfg.train.method == "lora" else "model")
+    if (paths.train_dir / "train_summary.json").is_file() and final.is_dir() and not force:
+        _say(f"train: reusing {final}")
+        return final
+    result = train(paths.records, paths.train_dir, cfg.train)
+    _say(f"train: {result.steps} steps, loss {result.train_loss}, {result.seconds:.0f} s -> {final}")
+    return final
+
+
+def run_export(cfg: RunConfig, paths: RunPaths, *, force: bool = False) -> Path:
+    """Merge the adapter into a standalone model (LoRA with ``export.merge``); else check it."""
+    from finetune.export import check_adapter, merge_adapter
+
+    if cfg.train.method == "full":
+        return paths.train_dir / "model"
+    adapter = paths.train_dir / "adapter"
+    if not cfg.export.merge:
+        check_adapter(adapter)
+        _say(f"export: adapter {adapter} is servable by vLLM (--enable-lora)")
+        return adapter
+    if (paths.merged_dir / "route-finetune.json").is_file() and not force:
+        _say(f"export: reusing {paths.merged_dir}")
+        return paths.merged_dir
+    out = merge_adapter(adapter, paths.merged_dir, dtype=cfg.export.dtype)
+    _say(f"export: merged model -> {out}")
+    return out
+
+
+def run_all(cfg: RunConfig, *, until: Step = "export", force: Sequence[Step] = ()) -> dict[str, Any]:
+    """Every step up to ``until``; finished steps are reused unless named in ``force``."""
+    paths = RunPaths(Path(cfg.output_dir).expanduser())
+    paths.root.mkdir(parents=True, exist_ok=True)
+    _write_json(paths.root / "run_config.json", config_to_dict(cfg))
+    dataset, examples = load_examples(cfg)
+    kept = run_filter(cfg, dataset, examples, paths, force="filter" in force)
+    summary: dict[str, Any] = {"output_dir": str(paths.root), "examples": len(examples), "kept": len(kept)}
+    if until == "filter":
+        return summary
+    summary["synth"] = {k: v for k, v in run_synth(cfg, dataset, kept, paths.records, paths.synth_report, force="synth" in force).items() if k != "skipped"}
+    if until == "synth":
+        return summary
+    summary["trained"] = str(run_train(cfg, paths, force="train" in force))
+    if until == "train":
+        return summary
+    summary["exported"] = str(run_export(cfg, paths, force="export" in force))
+    return summary

@@ -1,0 +1,235 @@
+"""MSFT data synthesis: one question/SQL pair -> TS, SL, NC and CW training records.
+
+Every prompt comes from ``route_graph.prompts`` and every schema text from ``views`` (the graph's
+own renderings), so the fine-tuned model sees at training time exactly what it sees in MCP:
+
+- TS: question (+hint) -> gold SQL, on the full schema (the draft of MCP step 1) and on the
+  gold-linked schema (MCP step 2; sometimes with one unneeded extra table, as linking gives).
+- SL: question on the full schema -> the tables/columns the gold SQL uses (sqlglot), as the JSON
+  object the graph parses.
+- NC: question, candidate SQL and its execution feedback -> "correct", or "incorrect" plus the
+  gold. Candidates are the gold itself or a rule-based corruption verified by execution to give
+  a different result; labels are balanced to ``nc_incorrect_ratio``.
+- CW: the gold cut before a clause (or the bare inference prefix "SELECT ") -> the whole gold.
+
+Each example draws from its own seeded RNG (seed, example id), so output is deterministic and
+independent of which other examples are synthesized.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from finetune.config import SynthConfig
+from finetune.corruption import corrupt_sql, render_sql
+from finetune.records import Record
+from finetune.sqltext import clause_boundaries, cut_prefix, normalize_sql
+from finetune.views import full_schema_text, linked_schema_text
+from route_graph import prompts
+from route_graph.context import RouteConfig
+from route_graph.database import Database
+from route_graph.evaluation.datasets import Example
+from route_graph.evaluation.metrics import gold_order_matters, results_match
+from route_graph.execution import ExecutionResult, execute_sql, summarize_result
+from route_graph.linking import links_from_sql, merge_links
+
+__all__ = ["SynthReport", "ExampleRecords", "Synthesizer", "gold_sql_of"]
+
+
+def gold_sql_of(example: Example, cfg: SynthConfig) -> str:
+    """The gold SQL as targets show it (whitespace-normalised unless switched off)."""
+    return normalize_sql(example.gold_sql) if cfg.normalize_whitespace else example.gold_sql.strip().rstrip(";")
+
+
+@dataclass
+class ExampleRecords:
+    """What one example produced, and why a task was skipped for it (if it was)."""
+
+    example_id: int
+    records: list[Record] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # task -> reason
+
+
+@dataclass
+class SynthReport:
+    """Per-task counts, NC label balance, corruption kinds used, skips with reasons, speed."""
+
+    examples: int = 0
+    records: int = 0
+    by_task: Counter = field(default_factory=Counter)
+    by_variant: Counter = field(default_factory=Counter)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, outcome: ExampleRecords, db_id: str) -> None:
+        self.examples += 1
+        self.records += len(outcome.records)
+        for record in outcome.records:
+            self.by_task[record.task] += 1
+            self.by_variant[f"{record.task}/{record.variant}"] += 1
+        for task, reason in outcome.skipped.items():
+            self.skipped.append({"example_id": outcome.example_id, "db_id": db_id, "task": task, "reason": reason})
+
+    def to_dict(self) -> dict[str, Any]:
+        reasons = Counter(f"{s['task']}: {s['reason'].split(':')[0]}" for s in self.skipped)
+        return {
+            "examples": self.examples,
+            "records": self.records,
+            "by_task": dict(sorted(self.by_task.items())),
+            "by_variant": dict(sorted(self.by_variant.items())),
+            "skip_reasons": dict(sorted(reasons.items())),
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 2),
+            "examples_per_second": round(self.examples / self.seconds, 2) if self.seconds else None,
+        }
+
+
+class Synthesizer:
+    """Builds the records of examples, one database at a time (schema texts cached per database)."""
+
+    def __init__(self, route: RouteConfig, cfg: SynthConfig, *, seed: int = 0) -> None:
+        self.route = route
+        self.cfg = cfg
+        self.seed = seed
+        self.timeout_s = cfg.timeout_s or route.execution_timeout_s
+        self._full_text: dict[int, str] = {}
+        self._nc_seen = 0
+        self._nc_incorrect = 0
+
+    # ----------------------------------------------------------------------------- public
+    def run(
+        self, examples: Iterable[Example], open_db: Callable[[str], Database], report: SynthReport | None = None
+    ) -> Iterator[Record]:
+        """Records of every example, in example order; ``report`` (if given) is filled as it goes."""
+        report = report if report is not None else SynthReport()
+        start = time.perf_counter()
+        for example in examples:
+            outcome = self.example(example, open_db(example.db_id))
+            report.add(outcome, example.db_id)
+            report.seconds = time.perf_counter() - start
+            yield from outcome.records
+
+    def example(self, example: Example, db: Database) -> ExampleRecords:
+        """All records of one example (the NC label follows the running balance)."""
+        out = ExampleRecords(example.id)
+        rng = random.Random(f"{self.seed}:{example.id}")
+        gold = gold_sql_of(example, self.cfg)
+        gold_result = self._execute(db, gold)
+        if not gold_result.ok:
+            out.skipped["all"] = f"gold fails: {gold_result.error}"
+            return out
+        tasks = set(self.cfg.tasks)
+        links = links_from_sql(gold, db.schema, db.dialect) or {}
+        view_links = self._view_links(links, db, rng) if links else {}
+        kwargs = {"hint": example.hint, "dialect": db.dialect, "style": self.route.prompt_style}
+        full_text = self._full_schema(db)
+        q = example.question
+        make = lambda task, variant, prompt, answer: Record.of(task, example.db_id, example.id, variant, prompt, answer)
+
+        if "ts" in tasks:
+            target = prompts.ts_completion(gold)
+            if self.cfg.ts_full_schema:
+                out.records.append(make("ts", "full_schema", prompts.ts_messages(q, full_text, **kwargs), target))
+            if self.cfg.ts_reduced_schema:
+                if view_links:
+                    text = linked_schema_text(db, self.route, view_links)
+                    out.records.append(make("ts", "linked_schema", prompts.ts_messages(q, text, **kwargs), target))
+                else:
+                    out.skipped["ts"] = "no links: gold SQL uses no schema column sqlglot can resolve"
+        if "sl" in tasks:
+            if links:
+                out.records.append(make("sl", "gold_links", prompts.sl_messages(q, full_text, **kwargs), prompts.sl_completion(links)))
+            else:
+                out.skipped["sl"] = "no links: sqlglot cannot parse the gold SQL or resolve its columns"
+        if "nc" in tasks:
+            record = self._nc_record(example, db, gold, gold_result, full_text, kwargs, rng)
+            if isinstance(record, Record):
+                out.records.append(record)
+            else:
+                out.skipped["nc"] = record
+        if "cw" in tasks:
+            prefix, variant = self._cw_prefix(gold, db.dialect, rng)
+            if prefix is None:
+                out.skipped["cw"] = variant
+            else:
+                text = linked_schema_text(db, self.route, view_links or None)
+                target_sql = prefix + gold[len(prefix):] if gold.lower().startswith(prefix.lower()) else gold
+                out.records.append(make("cw", variant, prompts.cw_messages(q, text, prefix, **kwargs), prompts.cw_completion(target_sql)))
+        return out
+
+    # ---------------------------------------------------------------------------- helpers
+    def _execute(self, db: Database, sql: str) -> ExecutionResult:
+        return execute_sql(db, sql, timeout_s=self.timeout_s, max_rows=self.route.max_rows)
+
+    def _feedback(self, result: ExecutionResult) -> str:
+        return summarize_result(result, max_rows=self.route.feedback_rows, value_chars=self.route.feedback_value_chars)
+
+    def _full_schema(self, db: Database) -> str:
+        key = id(db)
+        if key not in self._full_text:
+            self._full_text[key] = full_schema_text(db, self.route)
+        return self._full_text[key]
+
+    def _view_links(self, links: dict[str, list[str]], db: Database, rng: random.Random) -> dict[str, list[str]]:
+        """Gold links, sometimes plus one unneeded table (inference links over-recall)."""
+        others = [t for t in db.schema.tables if t.name not in links]
+        if not others or rng.random() >= self.cfg.extra_table_prob:
+            return links
+        extra = rng.choice(others)
+        columns = [c.name for c in extra.columns]
+        picked = rng.sample(columns, k=min(len(columns), rng.randint(1, 2)))
+        return merge_links(db.schema, links, {extra.name: picked})
+
+    def _want_incorrect(self) -> bool:
+        return self._nc_incorrect < self.cfg.nc_incorrect_ratio * (self._nc_seen + 1)
+
+    def _nc_record(
+        self,
+        example: Example,
+        db: Database,
+        gold: str,
+        gold_result: ExecutionResult,
+        full_text: str,
+        kwargs: dict[str, Any],
+        rng: random.Random,
+    ) -> Record | str:
+        """An NC record (or the reason there is none). Candidates are printed by sqlglot in both
+        classes, so the SQL's style never gives the label away."""
+        candidate, variant, result = None, "correct", None
+        if self._want_incorrect():
+            ordered = gold_order_matters(gold, db.dialect)
+            kinds = tuple(self.cfg.nc_corruptions) if self.cfg.nc_corruptions else None
+            for corruption in corrupt_sql(gold, db.schema, db.dialect, rng=rng, kinds=kinds)[: self.cfg.nc_max_tries]:
+                tried = self._execute(db, corruption.sql)
+                if tried.ok and not results_match(gold_result.rows, tried.rows, order_matters=ordered):
+                    candidate, variant, result = corruption.sql, f"corruption:{corruption.kind}", tried
+                    break
+        if candidate is None:
+            printed = render_sql(gold, db.dialect)
+            candidate, result = gold, gold_result
+            if printed and printed != gold:
+                tried = self._execute(db, printed)
+                if tried.ok and results_match(gold_result.rows, tried.rows, order_matters=True):
+                    candidate, result = printed, tried
+        correct = variant == "correct"
+        self._nc_seen += 1
+        self._nc_incorrect += 0 if correct else 1
+        prompt = prompts.nc_messages(example.question, full_text, candidate, self._feedback(result), **kwargs)
+        answer = prompts.nc_completion(correct, None if correct else gold)
+        return Record.of("nc", example.db_id, example.id, variant, prompt, answer)
+
+    def _cw_prefix(self, gold: str, dialect: str, rng: random.Random) -> tuple[str | None, str]:
+        """(prefix, variant): the inference prefix or a cut before a random clause of the gold."""
+        bare = self.route.continuation_prefix
+        starts_bare = gold.lower().startswith(bare.strip().lower() + " ") or gold.lower() == bare.strip().lower()
+        cuts = clause_boundaries(gold, dialect)
+        if starts_bare and (not cuts or rng.random() < self.cfg.cw_bare_prefix_ratio):
+            return bare, "bare_prefix"
+        if cuts:
+            return cut_prefix(gold, rng.choice(cuts)), "clause_prefix"
+        return None, f"no prefix: the gold neither starts with {bare.strip()!r} nor has a clause boundary"

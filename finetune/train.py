@@ -1,0 +1,371 @@
+"""Supervised fine-tuning on MSFT records: LoRA (default) or full, transformers ``Trainer``.
+
+Why plain ``Trainer`` and not TRL's ``SFTTrainer``: the records are encoded here with the
+tokenizer's chat template and completion-only labels (``encoding``), which is all SFTTrainer
+would add, and one dependency fewer keeps the CPU install small. The same code runs on a GPU
+unchanged (device and precision are detected); bf16 is used where the device supports it.
+
+Layout under ``output_dir``: ``checkpoints/checkpoint-N`` (every ``save_steps``; ``resume="auto"``
+continues from the latest), ``adapter/`` (LoRA) or ``model/`` (full) at the end,
+``train_log.jsonl`` (loss, learning rate, speed per logging step) and ``train_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from finetune.config import TrainConfig
+from finetune.encoding import IGNORE_INDEX, Encoded, PadCollator, encode_record
+from finetune.mixing import MixReport, mix_records
+from finetune.records import Record, read_jsonl
+from route_graph.errors import ConfigError, ModelError
+
+__all__ = ["TrainResult", "resolve_base_model", "choose_precision", "build_training_set", "train"]
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["bf16", "fp16", "fp32"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the trained weights are, and how training went."""
+
+    output_dir: Path
+    adapter_dir: Path | None
+    model_dir: Path | None
+    base_model: str
+    steps: int
+    train_loss: float | None
+    seconds: float
+    summary_path: Path
+
+
+def resolve_base_model(spec: str | None) -> str:
+    """A loadable model path: the offline default (converted once), an offline name, or a dir."""
+    from route_graph.models import ensure_default_model, parse_model_spec
+
+    parsed = parse_model_spec(spec)
+    if parsed.kind == "offline":
+        return str(ensure_default_model(parsed.target))
+    if parsed.kind == "path":
+        path = Path(parsed.target).expanduser()
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is not a Hugging Face model directory (no config.json).")
+        return str(path.resolve())
+    if parsed.kind == "hf":
+        return parsed.target  # from the local HF cache; transformers resolves it
+    raise ModelError(f"Cannot fine-tune {spec!r}: a server model has no local weights; pass a model directory.")
+
+
+def _cpu_bf16() -> bool:
+    from route_graph.models import _cpu_supports_bf16
+
+    return _cpu_supports_bf16()
+
+
+def choose_precision(setting: str = "auto") -> Precision:
+    """'auto': bf16 on GPUs and CPUs that support it (AMX/AVX512-BF16), fp16 on older GPUs, else fp32."""
+    import torch
+
+    if setting != "auto":
+        if setting not in ("bf16", "fp16", "fp32"):
+            raise ConfigError(f"precision must be auto, bf16, fp16 or fp32, got {setting!r}.")
+        if setting == "fp16" and not torch.cuda.is_available():
+            raise ConfigError("fp16 training needs a CUDA GPU; use bf16 or fp32 on CPU.")
+        return setting  # type: ignore[return-value]
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if _cpu_bf16() else "fp32"
+
+
+def build_training_set(
+    records: Sequence[Record], tokenizer: Any, cfg: TrainConfig
+) -> tuple[list[dict[str, Any]], MixReport]:
+    """Mixed, encoded, shuffled training rows (``input_ids``, ``labels``, ``length``, ``task``)."""
+
+    def encode(record: Record) -> Encoded | None:
+        return encode_record(tokenizer, record, cfg.max_length, cfg.truncation)
+
+    chosen, report = mix_records(records, cfg.task_ratios, cfg.max_records, encode, seed=cfg.seed)
+    rows = [
+        {"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids), "task": r.task}
+        for r, e in chosen
+    ]
+    return rows, report
+
+
+class _JsonlLogger:
+    """Trainer callback: one JSON line per logging step (and a readable line on stderr)."""
+
+    def __init__(self, path: Path, total_steps: int) -> None:
+        from transformers import TrainerCallback
+
+        self.path = path
+        self.total = total_steps
+        self.start = time.perf_counter()
+        self.first_step: int | None = None
+        owner = self
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                owner.start = time.perf_counter()
+                owner.first_step = state.global_step
+
+            def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+                owner.write(state.global_step, state.epoch, logs or {})
+
+        self.callback = Callback()
+
+    def write(self, step: int, epoch: float | None, logs: dict[str, Any]) -> None:
+        elapsed = time.perf_counter() - self.start
+        done = step - (self.first_step or 0)
+        entry = {
+            "step": step,
+            "epoch": round(epoch or 0.0, 4),
+            **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in logs.items()},
+            "elapsed_s": round(elapsed, 1),
+            "s_per_step": round(elapsed / done, 2) if done else None,
+        }
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        if "loss" in logs:
+            eta = (self.total - step) * elapsed / done if done else float("nan")
+            print(
+                f"[train] step {step}/{self.total} loss {logs['loss']:.4f} "
+                f"lr {logs.get('learning_rate', 0):.2e} {entry['s_per_step']} s/step eta {eta / 60:.1f} min",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _load_records(records: str | os.PathLike[str] | Sequence[Record] | Sequence[str | os.PathLike[str]]) -> list[Record]:
+    if isinstance(records, (str, os.PathLike)):
+        return list(read_jsonl(records))
+    items = list(records)
+    if items and isinstance(items[0], (str, os.PathLike)):
+        return [r for path in items for r in read_jsonl(path)]  # type: ignore[arg-type]
+    return items  # type: ignore[return-value]
+
+
+def _completion_loss_trainer() -> type:
+    """A ``Trainer`` whose loss computes vocabulary logits only where a completion token is predicted.
+
+    Completions are a small share of each record (SQL after a long schema prompt), so projecting
+    every prompt position onto the 150k-token vocabulary and upcasting it to fp32, as the stock
+    causal-LM loss does, is most of the memory and a quarter of the compute. ``logits_to_keep``
+    (transformers causal LMs) restricts the projection to the positions that are scored; models
+    without it get the stock loss.
+    """
+    import inspect
+
+    import torch
+    import torch.nn.functional as F
+    from peft import PeftModel
+    from transformers import Trainer
+
+    class CompletionLossTrainer(Trainer):
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+            base = model.get_base_model() if isinstance(model, PeftModel) else model
+            if "logits_to_keep" not in inspect.signature(base.forward).parameters or "labels" not in inputs:
+                self.loss_is_scaled_for_ga = None
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            targets = labels[:, 1:]  # position p predicts token p + 1
+            keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+            outputs = model(**inputs, logits_to_keep=keep)
+            logits = outputs.logits.float()
+            kept = targets[:, keep]
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), kept.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+            if num_items_in_batch is not None:  # normalised over the whole accumulated batch
+                loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device, dtype=loss.dtype)
+                self.loss_is_scaled_for_ga = True
+            else:
+                loss = loss / (kept != IGNORE_INDEX).sum().clamp(min=1)
+                self.loss_is_scaled_for_ga = False
+            return (loss, outputs) if return_outputs else loss
+
+    return CompletionLossTrainer
+
+
+def _checkpointing_args(enabled: bool) -> dict[str, Any]:
+    """Activation checkpointing under the TrainingArguments name this transformers version uses."""
+    if not enabled:
+        return {}
+    import inspect
+
+    from transformers import TrainingArguments
+
+    name = "activation_checkpointing" if "activation_checkpointing" in inspect.signature(TrainingArguments).parameters else "gradient_checkpointing"
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+def _latest_checkpoint(directory: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
+
+
+def train(
+    records: str | os.PathLike[str] | Sequence[Record] | Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    cfg: TrainConfig | None = None,
+) -> TrainResult:
+    """Fine-tune ``cfg.base_model`` on MSFT records; resumable; returns where the weights went."""
+    cfg = cfg or TrainConfig()
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        TrainingArguments,
+        set_seed,
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    base = resolve_base_model(cfg.base_model)
+    precision = choose_precision(cfg.precision)
+    started = time.perf_counter()
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelError(f"The tokenizer of {base} has no chat template; MSFT trains chat models.")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows, mix = build_training_set(_load_records(records), tokenizer, cfg)
+    if not rows:
+        raise ConfigError(
+            f"No training record fits max_length={cfg.max_length}; raise it or use truncation='truncate'."
+        )
+
+    load_dtype = torch.float32
+    if cfg.method == "lora" and precision in ("bf16", "fp16"):
+        load_dtype = torch.bfloat16 if precision == "bf16" else torch.float16  # frozen base: half the memory
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=load_dtype)
+    model.config.use_cache = False
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            task_type="CAUSAL_LM",
+            target_modules="all-linear",
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+        )
+        model = get_peft_model(model, lora)
+        if cfg.gradient_checkpointing:
+            model.enable_input_require_grads()
+    elif cfg.method != "full":
+        raise ConfigError(f"train.method must be 'lora' or 'full', got {cfg.method!r}.")
+
+    import datasets
+
+    dataset = datasets.Dataset.from_list(rows)
+    steps_per_epoch = math.ceil(len(rows) / (cfg.batch_size * cfg.grad_accum))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
+    warmup = int(cfg.warmup_steps) if cfg.warmup_steps >= 1 else round(cfg.warmup_steps * total_steps)
+    checkpoints = out / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        warmup_steps=warmup,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.scheduler,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        **_checkpointing_args(cfg.gradient_checkpointing),
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        disable_tqdm=not sys.stderr.isatty(),
+    )
+    logger = _JsonlLogger(out / "train_log.jsonl", total_steps)
+    trainer = _completion_loss_trainer()(
+        model=model,
+        args=args,
+        train_dataset=dataset.remove_columns(["task"]),
+        data_collator=PadCollator(int(tokenizer.pad_token_id)),
+        callbacks=[logger.callback],
+    )
+    trainer.remove_callback(PrinterCallback)  # logs go to train_log.jsonl and stderr; stdout stays clean
+    resume = None
+    if cfg.resume == "auto":
+        resume = _latest_checkpoint(checkpoints)
+    elif cfg.resume:
+        resume = cfg.resume
+    if resume:
+        print(f"[train] resuming from {resume}", file=sys.stderr, flush=True)
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    adapter_dir = model_dir = None
+    if cfg.method == "lora":
+        adapter_dir = out / "adapter"
+        trainer.model.save_pretrained(str(adapter_dir))
+        tokenizer.save_pretrained(str(adapter_dir))
+    else:
+        model_dir = out / "model"
+        trainer.model.config.use_cache = True
+        trainer.save_model(str(model_dir))
+        tokenizer.save_pretrained(str(model_dir))
+    seconds = time.perf_counter() - started
+    tokens = sum(r["length"] for r in rows)
+    summary = {
+        "base_model": base,
+        "method": cfg.method,
+        "precision": precision,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "records": len(rows),
+        "tokens": tokens,
+        "completion_tokens": sum(sum(1 for x in r["labels"] if x != -100) for r in rows),
+        "mix": mix.to_dict(),
+        "steps": trainer.state.global_step,
+        "resumed_from": resume,
+        "train_loss": getattr(result, "training_loss", None),
+        "train_runtime_s": (getattr(result, "metrics", {}) or {}).get("train_runtime"),
+        "seconds": round(seconds, 1),
+        "adapter_dir": str(adapter_dir) if adapter_dir else None,
+        "model_dir": str(model_dir) if model_dir else None,
+        "config": asdict(cfg),
+    }
+    summary_path = out / "train_summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return TrainResult(
+        output_dir=out,
+        adapter_dir=adapter_dir,
+        model_dir=model_dir,
+        base_model=base,
+        steps=trainer.state.global_step,
+        train_loss=summary["train_loss"],
+        seconds=seconds,
+        summary_path=summary_path,
+    )

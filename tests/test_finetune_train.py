@@ -1,0 +1,166 @@
+"""CPU smoke training on a tiny Qwen2 built from a config (no download): completion-only labels,
+LoRA and full fine-tuning change weights, checkpoints resume, the merged model reloads through
+``load_chat_model`` and generates, and the CLI runs the whole pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from finetune.cli import main
+from finetune.config import SynthConfig, TrainConfig
+from finetune.encoding import IGNORE_INDEX, PadCollator, encode_record
+from finetune.export import check_adapter, merge_adapter
+from finetune.records import Record, write_jsonl
+from finetune.synthesis import Synthesizer, SynthReport
+from finetune.tiny import build_tiny_model
+from finetune.train import train
+from route_graph import RouteConfig
+from route_graph.database import open_database
+from route_graph.errors import ConfigError
+from tests.fakes import make_concert_db
+from tests.test_finetune_synthesis import CONCERT_PAIRS, concert_examples
+
+# Small prompts keep the smoke runs quick: no sample rows in the schema text.
+ROUTE = RouteConfig(link_sample_rows=0, generate_sample_rows=0)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("finetune")
+
+
+@pytest.fixture(scope="module")
+def records(workdir: Path) -> list[Record]:
+    db = open_database(make_concert_db(workdir / "concert.sqlite"))
+    synth = Synthesizer(ROUTE, SynthConfig(), seed=0)
+    return list(synth.run(concert_examples(), lambda _: db, SynthReport()))
+
+
+@pytest.fixture(scope="module")
+def records_path(workdir: Path, records: list[Record]) -> Path:
+    path = workdir / "records.jsonl"
+    write_jsonl(records, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(workdir: Path, records: list[Record]) -> Path:
+    texts = [m["content"] for r in records for m in r.prompt + r.completion]
+    return build_tiny_model(workdir / "tiny", texts, vocab_size=600)
+
+
+def _tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}
+
+
+def test_labels_cover_only_the_completion(tiny: Path, records: list[Record]) -> None:
+    tok = _tokenizer(tiny)
+    record = next(r for r in records if r.task == "sl")
+    encoded = encode_record(tok, record, max_length=4096)
+    assert encoded is not None and len(encoded.labels) == len(encoded.input_ids)
+    prompt_len = len(tok.apply_chat_template(record.prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
+    assert all(label == IGNORE_INDEX for label in encoded.labels[:prompt_len])
+    learned = [t for t in encoded.labels if t != IGNORE_INDEX]
+    assert tok.decode(learned) == record.answer + "<|im_end|>"  # the answer and the end of turn
+    assert encoded.labels[-1] == IGNORE_INDEX  # ChatML's trailing newline is never generated
+    # Length policy: drop, or cut (keeping only records that still have completion tokens).
+    assert encode_record(tok, record, max_length=prompt_len + 2, truncation="drop") is None
+    cut = encode_record(tok, record, max_length=prompt_len + 2, truncation="truncate")
+    assert cut is not None and len(cut.input_ids) == prompt_len + 2 and cut.completion_tokens == 2
+    assert encode_record(tok, record, max_length=prompt_len, truncation="truncate") is None
+    batch = PadCollator(pad_token_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [5], "labels": [5]}])
+    assert batch["input_ids"].shape == (2, 8) and batch["labels"][1].tolist() == [5] + [-100] * 7
+    assert batch["attention_mask"][1].tolist() == [1] + [0] * 7
+
+
+def test_lora_smoke_changes_weights_resumes_merges_and_reloads(tiny: Path, records_path: Path, workdir: Path) -> None:
+    out = workdir / "lora"
+    cfg = TrainConfig(
+        base_model=str(tiny), max_steps=2, batch_size=2, learning_rate=1e-2, warmup_steps=0,
+        max_records=16, max_length=1024, save_steps=1, logging_steps=1, task_ratios={"ts": 1, "sl": 1, "nc": 1, "cw": 1},
+    )
+    first = train(records_path, out, cfg)
+    assert first.steps == 2 and first.adapter_dir == out / "adapter"
+    summary = json.loads(first.summary_path.read_text())
+    assert summary["mix"]["taken"] == {"cw": 4, "nc": 4, "sl": 4, "ts": 4}
+    assert summary["precision"] in ("bf16", "fp32") and summary["device"] == "cpu"
+    losses = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in entry for entry in losses)
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+
+    # Resume: a longer schedule continues from checkpoint-2 instead of starting over.
+    cfg.max_steps = 3
+    second = train(records_path, out, cfg)
+    assert second.steps == 3
+    assert json.loads(second.summary_path.read_text())["resumed_from"].endswith("checkpoint-2")
+
+    adapter = check_adapter(out / "adapter")
+    assert adapter["r"] == 16 and not adapter.get("modules_to_save") and adapter["task_type"] == "CAUSAL_LM"
+    merged = merge_adapter(out / "adapter", workdir / "merged", dtype="float32")
+    base, tuned = _weights(tiny), _weights(merged)
+    assert base.keys() == tuned.keys()
+    changed = [k for k in base if not torch.equal(base[k], tuned[k])]
+    assert any("q_proj" in k for k in changed) and any("down_proj" in k for k in changed)
+    assert not any("embed_tokens" in k or "lm_head" in k for k in changed)  # all-linear LoRA: no lm_head
+
+    from route_graph.models import load_chat_model
+
+    llm = load_chat_model(str(merged), max_new_tokens=8)
+    reply = llm.invoke([{"role": "user", "content": CONCERT_PAIRS[0][0]}])
+    assert isinstance(reply.content, str) and reply.usage_metadata["output_tokens"] >= 1
+
+
+def test_full_fine_tuning_smoke(tiny: Path, records_path: Path, workdir: Path) -> None:
+    result = train(
+        records_path, workdir / "full",
+        TrainConfig(base_model=str(tiny), method="full", max_steps=1, batch_size=2, learning_rate=1e-3,
+                    warmup_steps=0, max_records=4, max_length=1024, task_ratios={"sl": 1}, resume=None),
+    )
+    assert result.model_dir is not None and result.adapter_dir is None
+    base, tuned = _weights(tiny), _weights(result.model_dir)
+    assert any(not torch.equal(base[k], tuned[k]) for k in base)
+    from route_graph.models import load_chat_model
+
+    assert isinstance(load_chat_model(str(result.model_dir), max_new_tokens=4).invoke("hi").content, str)
+
+
+def test_adapters_vllm_cannot_serve_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 32, "modules_to_save": None}))
+    with pytest.raises(ConfigError, match="rank 32"):
+        check_adapter(tmp_path)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "modules_to_save": ["lm_head"]}))
+    with pytest.raises(ConfigError, match="modules"):
+        check_adapter(tmp_path)
+
+
+def test_cli_run_end_to_end_on_the_tiny_model(tiny: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    split_dir = workdir / "spider"
+    make_concert_db((split_dir / "database" / "concert").mkdir(parents=True) or split_dir / "database" / "concert" / "concert.sqlite")
+    (split_dir / "train.json").write_text(json.dumps([{"question": q, "query": s, "db_id": "concert"} for q, s, _ in CONCERT_PAIRS]))
+    out = workdir / "run"
+    argv = [
+        "run", "--data", str(split_dir / "train.json"), "--output-dir", str(out), "--base-model", str(tiny),
+        "--max-steps", "1", "--batch-size", "2", "--max-records", "4",
+        "--set", "route.link_sample_rows=0", "--set", "route.generate_sample_rows=0", "--set", "export.dtype=float32",
+    ]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["kept"] == len(CONCERT_PAIRS) and summary["exported"] == str(out / "merged")
+    assert (out / "merged" / "model.safetensors").is_file() and (out / "merged" / "chat_template.jinja").is_file()
+    assert main(["export", "--output-dir", str(out), "--check-only"]) == 0
+    assert json.loads(capsys.readouterr().out)["servable_by_vllm"] is True
