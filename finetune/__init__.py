@@ -2,7 +2,8 @@
 
 Training shares the graph's prompts, schema renderings, linking and execution code
 (``route_graph``), so a fine-tuned model sees exactly the text MCP shows it. Heavy dependencies
-(torch, transformers, peft, datasets) load only inside ``train``/``export``/``tiny``.
+(torch, transformers, peft, datasets) load only when ``train``/``merge_adapter``/
+``build_tiny_model`` run, so importing the package stays light.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from finetune.config import (
     load_config,
 )
 from finetune.corruption import CORRUPTION_KINDS, Corruption, corrupt_sql
+from finetune.export import check_adapter, merge_adapter
 from finetune.filtering import (
     Dropped,
     FilterReport,
@@ -24,53 +26,38 @@ from finetune.filtering import (
     filter_examples,
     judge_pairs,
 )
+from finetune.pipeline import run_all
 from finetune.records import Record, read_jsonl, write_jsonl
 from finetune.synthesis import Synthesizer, SynthReport
+from finetune.tiny import build_tiny_model
+from finetune.train import (
+    train,  # the function; the module stays importable as finetune.train
+)
 
 __all__ = [
-    "TASKS",
-    "RunConfig",
-    "FilterConfig",
-    "SynthConfig",
-    "TrainConfig",
-    "ExportConfig",
-    "load_config",
-    "Record",
-    "read_jsonl",
-    "write_jsonl",
-    "Synthesizer",
-    "SynthReport",
     "CORRUPTION_KINDS",
+    "TASKS",
     "Corruption",
-    "corrupt_sql",
-    "check_gold",
-    "judge_pairs",
-    "filter_examples",
-    "FilterReport",
     "Dropped",
-    "train",
-    "merge_adapter",
-    "check_adapter",
+    "ExportConfig",
+    "FilterConfig",
+    "FilterReport",
+    "Record",
+    "RunConfig",
+    "SynthConfig",
+    "SynthReport",
+    "Synthesizer",
+    "TrainConfig",
     "build_tiny_model",
+    "check_adapter",
+    "check_gold",
+    "corrupt_sql",
+    "filter_examples",
+    "judge_pairs",
+    "load_config",
+    "merge_adapter",
+    "read_jsonl",
     "run_all",
+    "train",
+    "write_jsonl",
 ]
-
-
-def __getattr__(name: str):  # lazy: torch & co. load only when training/exporting
-    if name == "train":
-        from finetune.train import train
-
-        return train
-    if name in ("merge_adapter", "check_adapter"):
-        from finetune import export
-
-        return getattr(export, name)
-    if name == "build_tiny_model":
-        from finetune.tiny import build_tiny_model
-
-        return build_tiny_model
-    if name == "run_all":
-        from finetune.pipeline import run_all
-
-        return run_all
-    raise AttributeError(f"module 'finetune' has no attribute {name!r}")

@@ -23,7 +23,7 @@ from typing import Any
 from finetune.config import TASKS, RunConfig, load_config
 from route_graph.errors import RouteGraphError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 # flag dest -> config field it overrides
 _FLAG_FIELDS = {

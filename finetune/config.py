@@ -20,14 +20,14 @@ from route_graph.errors import ConfigError
 
 __all__ = [
     "TASKS",
+    "ExportConfig",
     "FilterConfig",
+    "RunConfig",
     "SynthConfig",
     "TrainConfig",
-    "ExportConfig",
-    "RunConfig",
-    "load_config",
     "apply_overrides",
     "config_to_dict",
+    "load_config",
 ]
 
 TASKS: tuple[str, ...] = ("ts", "sl", "nc", "cw")

@@ -20,7 +20,7 @@ from sqlglot.errors import SqlglotError
 
 from route_graph.database import Schema
 
-__all__ = ["Corruption", "CORRUPTION_KINDS", "corrupt_sql", "render_sql"]
+__all__ = ["CORRUPTION_KINDS", "Corruption", "corrupt_sql", "render_sql"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from finetune.records import Record
 
-__all__ = ["IGNORE_INDEX", "Encoded", "encode_record", "PadCollator"]
+__all__ = ["IGNORE_INDEX", "Encoded", "PadCollator", "encode_record"]
 
 IGNORE_INDEX = -100
 

@@ -30,7 +30,7 @@ from route_graph.evaluation.datasets import Example
 from route_graph.execution import execute_sql, summarize_result
 from route_graph.linking import links_from_sql
 
-__all__ = ["Dropped", "FilterReport", "check_gold", "judge_pairs", "filter_examples", "write_filtered_split"]
+__all__ = ["Dropped", "FilterReport", "check_gold", "filter_examples", "judge_pairs", "write_filtered_split"]
 
 
 @dataclass(frozen=True)

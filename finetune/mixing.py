@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from finetune.records import Record
 from route_graph.errors import ConfigError
 
-__all__ = ["MixReport", "task_quotas", "mix_records"]
+__all__ = ["MixReport", "mix_records", "task_quotas"]
 
 T = TypeVar("T")
 

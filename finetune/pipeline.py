@@ -29,7 +29,7 @@ from route_graph.database import Database, open_database
 from route_graph.errors import DataError
 from route_graph.evaluation.datasets import Dataset, Example, load_dataset
 
-__all__ = ["STEPS", "RunPaths", "DatabasePool", "default_split", "load_examples", "run_filter", "run_synth", "run_train", "run_export", "run_all"]
+__all__ = ["STEPS", "DatabasePool", "RunPaths", "default_split", "load_examples", "run_all", "run_export", "run_filter", "run_synth", "run_train"]
 
 Step = Literal["filter", "synth", "train", "export"]
 STEPS: tuple[Step, ...] = ("filter", "synth", "train", "export")

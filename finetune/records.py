@@ -17,7 +17,7 @@ from typing import Any
 
 from route_graph.errors import DataError
 
-__all__ = ["Record", "write_jsonl", "read_jsonl", "count_by"]
+__all__ = ["Record", "count_by", "read_jsonl", "write_jsonl"]
 
 Message = dict[str, str]
 

@@ -14,7 +14,7 @@ import sqlglot
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
-__all__ = ["normalize_sql", "clause_boundaries", "cut_prefix"]
+__all__ = ["clause_boundaries", "cut_prefix", "normalize_sql"]
 
 _QUOTED = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\])")
 

@@ -12,8 +12,8 @@ own renderings), so the fine-tuned model sees at training time exactly what it s
   a different result; labels are balanced to ``nc_incorrect_ratio``.
 - CW: the gold cut before a clause (or the bare inference prefix "SELECT ") -> the whole gold.
 
-Each example draws from its own seeded RNG (seed, example id), so output is deterministic and
-independent of which other examples are synthesized.
+Each example draws from its own seeded RNG (seed, example id); only the NC label depends on the
+examples before it (a running balance), so output is deterministic for a seed and an order.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from route_graph.evaluation.metrics import gold_order_matters, results_match
 from route_graph.execution import ExecutionResult, execute_sql, summarize_result
 from route_graph.linking import links_from_sql, merge_links
 
-__all__ = ["SynthReport", "ExampleRecords", "Synthesizer", "gold_sql_of"]
+__all__ = ["ExampleRecords", "SynthReport", "Synthesizer", "gold_sql_of"]
 
 
 def gold_sql_of(example: Example, cfg: SynthConfig) -> str:
@@ -90,7 +90,11 @@ class SynthReport:
 
 
 class Synthesizer:
-    """Builds the records of examples, one database at a time (schema texts cached per database)."""
+    """Builds the records of examples (schema texts cached per database).
+
+    Stateful on purpose: NC labels follow a running balance towards ``nc_incorrect_ratio`` over
+    the examples it has seen, so output is deterministic for a given seed and example order.
+    """
 
     def __init__(self, route: RouteConfig, cfg: SynthConfig, *, seed: int = 0) -> None:
         self.route = route
@@ -147,11 +151,7 @@ class Synthesizer:
             else:
                 out.skipped["sl"] = "no links: sqlglot cannot parse the gold SQL or resolve its columns"
         if "nc" in tasks:
-            record = self._nc_record(example, db, gold, gold_result, full_text, kwargs, rng)
-            if isinstance(record, Record):
-                out.records.append(record)
-            else:
-                out.skipped["nc"] = record
+            out.records.append(self._nc_record(example, db, gold, gold_result, full_text, kwargs, rng))
         if "cw" in tasks:
             prefix, variant = self._cw_prefix(gold, db.dialect, rng)
             if prefix is None:
@@ -197,9 +197,10 @@ class Synthesizer:
         full_text: str,
         kwargs: dict[str, Any],
         rng: random.Random,
-    ) -> Record | str:
-        """An NC record (or the reason there is none). Candidates are printed by sqlglot in both
-        classes, so the SQL's style never gives the label away."""
+    ) -> Record:
+        """An NC record: a verified corruption when the balance wants an incorrect one and one
+        exists, else the gold. Candidates are printed by sqlglot in both classes, so the SQL's
+        style never gives the label away."""
         candidate, variant, result = None, "correct", None
         if self._want_incorrect():
             ordered = gold_order_matters(gold, db.dialect)

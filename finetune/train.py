@@ -29,7 +29,7 @@ from finetune.mixing import MixReport, mix_records
 from finetune.records import Record, read_jsonl
 from route_graph.errors import ConfigError, ModelError
 
-__all__ = ["TrainResult", "resolve_base_model", "choose_precision", "build_training_set", "train"]
+__all__ = ["TrainResult", "build_training_set", "choose_precision", "resolve_base_model", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ def resolve_base_model(spec: str | None) -> str:
 
 
 def _cpu_bf16() -> bool:
-    from route_graph.models import _cpu_supports_bf16
+    from route_graph.models import cpu_supports_bf16
 
-    return _cpu_supports_bf16()
+    return cpu_supports_bf16()
 
 
 def choose_precision(setting: str = "auto") -> Precision:

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 from route_graph.context import RouteConfig
 from route_graph.database import Database
+from route_graph.nodes import stage_schema_text
 
 __all__ = ["full_schema_text", "linked_schema_text"]
 
 
 def full_schema_text(db: Database, cfg: RouteConfig) -> str:
     """Schema text of the SL, draft-TS and NC prompts."""
-    return db.render_schema(db.schema, sample_rows=cfg.link_sample_rows, value_chars=cfg.feedback_value_chars)
+    return stage_schema_text(db, cfg)
 
 
 def linked_schema_text(db: Database, cfg: RouteConfig, links: dict[str, list[str]] | None) -> str:
     """Schema text of the generation and CW prompts (reduced to ``links``; full when empty)."""
-    if not links:
-        return full_schema_text(db, cfg)
-    return db.render_schema(
-        db.schema.restrict(links), sample_rows=cfg.generate_sample_rows, value_chars=cfg.feedback_value_chars
-    )
+    return stage_schema_text(db, cfg, links)

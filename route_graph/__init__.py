@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from route_graph.context import RouteConfig
 from route_graph.database import Database, open_database
-from route_graph.errors import ConfigError, DatabaseError, DataError, ModelError, RouteGraphError
+from route_graph.errors import (
+    ConfigError,
+    DatabaseError,
+    DataError,
+    ModelError,
+    RouteGraphError,
+)
 from route_graph.execution import ExecutionResult, execute_sql
 from route_graph.graph import build_route_graph
 
@@ -18,24 +24,24 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
 __all__ = [
-    "build_route_graph",
-    "RouteConfig",
-    "load_chat_model",
-    "open_database",
-    "Database",
-    "execute_sql",
-    "ExecutionResult",
-    "RouteGraphError",
-    "DatabaseError",
-    "ModelError",
     "ConfigError",
     "DataError",
+    "Database",
+    "DatabaseError",
+    "ExecutionResult",
+    "ModelError",
+    "RouteConfig",
+    "RouteGraphError",
+    "build_route_graph",
+    "execute_sql",
+    "load_chat_model",
+    "open_database",
 ]
 
 __version__ = "0.1.0"
 
 
-def load_chat_model(spec: str | None = None, **kwargs: Any) -> "BaseChatModel":
+def load_chat_model(spec: str | None = None, **kwargs: Any) -> BaseChatModel:
     """Chat model from a spec (offline default, HF directory, ``openai:URL#NAME``); see ``route_graph.models``."""
     from route_graph.models import load_chat_model as _load
 

@@ -14,7 +14,7 @@ from route_graph.context import RouteConfig
 from route_graph.demo import DEMO_QUESTIONS, demo_database_path
 from route_graph.errors import RouteGraphError
 
-__all__ = ["main", "format_table", "format_trace"]
+__all__ = ["format_table", "format_trace", "main"]
 
 _STAGE_LABELS = {
     "schema_link": "schema linking",
@@ -35,7 +35,7 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_widt
     body = [[cell(v) for v in row] for row in rows]
     header = [cell(c) for c in columns]
     widths = [max([len(header[i])] + [len(r[i]) for r in body]) for i in range(len(header))]
-    line = lambda values: " | ".join(v.ljust(w) for v, w in zip(values, widths))  # noqa: E731
+    line = lambda values: " | ".join(v.ljust(w) for v, w in zip(values, widths))
     out = [line(header), "-+-".join("-" * w for w in widths)] + [line(r) for r in body]
     return "\n".join(out)
 
@@ -80,7 +80,7 @@ class _Progress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:
         if self.enabled:
             self._thread.start()
         return self

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from route_graph.errors import ConfigError
 
-__all__ = ["RouteConfig", "PromptStyle"]
+__all__ = ["PromptStyle", "RouteConfig"]
 
 PromptStyle = Literal["zero_shot", "few_shot"]
 
@@ -86,7 +86,7 @@ class RouteConfig:
                 f"RouteConfig.prompt_style must be 'zero_shot' or 'few_shot', got {self.prompt_style!r}."
             )
 
-    def with_stages(self, stages: str | set[str] | None) -> "RouteConfig":
+    def with_stages(self, stages: str | set[str] | None) -> RouteConfig:
         """Return a copy with only the named stages on (``"sl,nc,cw"``; empty = generation only)."""
         if stages is None:
             return self

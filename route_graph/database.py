@@ -32,10 +32,10 @@ if TYPE_CHECKING:  # optional extra; duck-typed at run time
 
 __all__ = [
     "Column",
-    "ForeignKey",
-    "Table",
-    "Schema",
     "Database",
+    "ForeignKey",
+    "Schema",
+    "Table",
     "open_database",
     "quote_identifier",
 ]
@@ -146,14 +146,7 @@ class Schema:
 # refuses as unquoted table/column names), join words, and the core of ANSI SQL. Dialects with a
 # list of their own in sqlglot (DuckDB, MySQL, ...) add it.
 _RESERVED = frozenset(
-    """
-    add all alter and as asc autoincrement between by case cast check collate commit constraint
-    create cross current_date current_time current_timestamp default deferrable delete desc
-    distinct drop else escape except exists foreign from full glob group having in index inner
-    insert intersect into is isnull join left like limit match natural not nothing notnull null
-    offset on or order outer primary raise recursive references regexp returning right select
-    set table then to transaction union unique update using values when where window with
-    """.split()
+    ["add", "all", "alter", "and", "as", "asc", "autoincrement", "between", "by", "case", "cast", "check", "collate", "commit", "constraint", "create", "cross", "current_date", "current_time", "current_timestamp", "default", "deferrable", "delete", "desc", "distinct", "drop", "else", "escape", "except", "exists", "foreign", "from", "full", "glob", "group", "having", "in", "index", "inner", "insert", "intersect", "into", "is", "isnull", "join", "left", "like", "limit", "match", "natural", "not", "nothing", "notnull", "null", "offset", "on", "or", "order", "outer", "primary", "raise", "recursive", "references", "regexp", "returning", "right", "select", "set", "table", "then", "to", "transaction", "union", "unique", "update", "using", "values", "when", "where", "window", "with"]
 )
 
 

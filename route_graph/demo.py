@@ -9,7 +9,7 @@ from pathlib import Path
 
 from route_graph._cache import model_cache_dir
 
-__all__ = ["demo_database_path", "DEMO_QUESTIONS"]
+__all__ = ["DEMO_QUESTIONS", "demo_database_path"]
 
 DEMO_QUESTIONS = [
     "How many customers are from Germany?",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
-    "RouteGraphError",
-    "DatabaseError",
-    "ModelError",
     "ConfigError",
     "DataError",
+    "DatabaseError",
+    "ModelError",
+    "RouteGraphError",
 ]
 
 

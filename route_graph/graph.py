@@ -17,14 +17,14 @@ from route_graph.state import RouteInput, RouteOutput, RouteState
 if TYPE_CHECKING:
     import sqlalchemy
 
-__all__ = ["build_route_graph", "GRAPH_NAME"]
+__all__ = ["GRAPH_NAME", "build_route_graph"]
 
 GRAPH_NAME = "route"
 
 
 def build_route_graph(
     llm: BaseChatModel,
-    db: "Database | str | os.PathLike[str] | sqlalchemy.Engine | Any",
+    db: Database | str | os.PathLike[str] | sqlalchemy.Engine | Any,
     config: RouteConfig | None = None,
     *,
     checkpointer: Any = None,

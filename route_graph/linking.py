@@ -18,15 +18,15 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 from route_graph.database import Schema
 
 __all__ = [
-    "Links",
-    "validate_links",
-    "links_from_sql",
-    "merge_links",
-    "sql_table_count",
-    "is_hard",
-    "links_json_schema",
     "LinkScores",
+    "Links",
+    "is_hard",
+    "links_from_sql",
+    "links_json_schema",
+    "merge_links",
     "score_links",
+    "sql_table_count",
+    "validate_links",
 ]
 
 Links = dict[str, list[str]]

@@ -46,6 +46,7 @@ __all__ = [
     "ModelSpec",
     "TransformersChatModel",
     "bind_json_schema",
+    "cpu_supports_bf16",
     "ensure_default_model",
     "load_chat_model",
     "model_cache_dir",
@@ -230,7 +231,7 @@ def _is_openai_compatible(llm: Runnable) -> bool:
 # --------------------------------------------------------------------------- in-process engine
 
 
-def _cpu_supports_bf16() -> bool:
+def cpu_supports_bf16() -> bool:
     """bf16 matmuls are fast only with AMX / AVX512-BF16 (x86) or BF16 (ARM); else use fp32."""
     import torch
 
@@ -255,7 +256,7 @@ def _resolve_dtype(name: str) -> Any:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.bfloat16
-        return torch.bfloat16 if _cpu_supports_bf16() else torch.float32
+        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
     try:
         return {
             "bfloat16": torch.bfloat16,

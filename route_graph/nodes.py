@@ -22,12 +22,32 @@ from route_graph import prompts
 from route_graph.context import RouteConfig
 from route_graph.database import Database
 from route_graph.execution import ExecutionResult, execute_sql, summarize_result
-from route_graph.linking import is_hard, links_from_sql, links_json_schema, merge_links, validate_links
+from route_graph.linking import (
+    is_hard,
+    links_from_sql,
+    links_json_schema,
+    merge_links,
+    validate_links,
+)
 from route_graph.state import RouteState
 
-__all__ = ["RouteNodes", "NO_SQL_ERROR"]
+__all__ = ["NO_SQL_ERROR", "RouteNodes", "stage_schema_text"]
 
 NO_SQL_ERROR = "The model's answer contained no SQL query."
+
+
+def stage_schema_text(db: Database, cfg: RouteConfig, links: dict[str, list[str]] | None = None) -> str:
+    """The schema text a stage shows the model (fine-tuning renders its records with this too).
+
+    Full schema with ``link_sample_rows`` rows (schema linking, draft SQL, noise correction, and
+    generation when there are no links); the schema reduced to ``links`` with
+    ``generate_sample_rows`` rows (generation, continuation writing).
+    """
+    if not links:
+        return db.render_schema(db.schema, sample_rows=cfg.link_sample_rows, value_chars=cfg.feedback_value_chars)
+    return db.render_schema(
+        db.schema.restrict(links), sample_rows=cfg.generate_sample_rows, value_chars=cfg.feedback_value_chars
+    )
 
 
 class _Meter:
@@ -92,10 +112,6 @@ class RouteNodes:
             )
         return execute_sql(self.db, sql, timeout_s=cfg.execution_timeout_s, max_rows=cfg.max_rows)
 
-    def _schema_text(self, cfg: RouteConfig, links: dict[str, list[str]] | None, rows: int) -> str:
-        schema = self.db.schema.restrict(links) if links else self.db.schema
-        return self.db.render_schema(schema, sample_rows=rows, value_chars=cfg.feedback_value_chars)
-
     def _prompt_kwargs(self, state: RouteState, cfg: RouteConfig) -> dict[str, Any]:
         return {"hint": state.get("hint"), "dialect": self.db.dialect, "style": cfg.prompt_style}
 
@@ -110,7 +126,7 @@ class RouteNodes:
         """MCP step 1: links from the SL answer and from a full-schema draft SQL, merged."""
         cfg = self.settings(runtime)
         meter = _Meter()
-        schema_text = self._schema_text(cfg, None, cfg.link_sample_rows)
+        schema_text = stage_schema_text(self.db, cfg)
         kwargs = self._prompt_kwargs(state, cfg)
         sl_msgs = prompts.sl_messages(state["question"], schema_text, **kwargs)
         ts_msgs = prompts.ts_messages(state["question"], schema_text, **kwargs)
@@ -149,8 +165,7 @@ class RouteNodes:
         cfg = self.settings(runtime)
         meter = _Meter()
         links = state.get("links") if cfg.schema_linking else None
-        rows = cfg.generate_sample_rows if links else cfg.link_sample_rows
-        schema_text = self._schema_text(cfg, links, rows)
+        schema_text = stage_schema_text(self.db, cfg, links)
         msgs = prompts.ts_messages(state["question"], schema_text, **self._prompt_kwargs(state, cfg))
         sql = prompts.parse_sql(meter.record(self.llm.invoke(msgs, config)))
         result = self._execute(sql, cfg)
@@ -178,7 +193,7 @@ class RouteNodes:
         meter = _Meter()
         current = ExecutionResult.from_dict(state["result"])
         feedback = summarize_result(current, max_rows=cfg.feedback_rows, value_chars=cfg.feedback_value_chars)
-        schema_text = self._schema_text(cfg, None, cfg.link_sample_rows)
+        schema_text = stage_schema_text(self.db, cfg)
         msgs = prompts.nc_messages(
             state["question"], schema_text, state.get("sql") or "", feedback, **self._prompt_kwargs(state, cfg)
         )
@@ -208,8 +223,7 @@ class RouteNodes:
         meter = _Meter()
         current_ok = bool(state.get("result", {}).get("ok"))
         links = state.get("links") if cfg.schema_linking else None
-        rows = cfg.generate_sample_rows if links else cfg.link_sample_rows
-        schema_text = self._schema_text(cfg, links, rows)
+        schema_text = stage_schema_text(self.db, cfg, links)
         msgs = prompts.cw_messages(
             state["question"], schema_text, cfg.continuation_prefix, **self._prompt_kwargs(state, cfg)
         )

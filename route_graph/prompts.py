@@ -18,19 +18,19 @@ from typing import Literal
 __all__ = [
     "Message",
     "Verdict",
-    "dialect_label",
-    "ts_messages",
-    "sl_messages",
-    "nc_messages",
-    "cw_messages",
-    "ts_completion",
-    "sl_completion",
-    "nc_completion",
     "cw_completion",
-    "parse_sql",
-    "parse_links",
-    "parse_verdict",
+    "cw_messages",
+    "dialect_label",
     "join_continuation",
+    "nc_completion",
+    "nc_messages",
+    "parse_links",
+    "parse_sql",
+    "parse_verdict",
+    "sl_completion",
+    "sl_messages",
+    "ts_completion",
+    "ts_messages",
 ]
 
 Message = dict[str, str]
@@ -390,5 +390,5 @@ def parse_verdict(text: str, original_sql: str | None = None) -> Verdict:
 
 
 def _same_sql(a: str, b: str) -> bool:
-    norm = lambda s: re.sub(r"\s+", " ", s.strip().rstrip(";")).lower()  # noqa: E731
+    norm = lambda s: re.sub(r"\s+", " ", s.strip().rstrip(";")).lower()
     return norm(a) == norm(b)

@@ -139,3 +139,16 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.C
     assert main(["train", "--output-dir", str(tmp_path), "--set", "train.nope=1"]) == 2
     assert "unknown field" in capsys.readouterr().err
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_cli_synth_on_a_bird_format_split_uses_evidence_as_hint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "bird"
+    make_concert_db((root / "train_databases" / "concert").mkdir(parents=True) or root / "train_databases" / "concert" / "concert.sqlite")
+    shutil.copy(REPO / "tests" / "fixtures" / "concert_bird.json", root / "train.json")
+    out = tmp_path / "records.jsonl"
+    assert main(["synth", "--data", str(root / "train.json"), "--output-dir", str(tmp_path / "run"), "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["by_task"] == {"cw": 2, "nc": 2, "sl": 2, "ts": 4}
+    records = list(read_jsonl(out))
+    assert all("Hint: French refers to country = 'France'" in r.prompt[-1]["content"] for r in records if r.example_id == 0)
+    assert not any("Hint:" in r.prompt[-1]["content"] for r in records if r.example_id == 1)  # empty evidence
+    assert (tmp_path / "records.report.json").is_file()
