@@ -285,6 +285,7 @@ class _Request:
     temperature: float
     top_p: float
     stop: tuple[str, ...]
+    stop_after_answer: bool
     window_s: float
     max_batch: int
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
@@ -326,6 +327,7 @@ class _RowStopper:
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
         self.stops = [r.stop for r in requests]
+        self.answer_stops = [r.stop_after_answer for r in requests]
         self.budgets = [r.max_new_tokens for r in requests]
         self.eos = eos
         self.ended_at: list[int | None] = [None] * len(requests)
@@ -341,8 +343,10 @@ class _RowStopper:
         flags = []
         for row in range(generated.shape[0]):
             if self.ended_at[row] is None and count > 0:
-                stopped = last[row] in self.eos or (
-                    self.stops[row] and self._hit_stop(generated[row], row)
+                stopped = (
+                    last[row] in self.eos
+                    or (self.stops[row] and self._hit_stop(generated[row], row))
+                    or (self.answer_stops[row] and self._answer_complete(generated[row], last[row]))
                 )
                 if stopped:
                     self.ended_at[row], self.reasons[row] = count, "stop"
@@ -351,10 +355,49 @@ class _RowStopper:
             flags.append(self.ended_at[row] is not None)
         return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
 
+    def _answer_complete(self, ids: Any, last_id: int) -> bool:
+        # Only a token that closes a fence or a brace can complete an answer.
+        piece = self.tokenizer.decode([last_id], skip_special_tokens=True)
+        if "`" not in piece and "}" not in piece:
+            return False
+        return answer_is_complete(self.tokenizer.decode(ids, skip_special_tokens=True))
+
     def _hit_stop(self, ids: Any, row: int) -> bool:
         # A stop string can only span its last few tokens; decoding the tail keeps this cheap.
         tail = self.tokenizer.decode(ids[-self.tail :], skip_special_tokens=True)
         return any(stop in tail for stop in self.stops[row])
+
+
+_CLOSED_FENCE = re.compile(r"```[^\n`]*\n.*?```", re.DOTALL)
+
+
+def answer_is_complete(text: str) -> bool:
+    """True once a reply holds a closed code fence, or is a bare JSON object that has closed.
+
+    Small models like to explain their SQL at length after the fenced answer; the graph's
+    parsers read only the first fence (or the JSON object), so decoding can stop there.
+    """
+    if _CLOSED_FENCE.search(text):
+        return True
+    stripped = text.strip()
+    if stripped.startswith("{") and stripped.endswith("}"):
+        depth = 0
+        in_string = False
+        escaped = False
+        for ch in stripped:
+            if in_string:
+                escaped = ch == "\\" and not escaped
+                if ch == '"' and not escaped:
+                    in_string = False
+                continue
+            if ch == '"':
+                in_string = True
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+        return depth == 0
+    return False
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -616,6 +659,11 @@ class TransformersChatModel(BaseChatModel):
         description="How long the first request waits for company.",
     )
     max_batch_size: int = Field(default=8, ge=1)
+    stop_after_answer: bool = Field(
+        default=True,
+        description="Stop a reply once it holds a closed code fence or a closed JSON object "
+        "(what the route-graph parsers read), instead of letting the model explain its SQL.",
+    )
     num_threads: int | None = Field(
         default=None,
         description="torch threads (process-wide); default env ROUTE_GRAPH_THREADS, else all "
@@ -673,6 +721,7 @@ class TransformersChatModel(BaseChatModel):
             temperature=float(kwargs.get("temperature", self.temperature)),
             top_p=float(kwargs.get("top_p", self.top_p)),
             stop=tuple(s for s in (stop or ()) if s),
+            stop_after_answer=bool(kwargs.get("stop_after_answer", self.stop_after_answer)),
             window_s=self.batch_window_ms / 1000.0,
             max_batch=self.max_batch_size,
         )

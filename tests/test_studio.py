@@ -117,6 +117,7 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     log = tmp_path_factory.mktemp("studio") / "langgraph-dev.log"
     env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
     env.update(OFFLINE_ENV)
+    env["PYTHONUNBUFFERED"] = "1"  # the log file shows the server's tracebacks as they happen
     env["ROUTE_GRAPH_DB"] = str(demo_database_path())
     env.pop("ROUTE_GRAPH_MODEL", None)  # the offline default model
     cmd = [
@@ -154,8 +155,23 @@ def assistant(client) -> dict:
     return found[0]
 
 
+def _server_error(exc: Exception, server: DevServer) -> str:
+    time.sleep(2)  # the server logs the traceback just after answering 500
+    tail = server.log_tail()
+    hint = ""
+    if "BlockingError" in tail:
+        hint = (
+            "\nThe graph factory made a blocking call on the server's event loop: langgraph.json's "
+            "factory must build the graph off the loop (async make_graph + asyncio.to_thread).\n"
+        )
+    return f"{type(exc).__name__}: {exc}{hint}\n--- langgraph dev log (tail) ---\n{tail}"
+
+
 def test_schemas_expose_input_and_route_config(client, assistant, dev_server: DevServer) -> None:
-    schemas = client.assistants.get_schemas(assistant["assistant_id"])
+    try:
+        schemas = client.assistants.get_schemas(assistant["assistant_id"])
+    except Exception as exc:  # noqa: BLE001 - report the server's side of it
+        pytest.fail(_server_error(exc, dev_server))
     context = schemas.get("context_schema") or {}
     props = context.get("properties", {})
     expected = RouteConfig.field_descriptions()
@@ -178,19 +194,22 @@ def test_one_question_streams_node_updates(client, assistant, dev_server: DevSer
     updates: dict[str, dict] = {}
     errors = []
     started = time.monotonic()
-    for part in client.runs.stream(
-        thread["thread_id"],
-        assistant["assistant_id"],
-        input={"question": DEMO_QUESTIONS[0]},
-        context={"noise_correction": False},  # a RouteConfig field, as Studio's panel sets it
-        stream_mode="updates",
-    ):
-        if part.event == "error":
-            errors.append(part.data)
-        elif part.event == "updates":
-            for node, update in (part.data or {}).items():
-                nodes.append(node)
-                updates[node] = update or {}
+    try:
+        for part in client.runs.stream(
+            thread["thread_id"],
+            assistant["assistant_id"],
+            input={"question": DEMO_QUESTIONS[0]},
+            context={"noise_correction": False},  # a RouteConfig field, as Studio's panel sets it
+            stream_mode="updates",
+        ):
+            if part.event == "error":
+                errors.append(part.data)
+            elif part.event == "updates":
+                for node, update in (part.data or {}).items():
+                    nodes.append(node)
+                    updates[node] = update or {}
+    except Exception as exc:  # noqa: BLE001 - report the server's side of it
+        pytest.fail(_server_error(exc, dev_server))
     elapsed = time.monotonic() - started
     assert not errors, f"run failed: {errors}\n{dev_server.log_tail()}"
     assert nodes[:2] == ["schema_link", "generate"], nodes

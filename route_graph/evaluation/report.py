@@ -240,6 +240,7 @@ def write_plots(summary: Mapping[str, Any], out_dir: Path) -> list[str]:
         ax.set_xticks(range(len(labels)), labels, rotation=15, ha="right")
         ax.set_title(title)
         ax.set_ylabel(ylabel)
+        ax.set_ylim(0, max([100.0, *values]) * 1.08)
         for i, v in enumerate(values):
             ax.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom", fontsize=8)
         fig.tight_layout()

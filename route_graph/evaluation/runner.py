@@ -388,6 +388,15 @@ def run_eval(
         return pool.submit(_timed_invoke, graph, example, config)
 
     bar = _Progress(len(dataset.examples), len(dataset.examples) - len(remaining), progress)
+
+    def session() -> dict[str, Any]:
+        return {
+            "started": started,
+            "questions": answered,
+            "concurrency": settings.concurrency,
+            "wall_s": round(time.perf_counter() - t0, 2),
+        }
+
     try:
         with pred_path.open("a", encoding="utf-8") as handle:
             pool = cf.ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="route-eval")
@@ -402,6 +411,8 @@ def run_eval(
                     handle.flush()
                     answered += 1
                     bar.update(record)
+                    # Session so far, so that even a killed run keeps its throughput numbers.
+                    _write_run_file(out, saved_settings, [*sessions, session()])
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: do not wait for queued work
                 raise
@@ -409,14 +420,7 @@ def run_eval(
     finally:
         bar.close()
         if answered:
-            sessions.append(
-                {
-                    "started": started,
-                    "questions": answered,
-                    "concurrency": settings.concurrency,
-                    "wall_s": round(time.perf_counter() - t0, 2),
-                }
-            )
+            sessions.append(session())
         _write_run_file(out, saved_settings, sessions)
 
     selected = {e.id for e in dataset.examples}
