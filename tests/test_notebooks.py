@@ -113,6 +113,7 @@ def test_saved_notebook_was_executed(path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path: Path, tmp_path: Path) -> None:
     """Execute a temporary copy from a notebooks/-like folder outside the checkout (so the
