@@ -50,8 +50,16 @@ SAMPLE_SEED = 7
 # 384 new tokens fit the server's --max-model-len 2048. Bigger schemas (formula_1,
 # local_govt_and_lot, ...) need a larger --max-model-len; see docs/serving.md.
 SMALL_DBS = (
-    "browser_web", "entrepreneur", "phone_market", "race_track", "workshop_paper",
-    "medicine_enzyme_interaction", "icfp_1", "county_public_safety", "coffee_shop", "dorm_1",
+    "browser_web",
+    "entrepreneur",
+    "phone_market",
+    "race_track",
+    "workshop_paper",
+    "medicine_enzyme_interaction",
+    "icfp_1",
+    "county_public_safety",
+    "coffee_shop",
+    "dorm_1",
 )
 
 
@@ -110,19 +118,27 @@ def _log_tail(path: Path | None, lines: int = 40) -> str:
 def vllm_server(tmp_path_factory: pytest.TempPathFactory):
     external = os.environ.get("ROUTE_GRAPH_OPENAI_SPEC")
     if external:
-        url, _, name = external[len("openai:"):].partition("#")
+        url, _, name = external[len("openai:") :].partition("#")
         yield Server(external, url.rstrip("/"), name, None, None, None)
         return
     if os.environ.get("ROUTE_GRAPH_SKIP_VLLM") == "1":
-        pytest.skip("ROUTE_GRAPH_SKIP_VLLM=1: the vLLM server tests were switched off on request")
+        pytest.skip(
+            "ROUTE_GRAPH_SKIP_VLLM=1: the vLLM server tests were switched off on request"
+        )
 
     started = time.perf_counter()
     env_run = subprocess.run(
         ["bash", str(ROOT / "scripts" / "vllm_env.sh")],
-        capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        stdin=subprocess.DEVNULL,
     )
     if env_run.returncode != 0:
-        pytest.fail(f"scripts/vllm_env.sh failed ({env_run.returncode}):\n{env_run.stderr[-6000:]}")
+        pytest.fail(
+            f"scripts/vllm_env.sh failed ({env_run.returncode}):\n{env_run.stderr[-6000:]}"
+        )
     vpy = env_run.stdout.strip().splitlines()[-1]
     env_s = time.perf_counter() - started
 
@@ -132,15 +148,30 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory):
     logs = tmp_path_factory.mktemp("vllm")
     server_log, script_log = logs / "server.log", logs / "serve_vllm.log"
     cmd = [
-        "bash", str(ROOT / "scripts" / "serve_vllm.sh"),
-        "--model", str(model_dir), "--name", MODEL_NAME, "--port", str(port),
-        "--python", vpy, "--timeout", str(int(SERVER_TIMEOUT_S)), "--log", str(server_log),
+        "bash",
+        str(ROOT / "scripts" / "serve_vllm.sh"),
+        "--model",
+        str(model_dir),
+        "--name",
+        MODEL_NAME,
+        "--port",
+        str(port),
+        "--python",
+        vpy,
+        "--timeout",
+        str(int(SERVER_TIMEOUT_S)),
+        "--log",
+        str(server_log),
     ]
     started = time.perf_counter()
     with open(script_log, "w") as script_out:
         proc = subprocess.Popen(
-            cmd, stdout=script_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=ROOT,
+            cmd,
+            stdout=script_out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=ROOT,
         )
     atexit.register(_stop_group, proc)  # even if pytest is interrupted
     try:
@@ -161,8 +192,17 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory):
                 )
             time.sleep(1.0)
         ready_s = time.perf_counter() - started
-        print(f"\n[vllm] env {env_s:.1f} s, server ready in {ready_s:.1f} s at {base_url}")
-        yield Server(f"openai:{base_url}#{MODEL_NAME}", base_url, MODEL_NAME, ready_s, env_s, server_log)
+        print(
+            f"\n[vllm] env {env_s:.1f} s, server ready in {ready_s:.1f} s at {base_url}"
+        )
+        yield Server(
+            f"openai:{base_url}#{MODEL_NAME}",
+            base_url,
+            MODEL_NAME,
+            ready_s,
+            env_s,
+            server_log,
+        )
     finally:
         _stop_group(proc)
 
@@ -180,14 +220,18 @@ def local_llm():
 def _spider_db(db_id: str) -> Path:
     data = shared_data_dir()
     if data is None:
-        pytest.fail("shared data not found: set ROUTE_GRAPH_DATA to the folder holding spider_train/")
+        pytest.fail(
+            "shared data not found: set ROUTE_GRAPH_DATA to the folder holding spider_train/"
+        )
     return data / "spider_train" / "database" / db_id / f"{db_id}.sqlite"
 
 
 def _questions() -> list[dict]:
     data = shared_data_dir()
     if data is None:
-        pytest.fail("shared data not found: set ROUTE_GRAPH_DATA to the folder holding spider_train/")
+        pytest.fail(
+            "shared data not found: set ROUTE_GRAPH_DATA to the folder holding spider_train/"
+        )
     examples = json.loads((data / "spider_train" / "valid.json").read_text())
     pool = [ex for ex in examples if ex["db_id"] in SMALL_DBS]
     return random.Random(SAMPLE_SEED).sample(pool, N_QUESTIONS)
@@ -220,8 +264,12 @@ def test_json_schema_structured_output(server_llm) -> None:
 
     schema_text = db.render_schema(db.schema, sample_rows=3, value_chars=60)
     question = "What are the names of tracks that have held at least one race?"
-    messages = prompts.sl_messages(question, schema_text, hint=None, dialect=db.dialect, style="zero_shot")
-    constrained = bind_json_schema(server_llm, "schema_links", links_json_schema(db.schema))
+    messages = prompts.sl_messages(
+        question, schema_text, hint=None, dialect=db.dialect, style="zero_shot"
+    )
+    constrained = bind_json_schema(
+        server_llm, "schema_links", links_json_schema(db.schema)
+    )
     answer = constrained.invoke(messages)
     links = json.loads(answer.content)  # constrained decoding: always valid JSON
     columns = {t.name: {c.name for c in t.columns} for t in db.schema.tables}
@@ -231,19 +279,32 @@ def test_json_schema_structured_output(server_llm) -> None:
     print(f"\n[vllm] structured SL answer: {links}")
 
 
-def test_cli_ask_through_the_server(vllm_server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_ask_through_the_server(
+    vllm_server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     from route_graph.cli import main as cli_main
 
-    code = cli_main(["ask", "--json", "--model", vllm_server.spec, "How many customers are from Germany?"])
+    code = cli_main(
+        [
+            "ask",
+            "--json",
+            "--model",
+            vllm_server.spec,
+            "How many customers are from Germany?",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out
     assert out["sql"] and out["trace"][-1]["stage"] == "finalize"
     print(f"\n[vllm] route-sql ask -> {out['sql']!r} rows={out['result'].get('rows')}")
 
 
-def test_graph_over_server_matches_in_process(server_llm, local_llm, record_property) -> None:
+def test_graph_over_server_matches_in_process(
+    server_llm, local_llm, record_property
+) -> None:
     """Same questions, same prompts, greedy decoding: server vs in-process final SQL."""
-    report = []
+    report: list[dict] = []
+    report_path = os.environ.get("ROUTE_GRAPH_SERVER_REPORT")
     for ex in _questions():
         path = _spider_db(ex["db_id"])
         row = {"db_id": ex["db_id"], "question": ex["question"]}
@@ -259,13 +320,22 @@ def test_graph_over_server_matches_in_process(server_llm, local_llm, record_prop
             row[f"{label}_sql"] = out["sql"]
             row[f"{label}_draft"] = out["trace"][0].get("proposed_sql")
             row[f"{label}_links"] = out["trace"][0].get("links")
-            row[f"{label}_rows"] = out["result"].get("rows") if out["result"].get("ok") else None
+            row[f"{label}_rows"] = (
+                out["result"].get("rows") if out["result"].get("ok") else None
+            )
             row[f"{label}_stages"] = stages
         row["same_sql"] = _norm(row["server_sql"]) == _norm(row["local_sql"])
         row["same_draft"] = _norm(row["server_draft"]) == _norm(row["local_draft"])
         row["same_links"] = row["server_links"] == row["local_links"]
         row["same_result"] = row["server_rows"] == row["local_rows"]
         report.append(row)
+        print(  # progress as it goes: a run killed half-way still leaves its numbers
+            f"\n[vllm] {'SAME' if row['same_sql'] else 'DIFF'} {row['db_id']}: server "
+            f"{row['server_s']} s, in-process {row['local_s']} s",
+            flush=True,
+        )
+        if report_path:
+            Path(report_path).write_text(json.dumps(report, indent=2, default=str))
 
     same = sum(r["same_sql"] for r in report)
     lines = [f"\n[vllm] final SQL same as in-process on {same}/{len(report)} questions"]
@@ -277,19 +347,24 @@ def test_graph_over_server_matches_in_process(server_llm, local_llm, record_prop
             f"result {'same' if r['same_result'] else 'differs'})"
         )
         if not r["same_sql"]:
-            lines.append(f"      server: {r['server_sql']}\n      local:  {r['local_sql']}")
+            lines.append(
+                f"      server: {r['server_sql']}\n      local:  {r['local_sql']}"
+            )
             if not r["same_links"]:
-                lines.append(f"      links server: {r['server_links']}\n      links local:  {r['local_links']}")
+                lines.append(
+                    f"      links server: {r['server_links']}\n      links local:  {r['local_links']}"
+                )
             if not r["same_draft"]:
-                lines.append(f"      draft server: {r['server_draft']}\n      draft local:  {r['local_draft']}")
+                lines.append(
+                    f"      draft server: {r['server_draft']}\n      draft local:  {r['local_draft']}"
+                )
     print("\n".join(lines))
     sys.stdout.flush()
     record_property("openai_server_comparison", json.dumps(report, default=str))
-    report_path = os.environ.get("ROUTE_GRAPH_SERVER_REPORT")
-    if report_path:
-        Path(report_path).write_text(json.dumps(report, indent=2, default=str))
     # Agreement is reported, not required: the server decodes schema linking under a JSON schema
     # (the in-process model parses free text), and its bf16 CPU kernels differ from PyTorch's, so a
     # near-tie can flip a greedy token. See docs/serving.md.
     if same * 2 <= len(report):
-        print("[vllm] note: most final SQL differ from the in-process backend (see above)")
+        print(
+            "[vllm] note: most final SQL differ from the in-process backend (see above)"
+        )
