@@ -66,6 +66,13 @@ class RouteConfig:
         "(e.g. the full-schema draft) instead of a failing query.",
         True,
     )
+    answer_prefill: bool = _describe(
+        "Start each answer with its expected opening (a ```sql fence, '{' for links, the CW prefix) "
+        "on backends that continue a prefilled reply (in-process, vLLM): small models then answer "
+        "at once instead of explaining first, several times faster. Turn off for servers that "
+        "reject vLLM's continue_final_message.",
+        True,
+    )
     prompt_style: PromptStyle = _describe(
         "'zero_shot' for fine-tuned (MSFT) models, 'few_shot' adds worked examples for base models.",
         "zero_shot",

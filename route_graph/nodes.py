@@ -29,6 +29,7 @@ from route_graph.linking import (
     merge_links,
     validate_links,
 )
+from route_graph.models import bind_json_schema, continuing_model
 from route_graph.state import RouteState
 
 __all__ = ["NO_SQL_ERROR", "RouteNodes", "stage_schema_text"]
@@ -86,14 +87,26 @@ class RouteNodes:
         self.db = db
         self.default = config
         self._sl_llm: Runnable = self._structured_linker(llm)
+        self._continuing: Runnable | None = continuing_model(llm)
 
     def _structured_linker(self, llm: BaseChatModel) -> Runnable:
         """SL through JSON-schema constrained decoding where the backend supports it."""
-        try:
-            from route_graph.models import bind_json_schema
-        except ImportError:  # pragma: no cover - models.py imports only light modules at top level
-            return llm
         return bind_json_schema(llm, "schema_links", links_json_schema(self.db.schema))
+
+    def _ask(
+        self,
+        meter: _Meter,
+        messages: list[prompts.Message],
+        prefill: str,
+        cfg: RouteConfig,
+        config: RunnableConfig,
+        llm: Runnable | None = None,
+    ) -> str:
+        """One model call; the answer is prefilled where the backend can continue it."""
+        if llm is None and prefill and cfg.answer_prefill and self._continuing is not None:
+            reply = self._continuing.invoke([*messages, {"role": "assistant", "content": prefill}], config)
+            return prompts.join_prefill(prefill, meter.record(reply))
+        return meter.record((llm or self.llm).invoke(messages, config))
 
     # ---------------------------------------------------------------- helpers
     def settings(self, runtime: Runtime[RouteConfig] | None) -> RouteConfig:
@@ -130,10 +143,14 @@ class RouteNodes:
         kwargs = self._prompt_kwargs(state, cfg)
         sl_msgs = prompts.sl_messages(state["question"], schema_text, **kwargs)
         ts_msgs = prompts.ts_messages(state["question"], schema_text, **kwargs)
+        # Constrained (JSON-schema) decoding replaces the prefill where the backend has it.
+        sl_llm = None if self._sl_llm is self.llm else self._sl_llm
         with get_executor_for_config(config) as pool:  # both calls at once: batched by local models
-            sl_future: Future = pool.submit(self._sl_llm.invoke, sl_msgs, config)
-            ts_future: Future = pool.submit(self.llm.invoke, ts_msgs, config)
-            sl_text, ts_text = meter.record(sl_future.result()), meter.record(ts_future.result())
+            sl_future: Future = pool.submit(
+                self._ask, meter, sl_msgs, prompts.answer_prefill("sl"), cfg, config, sl_llm
+            )
+            ts_future: Future = pool.submit(self._ask, meter, ts_msgs, prompts.answer_prefill("ts"), cfg, config)
+            sl_text, ts_text = sl_future.result(), ts_future.result()
         model_links, dropped = validate_links(prompts.parse_links(sl_text), self.db.schema)
         draft_sql = prompts.parse_sql(ts_text)
         draft_links = links_from_sql(draft_sql, self.db.schema, self.db.dialect) if draft_sql else None
@@ -167,7 +184,7 @@ class RouteNodes:
         links = state.get("links") if cfg.schema_linking else None
         schema_text = stage_schema_text(self.db, cfg, links)
         msgs = prompts.ts_messages(state["question"], schema_text, **self._prompt_kwargs(state, cfg))
-        sql = prompts.parse_sql(meter.record(self.llm.invoke(msgs, config)))
+        sql = prompts.parse_sql(self._ask(meter, msgs, prompts.answer_prefill("ts"), cfg, config))
         result = self._execute(sql, cfg)
         entry = {
             "stage": "generate",
@@ -197,7 +214,7 @@ class RouteNodes:
         msgs = prompts.nc_messages(
             state["question"], schema_text, state.get("sql") or "", feedback, **self._prompt_kwargs(state, cfg)
         )
-        verdict = prompts.parse_verdict(meter.record(self.llm.invoke(msgs, config)), state.get("sql"))
+        verdict = prompts.parse_verdict(self._ask(meter, msgs, prompts.answer_prefill("nc"), cfg, config), state.get("sql"))
         update: dict[str, Any] = {}
         entry: dict[str, Any] = {
             "stage": "noise_correct",
@@ -227,7 +244,8 @@ class RouteNodes:
         msgs = prompts.cw_messages(
             state["question"], schema_text, cfg.continuation_prefix, **self._prompt_kwargs(state, cfg)
         )
-        answer = prompts.parse_sql(meter.record(self.llm.invoke(msgs, config)))
+        prefill = prompts.answer_prefill("cw", cfg.continuation_prefix)
+        answer = prompts.parse_sql(self._ask(meter, msgs, prefill, cfg, config))
         sql = prompts.join_continuation(cfg.continuation_prefix, answer) if answer else None
         result = self._execute(sql, cfg)
         needs_rows = cfg.cw_requires_rows and current_ok

@@ -17,11 +17,14 @@ from typing import Literal
 
 __all__ = [
     "Message",
+    "Task",
     "Verdict",
+    "answer_prefill",
     "cw_completion",
     "cw_messages",
     "dialect_label",
     "join_continuation",
+    "join_prefill",
     "nc_completion",
     "nc_messages",
     "parse_links",
@@ -262,6 +265,35 @@ def join_continuation(prefix: str, sql: str) -> str:
     if not head or body.lower().startswith(head.lower()):
         return body
     return f"{prefix.rstrip()} {body}".strip()
+
+
+# --------------------------------------------------------------------------------------------
+# Answer prefill: the opening of each task's target completion, given to the model to continue.
+Task = Literal["ts", "sl", "nc", "cw"]
+
+
+def answer_prefill(task: Task, prefix: str = "") -> str:
+    """How the target completion of ``task`` starts, for backends that continue a prefilled answer.
+
+    Every target above starts with this text (CW's with the unfinished SQL ``prefix``), so a
+    fine-tuned model continues exactly what it was trained to write, and a base model answers
+    with SQL or JSON at once instead of a long explanation. NC's target opens with a verdict, so
+    it gets none.
+    """
+    if task == "ts":
+        return "```sql\n"
+    if task == "cw":
+        return "```sql\n" + prefix.strip()
+    if task == "sl":
+        return "{"
+    return ""
+
+
+def join_prefill(prefill: str, reply: str) -> str:
+    """The whole answer: the prefill plus its continuation (or the reply alone if it restarted)."""
+    if not prefill or reply.lstrip().startswith(prefill.strip()):
+        return reply
+    return prefill + reply
 
 
 # --------------------------------------------------------------------------------------------

@@ -282,3 +282,48 @@ def test_hint_reaches_every_prompt(db_path: Path) -> None:
     )
     build_route_graph(llm, db_path).invoke({"question": "q", "hint": "France means country = 'France'"})
     assert all("Hint: France means" in prompt for _, prompt in llm.calls)
+
+
+class ContinuingChatModel(ScriptedChatModel):
+    """A scripted model that continues a prefilled assistant message, like vLLM or in-process."""
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        assert messages[-1].type == "ai", "every stage of this graph should prefill its answer"
+        self.prefills.append(str(messages[-1].content))
+        return super()._generate(messages[:-1], stop, run_manager, **kwargs)
+
+    @property
+    def prefills(self) -> list[str]:
+        return self.__dict__.setdefault("_prefills", [])
+
+
+def test_answers_are_prefilled_and_joined(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import route_graph.nodes as nodes
+
+    monkeypatch.setattr(nodes, "continuing_model", lambda llm: llm if isinstance(llm, ContinuingChatModel) else None)
+    llm = ContinuingChatModel(
+        scripts={
+            "sl": ['"singer": ["name", "country"]}'],  # continues "{"
+            "ts": ["SELECT name FROM singer\n```", "SELECT nme FROM singer\n```"],
+            "cw": [" name FROM singer WHERE country = 'France'\n```"],  # continues "```sql\nSELECT"
+        }
+    )
+    graph = build_route_graph(llm, db_path, RouteConfig(noise_correction=False))
+    out = graph.invoke({"question": "Which singers are from France?"})
+    assert sorted(llm.prefills) == sorted(["{", "```sql\n", "```sql\n", "```sql\nSELECT"])
+    assert out["links"] == {"singer": ["name", "country"]}
+    assert out["sql_by_stage"]["draft"] == "SELECT name FROM singer"
+    assert entry(out, "generate")["proposed_sql"] == "SELECT nme FROM singer"
+    assert out["sql"] == SQL_FRENCH and out["stage"] == "continue_write"
+
+
+def test_prefill_can_be_switched_off(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import route_graph.nodes as nodes
+
+    monkeypatch.setattr(nodes, "continuing_model", lambda llm: llm)
+    out, llm = run(
+        db_path,
+        {"sl": ['{"singer": ["name"]}'], "ts": [fence("SELECT name FROM singer"), fence(SQL_FRENCH)]},
+        RouteConfig(noise_correction=False, continuation_writing=False, answer_prefill=False),
+    )
+    assert out["sql"] == SQL_FRENCH

@@ -572,3 +572,29 @@ def test_offline_default_model_writes_sql():
     text = reply.content.lower()
     assert "select" in text and "singer" in text
     assert reply.usage_metadata["output_tokens"] > 0
+
+
+def test_final_assistant_message_is_continued(solo):
+    """Answer prefill: the prompt ends inside the assistant turn and the reply continues it."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    messages = [HumanMessage("How many singers are there?"), AIMessage("```sql\nSELECT")]
+    prompt = solo.render_prompt(messages)
+    assert prompt.endswith("<|im_start|>assistant\n```sql\nSELECT"), prompt
+    assert "<|im_end|>" not in prompt.rsplit("<|im_start|>assistant", 1)[1]
+    reply = solo.invoke(messages)
+    engine = solo.engine()
+    prompt_ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert reply.usage_metadata["input_tokens"] == len(prompt_ids)
+
+
+def test_continuing_model_knows_which_backends_continue(solo):
+    from route_graph.models import continuing_model
+    from tests.fakes import ScriptedChatModel
+
+    assert continuing_model(solo) is solo
+    assert continuing_model(ScriptedChatModel(scripts={})) is None
+    pytest.importorskip("langchain_openai")
+    server = load_chat_model("openai:http://127.0.0.1:9/v1#m")
+    bound = continuing_model(server)
+    assert bound.kwargs["extra_body"] == {"continue_final_message": True, "add_generation_prompt": False}

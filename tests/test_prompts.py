@@ -93,3 +93,26 @@ def test_join_continuation() -> None:
     assert prompts.join_continuation("SELECT ", "name FROM t") == "SELECT name FROM t"
     assert prompts.join_continuation("SELECT ", "SELECT name FROM t") == "SELECT name FROM t"
     assert prompts.join_continuation("SELECT count(*) FROM", "t WHERE a = 1") == "SELECT count(*) FROM t WHERE a = 1"
+
+
+@pytest.mark.parametrize(
+    "task,prefix,target",
+    [
+        ("ts", "", prompts.ts_completion("SELECT name FROM singer")),
+        ("cw", "SELECT ", prompts.cw_completion("SELECT name FROM singer")),
+        ("cw", "SELECT name FROM singer WHERE", prompts.cw_completion("SELECT name FROM singer WHERE age > 3")),
+        ("sl", "", prompts.sl_completion({"singer": ["name"]})),
+        ("nc", "", prompts.nc_completion(True)),
+    ],
+)
+def test_answer_prefill_opens_the_training_target(task, prefix, target):
+    """A fine-tuned model continues exactly the text it was trained to write."""
+    prefill = prompts.answer_prefill(task, prefix)
+    assert target.startswith(prefill)
+    assert prompts.join_prefill(prefill, target[len(prefill):]) == target
+
+
+def test_join_prefill_keeps_a_reply_that_restarted():
+    assert prompts.join_prefill("```sql\n", "```sql\nSELECT 1\n```") == "```sql\nSELECT 1\n```"
+    assert prompts.join_prefill("```sql\n", "SELECT 1\n```") == "```sql\nSELECT 1\n```"
+    assert prompts.join_prefill("", "anything") == "anything"
