@@ -51,6 +51,7 @@ __all__ = [
     "ensure_default_model",
     "load_chat_model",
     "model_cache_dir",
+    "model_failure_message",
     "parse_model_spec",
 ]
 
@@ -219,6 +220,23 @@ def bind_json_schema(llm: Runnable, name: str, schema: dict[str, Any]) -> Runnab
             "json_schema": {"name": name, "schema": schema},
         }
     )
+
+
+def model_failure_message(exc: BaseException) -> str:
+    """One line telling the user what failed in a model call and what to do about it."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    low = text.lower()
+    if "context length" in low or "max_model_len" in low or "maximum model length" in low:
+        advice = (
+            "the prompt (schema + question) is longer than the server accepts: serve with a larger "
+            "--max-model-len (scripts/serve_vllm.sh defaults to 8192) or lower "
+            "RouteConfig.link_sample_rows / generate_sample_rows."
+        )
+    elif "connect" in low or "connection" in low or "timed out" in low:
+        advice = "the model server did not answer: check that it is running and that the spec's URL is right."
+    else:
+        advice = "check the model spec and the backend's log."
+    return f"The model call failed ({text[:300]}); {advice}"
 
 
 def continuing_model(llm: Runnable) -> Runnable | None:

@@ -29,7 +29,8 @@ from route_graph.linking import (
     merge_links,
     validate_links,
 )
-from route_graph.models import bind_json_schema, continuing_model
+from route_graph.errors import ModelError, RouteGraphError
+from route_graph.models import bind_json_schema, continuing_model, model_failure_message
 from route_graph.state import RouteState
 
 __all__ = ["NO_SQL_ERROR", "RouteNodes", "stage_schema_text"]
@@ -103,10 +104,15 @@ class RouteNodes:
         llm: Runnable | None = None,
     ) -> str:
         """One model call; the answer is prefilled where the backend can continue it."""
-        if llm is None and prefill and cfg.answer_prefill and self._continuing is not None:
-            reply = self._continuing.invoke([*messages, {"role": "assistant", "content": prefill}], config)
-            return prompts.join_prefill(prefill, meter.record(reply))
-        return meter.record((llm or self.llm).invoke(messages, config))
+        try:
+            if llm is None and prefill and cfg.answer_prefill and self._continuing is not None:
+                reply = self._continuing.invoke([*messages, {"role": "assistant", "content": prefill}], config)
+                return prompts.join_prefill(prefill, meter.record(reply))
+            return meter.record((llm or self.llm).invoke(messages, config))
+        except RouteGraphError:
+            raise
+        except Exception as exc:  # a backend failure is the user's to fix: say how
+            raise ModelError(model_failure_message(exc)) from exc
 
     # ---------------------------------------------------------------- helpers
     def settings(self, runtime: Runtime[RouteConfig] | None) -> RouteConfig:

@@ -20,7 +20,7 @@
 #   --port PORT          port (default 8000)
 #   --lora NAME=DIR      serve a LoRA adapter as NAME (repeatable); turns on --enable-lora
 #   --max-lora-rank R    largest adapter rank to accept (default 16, vLLM's default)
-#   --max-model-len N    context length (default 2048)
+#   --max-model-len N    context length (default 8192: the largest Spider schemas need ~2,300 prompt tokens)
 #   --dtype DTYPE        default bfloat16 (use float32 on CPUs without AVX512-BF16/AMX)
 #   --python PATH        a python that has vllm (default: the venv made by scripts/vllm_env.sh;
 #                        on a GPU machine, point this at a python with the CUDA `vllm` package)
@@ -41,7 +41,7 @@ HOST="127.0.0.1"
 PORT="8000"
 LORAS=()
 MAX_LORA_RANK="16"
-MAX_MODEL_LEN="2048"
+MAX_MODEL_LEN="8192"
 DTYPE="bfloat16"
 VPY="${VLLM_PYTHON:-}"
 TIMEOUT="300"

@@ -327,3 +327,16 @@ def test_prefill_can_be_switched_off(db_path: Path, monkeypatch: pytest.MonkeyPa
         RouteConfig(noise_correction=False, continuation_writing=False, answer_prefill=False),
     )
     assert out["sql"] == SQL_FRENCH
+
+
+class _FailingChatModel(ScriptedChatModel):
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        raise RuntimeError("This model's maximum context length is 2048 tokens. However, you requested 2400 tokens")
+
+
+def test_backend_failure_is_one_clear_model_error(db_path: Path) -> None:
+    from route_graph.errors import ModelError
+
+    graph = build_route_graph(_FailingChatModel(scripts={}), db_path)
+    with pytest.raises(ModelError, match="--max-model-len"):
+        graph.invoke({"question": "Which singers are from France?"})
