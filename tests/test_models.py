@@ -598,3 +598,19 @@ def test_continuing_model_knows_which_backends_continue(solo):
     server = load_chat_model("openai:http://127.0.0.1:9/v1#m")
     bound = continuing_model(server)
     assert bound.kwargs["extra_body"] == {"continue_final_message": True, "add_generation_prompt": False}
+
+
+def test_batch_split_by_prompt_length(tiny, solo, monkeypatch):
+    """One long prompt is not padded into a batch of short ones; answers stay the same."""
+    import route_graph.models as models
+
+    long_prompt = "Count the rows of table singer. " * 40
+    prompts = [*PROMPTS[:3], long_prompt]
+    sequential = [solo.invoke(p).content for p in prompts]
+    monkeypatch.setattr(models, "MAX_PADDING_TOKENS", 64)
+    engine = tiny.engine()
+    before = engine.batches_run
+    replies = tiny.batch(prompts)
+    assert [r.content for r in replies] == sequential
+    assert engine.batches_run - before == 2
+    assert sorted(r.response_metadata["batch_size"] for r in replies) == [1, 3, 3, 3]
