@@ -225,8 +225,12 @@ def bind_json_schema(llm: Runnable, name: str, schema: dict[str, Any]) -> Runnab
     )
 
 
-def model_failure_message(exc: BaseException) -> str:
-    """One line telling the user what failed in a model call and what to do about it."""
+def model_failure_message(exc: BaseException) -> str | None:
+    """What to do about a failed model call the user must fix (context length, no server), else None.
+
+    Unrecognised failures return None and propagate as they are: one question's hiccup is the
+    caller's to record (the evaluation runner does), not a reason to stop.
+    """
     text = f"{type(exc).__name__}: {exc}".strip()
     low = text.lower()
     if "context length" in low or "max_model_len" in low or "maximum model length" in low:
@@ -235,10 +239,10 @@ def model_failure_message(exc: BaseException) -> str:
             "--max-model-len (scripts/serve_vllm.sh defaults to 8192) or lower "
             "RouteConfig.link_sample_rows / generate_sample_rows."
         )
-    elif "connect" in low or "connection" in low or "timed out" in low:
+    elif "connection" in low or "connect call failed" in low:
         advice = "the model server did not answer: check that it is running and that the spec's URL is right."
     else:
-        advice = "check the model spec and the backend's log."
+        return None
     return f"The model call failed ({text[:300]}); {advice}"
 
 

@@ -111,8 +111,11 @@ class RouteNodes:
             return meter.record((llm or self.llm).invoke(messages, config))
         except RouteGraphError:
             raise
-        except Exception as exc:  # a backend failure is the user's to fix: say how
-            raise ModelError(model_failure_message(exc)) from exc
+        except Exception as exc:
+            message = model_failure_message(exc)
+            if message is None:
+                raise
+            raise ModelError(message) from exc  # the user's to fix: say how
 
     # ---------------------------------------------------------------- helpers
     def settings(self, runtime: Runtime[RouteConfig] | None) -> RouteConfig:

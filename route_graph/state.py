@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Annotated, Any
+
+# typing_extensions' TypedDict: pydantic (LangGraph Studio's input/output forms) rejects
+# typing.TypedDict on Python < 3.12.
+from typing_extensions import NotRequired, TypedDict
 
 __all__ = ["RouteInput", "RouteOutput", "RouteState", "TraceEntry"]
 

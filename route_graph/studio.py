@@ -7,6 +7,7 @@ default model. Stage switches and thresholds are the graph's context (``RouteCon
 
 from __future__ import annotations
 
+import asyncio
 import os
 from functools import lru_cache
 
@@ -26,9 +27,17 @@ def _graph_for(db: str, model: str) -> CompiledStateGraph:
     return build_route_graph(load_chat_model(model or None), db)
 
 
-def make_graph(config: RunnableConfig | None = None) -> CompiledStateGraph:
-    """Build (once per database/model pair) the graph Studio serves."""
-    configurable = (config or {}).get("configurable", {}) or {}
+def _graph_from(configurable: dict) -> CompiledStateGraph:
     db = configurable.get("db") or os.environ.get("ROUTE_GRAPH_DB") or str(demo_database_path())
     model = configurable.get("model") or os.environ.get("ROUTE_GRAPH_MODEL") or ""
     return _graph_for(str(db), str(model))
+
+
+async def make_graph(config: RunnableConfig | None = None) -> CompiledStateGraph:
+    """Build (once per database/model pair) the graph Studio serves.
+
+    ``langgraph dev`` calls this on its event loop and rejects blocking I/O there, so the model
+    and database are opened in a worker thread.
+    """
+    configurable = dict((config or {}).get("configurable", {}) or {})
+    return await asyncio.to_thread(_graph_from, configurable)
