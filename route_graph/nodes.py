@@ -8,6 +8,7 @@ unparseable answers and failing SQL become trace entries and execution feedback.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future
 from typing import Any, Literal
@@ -57,15 +58,17 @@ class _Meter:
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
+        self._lock = threading.Lock()  # schema_link records its two concurrent calls
         self.calls = 0
         self.input_tokens = 0
         self.output_tokens = 0
 
     def record(self, message: BaseMessage) -> str:
-        self.calls += 1
         usage = getattr(message, "usage_metadata", None) or {}
-        self.input_tokens += int(usage.get("input_tokens", 0) or 0)
-        self.output_tokens += int(usage.get("output_tokens", 0) or 0)
+        with self._lock:
+            self.calls += 1
+            self.input_tokens += int(usage.get("input_tokens", 0) or 0)
+            self.output_tokens += int(usage.get("output_tokens", 0) or 0)
         content = message.content
         if isinstance(content, list):  # content blocks
             content = "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
