@@ -63,11 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.cold_runs):
         seconds, out = cold_ask(DEMO_QUESTIONS[0])
         rows = out["result"].get("rows")
-        lines.append(f"| cold `route-sql ask` #{i + 1} (new process, cache ready) | {seconds:.1f} | `{out['sql']}` → {rows} |")
+        sql = " ".join(out["sql"].split())
+        lines.append(f"| cold `route-sql ask` #{i + 1} (new process, cache ready) | {seconds:.1f} | `{sql}` → {rows} |")
     timed = warm_asks(DEMO_QUESTIONS)
     for question, seconds, out in timed:
         calls = sum(e.get("llm_calls", 0) for e in out["trace"])
-        lines.append(f"| warm: {question} ({calls} model calls) | {seconds:.1f} | `{out['sql']}` |")
+        sql = " ".join(out["sql"].split())  # one table row
+        lines.append(f"| warm: {question} ({calls} model calls) | {seconds:.1f} | `{sql}` |")
     median = statistics.median(s for _, s, _ in timed)
     lines.append(f"| warm median per question | {median:.1f} | |")
     print("\n".join(lines))
