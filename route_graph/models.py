@@ -58,10 +58,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+LARGE_MODEL = "qwen2.5-coder-1.5b"
 # Padding one batch may add before it is split by prompt length (~4 s of CPU prefill for the
 # default model on 2 cores, about what the extra part's decode steps cost).
 MAX_PADDING_TOKENS = 2048
-LARGE_MODEL = "qwen2.5-coder-1.5b"
 
 SPEC_FORMS = (
     f"None, 'default' or '{DEFAULT_MODEL}' (offline default model); "

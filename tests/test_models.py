@@ -101,7 +101,6 @@ def test_hf_spec_not_cached_explains():
 
 
 def test_openai_spec_builds_chat_openai(monkeypatch):
-    pytest.importorskip("langchain_openai")
     from langchain_openai import ChatOpenAI
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -131,7 +130,6 @@ SCHEMA = {
 
 
 def test_bind_json_schema_openai_sets_response_format():
-    pytest.importorskip("langchain_openai")
     from langchain_core.messages import HumanMessage
     from langchain_openai import ChatOpenAI
 
@@ -594,7 +592,6 @@ def test_continuing_model_knows_which_backends_continue(solo):
 
     assert continuing_model(solo) is solo
     assert continuing_model(ScriptedChatModel(scripts={})) is None
-    pytest.importorskip("langchain_openai")
     server = load_chat_model("openai:http://127.0.0.1:9/v1#m")
     bound = continuing_model(server)
     assert bound.kwargs["extra_body"] == {"continue_final_message": True, "add_generation_prompt": False}

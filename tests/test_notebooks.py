@@ -100,7 +100,6 @@ def test_every_notebook_is_listed() -> None:
     assert names == ["01_quickstart.ipynb", "02_graph_and_studio.ipynb", "03_finetune.ipynb", "04_evaluate.ipynb"]
 
 
-@pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_saved_notebook_was_executed(path: Path) -> None:
     """The repository's copies carry real outputs: every code cell ran, in order, without errors."""
