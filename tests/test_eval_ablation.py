@@ -6,6 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.test_eval_runner import data, model  # noqa: F401  (pytest fixture + model factory)
 
 ABLATION = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
@@ -46,3 +48,59 @@ def test_machine_info_and_default_data(monkeypatch) -> None:
     assert int(info["nproc"]) >= 1 and info["cpu"]
     monkeypatch.setenv("ROUTE_GRAPH_DATA", "/somewhere")
     assert ablation.default_data_dir() == Path("/somewhere/spider_train")
+
+
+def load_finetune_gain():
+    spec = importlib.util.spec_from_file_location("route_graph_finetune_gain", ABLATION.with_name("finetune_gain.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_finetune_gain_compares_two_ablations(data: Path, tmp_path: Path) -> None:  # noqa: F811
+    ablation, gain = load_ablation(), load_finetune_gain()
+    common = ["--data", str(data), "--split", "dev.json", "--limit", "6", "--concurrency", "2",
+              "--throughput-n", "0", "--no-single-run", "--no-progress", "--no-plots"]
+    assert ablation.main([*common, "--out", str(tmp_path / "base")], llm=model()) == 0
+    assert ablation.main([*common, "--out", str(tmp_path / "tuned")], llm=model()) == 0
+    train = tmp_path / "train"
+    train.mkdir()
+    (train / "train_summary.json").write_text(
+        '{"method": "lora", "records": 10, "tokens": 900, "completion_tokens": 300, "mix": {"available": {"ts": 9, "sl": 9}, "taken": {"ts": 6, "sl": 4}},'
+        ' "steps": 3, "train_loss": 0.5, "seconds": 120, "device": "cpu", "threads": 2, "precision": "fp32",'
+        ' "config": {"lora_r": 16, "lora_alpha": 32, "batch_size": 2, "grad_accum": 2, "learning_rate": 0.0002, "epochs": 1}}')
+    (train / "train_log.jsonl").write_text('{"step": 1, "loss": 0.9}\n{"step": 3, "loss": 0.2}\n')
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n")
+    argv = ["--base", str(tmp_path / "base"), "--tuned", str(tmp_path / "tuned"), "--train-dir", str(train),
+            "--results", str(results)]
+    assert gain.main(argv) == 0
+    text = results.read_text()
+    for part in ("## Fine-tuning gain", "### Training", "first logged 0.900, last logged 0.200", "ts 6, sl 4",
+                 "### EX by variant: tuned vs base", "+SL+NC+CW (full MCP)", "### Per-stage attribution",
+                 "| tuned | final |", "### Schema linking, cost and failures", "within the noise"):
+        assert part in text, part
+    # The same scripted model on both sides: every paired gain is exactly zero.
+    assert "+0.0 to +0.0" in text and "better by more than the noise" not in text
+
+
+def test_finetune_gain_partial_run_and_different_samples(data: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    ablation, gain = load_ablation(), load_finetune_gain()
+    for name, limit, seed in (("a", "4", "0"), ("b", "4", "1")):
+        assert ablation.main(["--data", str(data), "--split", "dev.json", "--limit", limit, "--sample-seed", seed,
+                              "--throughput-n", "0", "--no-single-run", "--no-progress", "--no-plots",
+                              "--out", str(tmp_path / name)], llm=model()) == 0
+    with pytest.raises(SystemExit, match="not on the same questions"):
+        gain.main(["--base", str(tmp_path / "a"), "--tuned", str(tmp_path / "b")])
+    # A run still in progress (fewer questions finished) is compared on the questions both have.
+    partial = tmp_path / "partial" / "mcp"
+    partial.mkdir(parents=True)
+    (partial / "run.json").write_text((tmp_path / "a" / "mcp" / "run.json").read_text())
+    lines = (tmp_path / "a" / "mcp" / "predictions.jsonl").read_text().splitlines()
+    (partial / "predictions.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    capsys.readouterr()
+    assert gain.main(["--base", str(tmp_path / "a"), "--tuned", str(tmp_path / "partial")]) == 0
+    assert "Compared on the 2 of 4 sampled questions" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not a finished evaluation run"):
+        gain.main(["--base", str(tmp_path / "missing"), "--tuned", str(tmp_path / "b")])
