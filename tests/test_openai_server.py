@@ -7,7 +7,8 @@ directory with ``scripts/serve_vllm.sh`` on a free loopback port, and always sto
 completion, greedy determinism, JSON-schema structured output), the documented
 ``route-sql ask --model openai:...`` command, and run the graph on real Spider databases through
 ``load_chat_model("openai:...")`` next to the in-process backend, reporting per question whether
-the final SQL is the same.
+the final SQL is the same. Last, one real LoRA step on the default model is exported both ways
+(adapter, merged directory) and a second server must load both.
 
 Environment:
 - ``ROUTE_GRAPH_SKIP_VLLM=1`` skips this module (CI does not set it).
@@ -20,6 +21,8 @@ Environment:
 from __future__ import annotations
 
 import atexit
+import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -30,6 +33,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,17 +118,12 @@ def _log_tail(path: Path | None, lines: int = 40) -> str:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory: pytest.TempPathFactory):
-    external = os.environ.get("ROUTE_GRAPH_OPENAI_SPEC")
-    if external:
-        url, _, name = external[len("openai:") :].partition("#")
-        yield Server(external, url.rstrip("/"), name, None, None, None)
-        return
+def vllm_python() -> tuple[str, float]:
+    """The python of the vLLM virtualenv (made by scripts/vllm_env.sh) and seconds it took."""
     if os.environ.get("ROUTE_GRAPH_SKIP_VLLM") == "1":
         pytest.skip(
             "ROUTE_GRAPH_SKIP_VLLM=1: the vLLM server tests were switched off on request"
         )
-
     started = time.perf_counter()
     env_run = subprocess.run(
         ["bash", str(ROOT / "scripts" / "vllm_env.sh")],
@@ -138,13 +137,16 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory):
         pytest.fail(
             f"scripts/vllm_env.sh failed ({env_run.returncode}):\n{env_run.stderr[-6000:]}"
         )
-    vpy = env_run.stdout.strip().splitlines()[-1]
-    env_s = time.perf_counter() - started
+    return env_run.stdout.strip().splitlines()[-1], time.perf_counter() - started
 
-    model_dir = ensure_default_model()
+
+@contextlib.contextmanager
+def running_vllm(
+    vpy: str, model_dir: Path, name: str, logs: Path, extra: Sequence[str] = ()
+) -> Iterator[Server]:
+    """``scripts/serve_vllm.sh`` on a free loopback port until ``name`` is served; always stopped."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
-    logs = tmp_path_factory.mktemp("vllm")
     server_log, script_log = logs / "server.log", logs / "serve_vllm.log"
     cmd = [
         "bash",
@@ -152,7 +154,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory):
         "--model",
         str(model_dir),
         "--name",
-        MODEL_NAME,
+        name,
         "--port",
         str(port),
         "--python",
@@ -161,6 +163,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory):
         str(int(SERVER_TIMEOUT_S)),
         "--log",
         str(server_log),
+        *extra,
     ]
     started = time.perf_counter()
     with open(script_log, "w") as script_out:
@@ -181,7 +184,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory):
                     f"{_log_tail(script_log)}\n--- server log ---\n{_log_tail(server_log)}"
                 )
             try:
-                if MODEL_NAME in _served_models(base_url):
+                if name in _served_models(base_url):
                     break
             except OSError:
                 pass
@@ -191,19 +194,24 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory):
                 )
             time.sleep(1.0)
         ready_s = time.perf_counter() - started
-        print(
-            f"\n[vllm] env {env_s:.1f} s, server ready in {ready_s:.1f} s at {base_url}"
-        )
-        yield Server(
-            f"openai:{base_url}#{MODEL_NAME}",
-            base_url,
-            MODEL_NAME,
-            ready_s,
-            env_s,
-            server_log,
-        )
+        print(f"\n[vllm] {name}: server ready in {ready_s:.1f} s at {base_url}")
+        yield Server(f"openai:{base_url}#{name}", base_url, name, ready_s, None, server_log)
     finally:
         _stop_group(proc)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    external = os.environ.get("ROUTE_GRAPH_OPENAI_SPEC")
+    if external:
+        url, _, name = external[len("openai:") :].partition("#")
+        yield Server(external, url.rstrip("/"), name, None, None, None)
+        return
+    vpy, env_s = request.getfixturevalue("vllm_python")  # only when no external server is given
+    logs = tmp_path_factory.mktemp("vllm")
+    with running_vllm(vpy, ensure_default_model(), MODEL_NAME, logs) as server:
+        print(f"[vllm] env {env_s:.1f} s")
+        yield dataclasses.replace(server, env_s=env_s)
 
 
 @pytest.fixture(scope="session")
@@ -367,3 +375,51 @@ def test_graph_over_server_matches_in_process(
         print(
             "[vllm] note: most final SQL differ from the in-process backend (see above)"
         )
+
+
+# --------------------------------------------------------------------------- fine-tuning exports
+
+
+@pytest.fixture(scope="module")
+def finetune_exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One real LoRA step on the default model from synthesized records, then its merge:
+    the two formats route-finetune writes (train/adapter/ and merged/)."""
+    from finetune import FilterConfig, SynthConfig, Synthesizer, SynthReport, TrainConfig, filter_examples, write_jsonl
+    from finetune.export import check_adapter, merge_adapter
+    from finetune.pipeline import DatabasePool
+    from finetune.train import train
+    from route_graph.evaluation import load_dataset
+
+    data = shared_data_dir()
+    if data is None:
+        pytest.fail("shared data not found: set ROUTE_GRAPH_DATA to the folder holding spider_train/")
+    work = tmp_path_factory.mktemp("finetune-export")
+    dataset = load_dataset(None, data / "spider_train" / "train.json")
+    examples = [e for e in dataset.examples if e.db_id == "musical"][:2]
+    pool = DatabasePool(dataset)
+    route = RouteConfig()
+    kept = filter_examples(examples, pool, route, FilterConfig()).kept
+    records = list(Synthesizer(route, SynthConfig(), seed=0).run(kept, pool, SynthReport()))
+    write_jsonl(records, work / "records.jsonl")
+    cfg = TrainConfig(max_steps=1, batch_size=2, max_length=768, max_records=4, warmup_steps=0,
+                      logging_steps=1, save_steps=1000, resume=None)
+    result = train(work / "records.jsonl", work / "train", cfg)
+    assert result.steps == 1 and result.adapter_dir is not None
+    check_adapter(result.adapter_dir)
+    return result.adapter_dir, merge_adapter(result.adapter_dir, work / "merged")
+
+
+def test_vllm_serves_the_finetune_exports(
+    vllm_python: tuple[str, float], finetune_exports: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """vLLM loads the merged directory as a model and the adapter with --enable-lora (one server:
+    the adapter is applied on top of the merged model, which has the base's architecture)."""
+    adapter, merged = finetune_exports
+    with running_vllm(vllm_python[0], merged, "route-ft", tmp_path, ["--lora", f"route-lora={adapter}"]) as server:
+        served = _served_models(server.base_url)
+        assert {"route-ft", "route-lora"} <= set(served), served
+        for name in ("route-ft", "route-lora"):
+            llm = load_chat_model(f"openai:{server.base_url}#{name}", timeout=600)
+            reply = llm.invoke("Write one SQLite query that counts the rows of the table singer. Answer with the SQL only.")
+            assert "select" in str(reply.content).lower(), (name, reply.content)
+            print(f"\n[vllm] {name}: {str(reply.content)[:120]!r}")
