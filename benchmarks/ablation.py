@@ -39,7 +39,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
 
 from route_graph.evaluation.attribution import STAGES, TRACE_STAGES, ablation_rows
 from route_graph.evaluation.datasets import load_dataset
-from route_graph.evaluation.report import markdown_table, pct
+from route_graph.evaluation.report import append_section, markdown_table, pct
 from route_graph.evaluation.runner import EvalSettings, RunResult, run_eval
 from route_graph.evaluation.stats import paired_comparison, wilson_interval
 from route_graph.evaluation.summary import read_predictions
@@ -346,10 +346,7 @@ def main(argv: Sequence[str] | None = None, *, llm: Any = None) -> int:
     section = render_section(args=args, command=command, mcp=mcp, single=single, variants=variants,
                              throughput=throughput, machine=machine_info())
     (out / "ablation.md").write_text(section, encoding="utf-8")
-    if args.results:
-        with open(args.results, "a", encoding="utf-8") as handle:
-            handle.write("\n" + section)
-    print(section)
+    append_section(section, args.results)
     return 0
 
 

@@ -29,7 +29,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
 from route_graph.evaluation.attribution import ablation_rows, cost_summary, linking_summary, stage_table
-from route_graph.evaluation.report import markdown_table, pct
+from route_graph.evaluation.report import append_section, markdown_table, pct
 from route_graph.evaluation.stats import paired_comparison
 from route_graph.evaluation.summary import read_predictions
 
@@ -100,8 +100,7 @@ def _train_lines(train_dir: Path) -> list[str]:
     log = train_dir / "train_log.jsonl"
     if log.is_file():
         losses = [e["loss"] for e in map(json.loads, log.read_text(encoding="utf-8").splitlines()) if "loss" in e]
-    mix = s.get("mix", {})
-    mix_text = ", ".join(f"{k} {v}" for k, v in (mix.get("taken") or mix).items()) if isinstance(mix, Mapping) else str(mix)
+    mix_text = ", ".join(f"{k} {v}" for k, v in (s.get("mix") or {}).get("taken", {}).items())
     rows = [
         ["method", f"{s.get('method')} (r={cfg.get('lora_r')}, alpha={cfg.get('lora_alpha')})" if s.get("method") == "lora" else s.get("method")],
         ["records / tokens", f"{s.get('records'):,} records, {s.get('tokens'):,} tokens ({s.get('completion_tokens'):,} completion)"],
@@ -146,8 +145,13 @@ def render_section(base: Side, tuned: Side, *, command: str, train_dir: Path | N
                               "only tuned right", "only base right", "McNemar p", "base executable (%)",
                               "tuned executable (%)"], table), ""]
     for variant, cmp in verdicts:
-        real = cmp.ci_low > 0
-        lines.append(f"- {variant}: {'**the tuned model is better by more than the noise**' if real else 'the difference is within the noise'} "
+        if cmp.ci_low > 0:
+            verdict = "**the tuned model is better by more than the noise**"
+        elif cmp.ci_high < 0:
+            verdict = "**the tuned model is worse by more than the noise**"
+        else:
+            verdict = "the difference is within the noise"
+        lines.append(f"- {variant}: {verdict} "
                      f"({100 * cmp.gain:+.1f} points, CI {100 * cmp.ci_low:+.1f} to {100 * cmp.ci_high:+.1f}, p = {cmp.p_value:.3g}).")
     lines.append("")
 
@@ -188,10 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     command = "python benchmarks/finetune_gain.py " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
     section = render_section(load_side(args.base), load_side(args.tuned), command=command, train_dir=args.train_dir)
-    if args.results:
-        with open(args.results, "a", encoding="utf-8") as handle:
-            handle.write("\n" + section)
-    print(section)
+    append_section(section, args.results)
     return 0
 
 

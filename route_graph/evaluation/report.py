@@ -6,11 +6,13 @@ when matplotlib is not installed (``pip install 'route-graph[eval]'``).
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_table", "pct", "render_markdown", "write_plots", "write_report"]
+__all__ = ["append_section", "markdown_table", "pct", "render_markdown", "write_plots", "write_report"]
 
 _STAGE_LABELS = {
     "draft": "draft (single-pass, full schema)",
@@ -32,6 +34,14 @@ def _num(value: Any, digits: int = 1) -> str:
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def append_section(section: str, results: str | os.PathLike[str] | None) -> None:
+    """Print a benchmark's Markdown section and, given a results file, append it there too."""
+    if results:
+        with open(results, "a", encoding="utf-8") as handle:
+            handle.write("\n" + section)
+    print(section)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
