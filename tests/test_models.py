@@ -366,7 +366,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny(tiny_model_dir) -> TransformersChatModel:
     """Waits long for company, so threads started together surely share a batch."""
     return load_chat_model(
-        str(tiny_model_dir), max_new_tokens=12, dtype="float32", batch_window_ms=1000
+        str(tiny_model_dir), max_new_tokens=12, dtype="float32", batch_window_ms=1000, max_batch_size=8
     )
 
 
@@ -599,7 +599,7 @@ def test_continuing_model_knows_which_backends_continue(solo):
 
 def test_batch_split_by_prompt_length(tiny, solo, monkeypatch):
     """One long prompt is not padded into a batch of short ones; answers stay the same."""
-    import route_graph.models as models
+    import route_graph.engines.transformers_chat as models
 
     long_prompt = "Count the rows of table singer. " * 40
     prompts = [*PROMPTS[:3], long_prompt]
