@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from route_graph.chat import as_sql_tool
 from route_graph.context import RouteConfig
 from route_graph.database import Database, open_database
 from route_graph.errors import (
     ConfigError,
     DatabaseError,
     DataError,
+    InputError,
     ModelError,
     RouteGraphError,
 )
@@ -29,9 +31,11 @@ __all__ = [
     "Database",
     "DatabaseError",
     "ExecutionResult",
+    "InputError",
     "ModelError",
     "RouteConfig",
     "RouteGraphError",
+    "as_sql_tool",
     "build_route_graph",
     "execute_sql",
     "load_chat_model",

@@ -4,12 +4,18 @@ Defaults follow the ROUTE reference on Spider: 3 sample rows when linking on the
 10 when generating on the reduced one, a 5 s execution timeout, near-greedy decoding (decoding
 itself is the chat model's business), and continuation writing for "hard" SQL (h(s, d) > 2).
 Switching a stage off is how the paper's ablations are run.
+
+A per-run ``context`` overrides only the fields it names: LangGraph turns a context dict into
+``RouteConfig(**dict)``, and every ``RouteConfig`` remembers which fields its constructor was given
+(``named_fields``), so ``context={"noise_correction": False}`` and
+``context=RouteConfig(noise_correction=False)`` both keep the build-time config's other fields.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from route_graph.errors import ConfigError
 
@@ -77,9 +83,65 @@ class RouteConfig:
         "'zero_shot' for fine-tuned (MSFT) models, 'few_shot' adds worked examples for base models.",
         "zero_shot",
     )
+    review_before_execution: bool = _describe(
+        "Pause before the answer is returned: the final SQL is shown through LangGraph interrupt() and "
+        "is executed for the answer only after approve or edit (resume with Command(resume=...)); "
+        "needs a checkpointer. The stages still run candidate SQL read-only to judge it.",
+        False,
+    )
+    history_messages: int = _describe(
+        "Most recent chat messages shown to the model when it rewrites a follow-up into a standalone "
+        "question (input given as messages).",
+        6,
+    )
+    reply_rows: int = _describe(
+        "Result rows shown in the chat reply's table (the full result stays in 'result').", 10
+    )
+    answer_in_words: bool = _describe(
+        "Add a one-sentence natural-language answer from the result to the chat reply (one more model call).",
+        False,
+    )
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        # Remember the fields the caller named, so a per-run context overrides only those.
+        self = super().__new__(cls)
+        named = [f.name for f in fields(cls)][: len(args)] + list(kwargs)
+        object.__setattr__(self, "_named", frozenset(named))
+        return self
+
+    @property
+    def named_fields(self) -> frozenset[str]:
+        """Fields given to the constructor (all of them for ``replace``/``with_stages`` copies)."""
+        return getattr(self, "_named", frozenset())
+
+    def override(self, context: RouteConfig | Mapping[str, Any] | None) -> RouteConfig:
+        """This config with the fields a per-run context names replaced (dict keys, or a
+        ``RouteConfig``'s ``named_fields``); ``None`` or nothing named leaves it unchanged."""
+        if context is None:
+            return self
+        if isinstance(context, RouteConfig):
+            values = {name: getattr(context, name) for name in context.named_fields}
+        elif isinstance(context, Mapping):
+            values = dict(context)
+        else:
+            raise ConfigError(
+                f"A run's context must be a RouteConfig or a dict of its fields, got {type(context).__name__}."
+            )
+        if not values:
+            return self
+        unknown = sorted(set(values) - {f.name for f in fields(self)})
+        if unknown:
+            raise ConfigError(
+                f"Unknown RouteConfig field(s) {unknown} in the run's context; "
+                f"known fields: {', '.join(f.name for f in fields(self))}."
+            )
+        return replace(self, **values)
 
     def __post_init__(self) -> None:
-        for name in ("link_sample_rows", "generate_sample_rows", "feedback_rows", "difficulty_threshold"):
+        for name in (
+            "link_sample_rows", "generate_sample_rows", "feedback_rows", "difficulty_threshold",
+            "history_messages", "reply_rows",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"RouteConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
         if self.max_rows < 1:

@@ -6,6 +6,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DatabaseError",
+    "InputError",
     "ModelError",
     "RouteGraphError",
 ]
@@ -29,3 +30,7 @@ class ConfigError(RouteGraphError):
 
 class DataError(RouteGraphError):
     """A dataset file or directory is missing or malformed."""
+
+
+class InputError(RouteGraphError):
+    """A graph input or resume value is unusable (no question, an empty one, an unknown review action)."""

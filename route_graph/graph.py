@@ -1,4 +1,5 @@
-"""Wiring of the MCP ``StateGraph``: nodes, execution- and difficulty-driven edges, compile."""
+"""Wiring of the MCP ``StateGraph``: question intake, the stages with their execution- and
+difficulty-driven edges, optional human review, the chat reply; compile."""
 
 from __future__ import annotations
 
@@ -33,22 +34,33 @@ def build_route_graph(
     """Compile ROUTE's multitask collaboration pipeline for one chat model and one database.
 
     ``db`` may be a SQLite path, a SQLAlchemy URL or Engine, a langchain-community ``SQLDatabase``
-    or a ``Database``. ``config`` is the default ``RouteConfig``; pass ``context=RouteConfig(...)``
-    to ``invoke``/``stream`` to override it per run. Invoke with ``{"question": ..., "hint": ...}``;
-    the output holds ``sql``, ``result`` (``ExecutionResult.to_dict()``), ``stage`` and ``trace``.
+    or a ``Database``. ``config`` is the default ``RouteConfig``; a run's ``context`` (a dict, or a
+    ``RouteConfig``) overrides only the fields it names. Invoke with ``{"question": ..., "hint": ...}``
+    or ``{"messages": [...]}``; the output holds ``sql``, ``result`` (``ExecutionResult.to_dict()``),
+    ``stage``, ``trace`` (this question's) and ``messages`` (the reply appended). With a
+    ``checkpointer``, one thread answers many questions (follow-ups rewritten from the history) and
+    ``review_before_execution`` can pause for a human (``Command(resume=...)``).
     """
     database = open_database(db)
     nodes = RouteNodes(llm, database, config or RouteConfig())
     graph = StateGraph(RouteState, context_schema=RouteConfig, input_schema=RouteInput, output_schema=RouteOutput)
+    graph.add_node("new_question", nodes.new_question)
+    graph.add_node("rewrite_question", nodes.rewrite_question)
     graph.add_node("schema_link", nodes.schema_link)
     graph.add_node("generate", nodes.generate)
     graph.add_node("noise_correct", nodes.noise_correct)
     graph.add_node("continue_write", nodes.continue_write)
     graph.add_node("finalize", nodes.finalize)
-    graph.add_conditional_edges(START, nodes.route_start)
+    graph.add_node("review", nodes.review)
+    graph.add_node("respond", nodes.respond)
+    graph.add_edge(START, "new_question")
+    graph.add_conditional_edges("new_question", nodes.route_question)
+    graph.add_conditional_edges("rewrite_question", nodes.route_start)
     graph.add_edge("schema_link", "generate")
     graph.add_conditional_edges("generate", nodes.route_after_generate)
     graph.add_conditional_edges("noise_correct", nodes.route_after_correction)
     graph.add_edge("continue_write", "finalize")
-    graph.add_edge("finalize", END)
+    graph.add_conditional_edges("finalize", nodes.route_after_finalize)
+    graph.add_edge("review", "respond")
+    graph.add_edge("respond", END)
     return graph.compile(checkpointer=checkpointer, name=name)

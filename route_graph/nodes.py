@@ -1,4 +1,5 @@
-"""The MCP stages as LangGraph nodes: schema_link, generate, noise_correct, continue_write, finalize.
+"""The MCP stages as LangGraph nodes: schema_link, generate, noise_correct, continue_write, finalize;
+around them the conversation nodes (new_question, rewrite_question, respond) and the human review.
 
 Each node asks the model through the shared prompt module, executes every SQL it gets through
 the guarded executor, and appends one trace entry (what it proposed, whether it executed, whether
@@ -18,8 +19,14 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_executor_for_config
 from langgraph.runtime import Runtime
+from langgraph.types import Overwrite, interrupt
 
-from route_graph import prompts
+try:  # where LangGraph keeps the run's checkpointer in a node's config
+    from langgraph._internal._constants import CONFIG_KEY_CHECKPOINTER
+except ImportError:  # pragma: no cover - moved in another LangGraph version
+    CONFIG_KEY_CHECKPOINTER = "__pregel_checkpointer"
+
+from route_graph import chat, prompts
 from route_graph.context import RouteConfig
 from route_graph.database import Database
 from route_graph.execution import ExecutionResult, execute_sql, summarize_result
@@ -30,13 +37,14 @@ from route_graph.linking import (
     merge_links,
     validate_links,
 )
-from route_graph.errors import ModelError, RouteGraphError
+from route_graph.errors import ConfigError, InputError, ModelError, RouteGraphError
 from route_graph.models import bind_json_schema, continuing_model, model_failure_message
 from route_graph.state import RouteState
 
-__all__ = ["NO_SQL_ERROR", "RouteNodes", "stage_schema_text"]
+__all__ = ["NO_SQL_ERROR", "REJECTED_ERROR", "RouteNodes", "stage_schema_text"]
 
 NO_SQL_ERROR = "The model's answer contained no SQL query."
+REJECTED_ERROR = "The reviewer rejected the SQL; no answer is returned."
 
 
 def stage_schema_text(db: Database, cfg: RouteConfig, links: dict[str, list[str]] | None = None) -> str:
@@ -122,12 +130,8 @@ class RouteNodes:
 
     # ---------------------------------------------------------------- helpers
     def settings(self, runtime: Runtime[RouteConfig] | None) -> RouteConfig:
-        context = runtime.context if runtime is not None else None
-        if context is None:
-            return self.default
-        if isinstance(context, dict):
-            return RouteConfig(**context)
-        return context
+        """The build-time config with the fields this run's context names (see ``RouteConfig.override``)."""
+        return self.default.override(runtime.context if runtime is not None else None)
 
     def _execute(self, sql: str | None, cfg: RouteConfig) -> ExecutionResult:
         if not sql:
@@ -324,3 +328,119 @@ class RouteNodes:
         cfg = self.settings(runtime)
         return "continue_write" if self._needs_continuation(state, cfg) else "finalize"
 
+    # ---------------------------------------------------------------- conversation and review
+    def new_question(
+        self, state: RouteState, runtime: Runtime[RouteConfig], config: RunnableConfig
+    ) -> dict[str, Any]:
+        """First node of every run: take up this run's question, drop what the last one left.
+
+        A thread keeps its state between runs; without this reset an earlier question's trace,
+        stage SQL and fallback candidates would leak into this one. The input is checked here,
+        before any model call (``InputError``, ``ConfigError``).
+        """
+        cfg = self.settings(runtime)
+        if cfg.review_before_execution and (config.get("configurable") or {}).get(CONFIG_KEY_CHECKPOINTER) is None:
+            raise ConfigError(
+                "review_before_execution pauses the run until you resume it, which needs a checkpointer: "
+                "build_route_graph(llm, db, checkpointer=InMemorySaver()) and invoke with "
+                "config={'configurable': {'thread_id': ...}} (Studio and langgraph dev provide both)."
+            )
+        turn = chat.resolve_question(state)
+        hint = state.get("hint")
+        if hint is not None and not isinstance(hint, str):
+            raise InputError(f"The hint must be a string or None, got {type(hint).__name__}.")
+        update: dict[str, Any] = {
+            "question": turn.question,
+            "asked_question": turn.question,
+            "follow_up": turn.follow_up,
+            "links": {},
+            "draft_sql": None,
+            "draft_result": None,
+            "sql": "",
+            "result": {},
+            "stage": "",
+            "sql_by_stage": Overwrite({}),
+            "trace": Overwrite([]),
+        }
+        if turn.ask is not None:
+            update["messages"] = [turn.ask]
+        return update
+
+    def rewrite_question(
+        self, state: RouteState, runtime: Runtime[RouteConfig], config: RunnableConfig
+    ) -> dict[str, Any]:
+        """A chat follow-up ("and in France?") becomes a standalone question: the stages see no history."""
+        cfg = self.settings(runtime)
+        meter = _Meter()
+        original = state["question"]
+        history = chat.chat_history(state.get("messages") or [], cfg.history_messages)
+        answer = self._ask(meter, prompts.rewrite_messages(history, original), "", cfg, config)
+        question = prompts.parse_rewrite(answer, original)
+        entry = {"stage": "rewrite_question", "original": original, "question": question, **meter.cost()}
+        return {"question": question, "asked_question": question, "trace": [entry]}
+
+    def review(self, state: RouteState, runtime: Runtime[RouteConfig]) -> dict[str, Any]:
+        """Human review (``review_before_execution``): the final SQL waits in ``interrupt()``.
+
+        Approved or edited SQL is executed through the guarded executor for the answer; rejected
+        SQL gives no answer. An unusable resume value is asked for again (the payload then says
+        why), since LangGraph keeps every resume value. The node reruns from its start on resume,
+        so nothing happens before the interrupt.
+        """
+        cfg = self.settings(runtime)
+        proposed = state.get("sql") or ""
+        payload: dict[str, Any] = {
+            "question": state.get("question"),
+            "sql": proposed,
+            "stage": state.get("stage"),
+            "actions": ["approve", "edit", "reject"],
+        }
+        while True:
+            try:
+                action, sql = chat.review_decision(interrupt(payload), proposed)
+                break
+            except InputError as exc:
+                payload = {**payload, "error": str(exc)}
+        entry: dict[str, Any] = {"stage": "review", "action": action, "proposed_sql": sql}
+        if action == "reject":
+            rejected = ExecutionResult(sql=sql, ok=False, error=REJECTED_ERROR, error_kind="rejected")
+            entry.update(accepted=False, executed=False)
+            return {"sql": "", "result": rejected.to_dict(), "stage": "review", "trace": [entry]}
+        result = self._execute(sql, cfg)
+        entry.update(accepted=True, **self._outcome(result))
+        update: dict[str, Any] = {"sql": sql, "result": result.to_dict(), "trace": [entry]}
+        if action == "edit":
+            update["stage"] = "review"
+        return update
+
+    def respond(
+        self, state: RouteState, runtime: Runtime[RouteConfig], config: RunnableConfig
+    ) -> dict[str, Any]:
+        """Close the turn: append the answer (SQL + a small table) to ``messages``; the hint was this
+        question's only."""
+        cfg = self.settings(runtime)
+        sql = state.get("sql") or ""
+        result = state.get("result") or {}
+        update: dict[str, Any] = {"hint": None}
+        words = None
+        if cfg.answer_in_words and result.get("ok"):
+            meter = _Meter()
+            feedback = summarize_result(
+                ExecutionResult.from_dict(result), max_rows=cfg.feedback_rows, value_chars=cfg.feedback_value_chars
+            )
+            words = self._ask(meter, prompts.answer_messages(state["question"], sql, feedback), "", cfg, config)
+            update["trace"] = [{"stage": "respond", "answer": words.strip(), **meter.cost()}]
+        update["messages"] = [chat.reply_message(chat.format_reply(sql, result, cfg.reply_rows, words))]
+        return update
+
+    def route_question(
+        self, state: RouteState, runtime: Runtime[RouteConfig]
+    ) -> Literal["rewrite_question", "schema_link", "generate"]:
+        """A chat follow-up is rewritten first; any other question goes to the first MCP stage."""
+        if state.get("follow_up") and self.settings(runtime).history_messages > 0:
+            return "rewrite_question"
+        return self.route_start(state, runtime)
+
+    def route_after_finalize(self, state: RouteState, runtime: Runtime[RouteConfig]) -> Literal["review", "respond"]:
+        """Human review of the final SQL when ``review_before_execution`` is on."""
+        return "review" if self.settings(runtime).review_before_execution else "respond"

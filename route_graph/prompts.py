@@ -1,4 +1,5 @@
-"""The four ROUTE task prompts, their target completions and their forgiving parsers.
+"""The four ROUTE task prompts, their target completions and their forgiving parsers, plus the two
+chat prompts (rewriting a follow-up into a standalone question, a one-sentence answer).
 
 This module is the ONE source of prompt text: the graph's nodes send these messages at inference
 and ``finetune`` builds its training records (prompt = messages, completion = ``*_completion``)
@@ -19,6 +20,7 @@ __all__ = [
     "Message",
     "Task",
     "Verdict",
+    "answer_messages",
     "answer_prefill",
     "cw_completion",
     "cw_messages",
@@ -28,8 +30,10 @@ __all__ = [
     "nc_completion",
     "nc_messages",
     "parse_links",
+    "parse_rewrite",
     "parse_sql",
     "parse_verdict",
+    "rewrite_messages",
     "sl_completion",
     "sl_messages",
     "ts_completion",
@@ -294,6 +298,47 @@ def join_prefill(prefill: str, reply: str) -> str:
     if not prefill or reply.lstrip().startswith(prefill.strip()):
         return reply
     return prefill + reply
+
+
+# --------------------------------------------------------------------------------------------
+# Chat: a follow-up rewritten into a standalone question; an optional one-sentence answer.
+REWRITE_SYSTEM = "You rewrite follow-up questions about a database into standalone questions."
+
+
+def rewrite_messages(history: list[Message], question: str) -> list[Message]:
+    """Follow-up + earlier turns -> one standalone question (the SQL stages see no history)."""
+    turns = "\n".join(
+        f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content'].strip()}" for m in history
+    )
+    user = (
+        f"Conversation so far:\n{turns}\n\n"
+        f"Follow-up question: {question.strip()}\n\n"
+        "Rewrite the follow-up question as one standalone question that can be understood without "
+        "the conversation (keep every table, value and condition it refers to). If it is already "
+        "standalone, repeat it unchanged. Reply with the question only."
+    )
+    return [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_rewrite(text: str, fallback: str) -> str:
+    """The standalone question from a rewrite answer; the original follow-up if there is none."""
+    for line in text.strip().splitlines():
+        line = re.sub(r"^\s*(standalone question|question|rewritten question)\s*:\s*", "", line, flags=re.IGNORECASE)
+        line = line.strip().strip('"').strip("'").strip()
+        if line:
+            return line
+    return fallback
+
+
+def answer_messages(question: str, sql: str, feedback: str) -> list[Message]:
+    """Question, final SQL and its result summary -> one sentence for a chat reply."""
+    user = (
+        f"Question: {question.strip()}\n\n"
+        f"SQL:\n{_sql_block(sql)}\n\n"
+        f"Execution result:\n{feedback.strip()}\n\n"
+        "Answer the question in one short sentence, using only the execution result."
+    )
+    return [{"role": "system", "content": "You answer questions from SQL query results."}, {"role": "user", "content": user}]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""Graph state: what goes in (question, hint), what each stage leaves, what comes out."""
+"""Graph state: what goes in (question, hint, or chat messages), what each stage leaves, what comes out.
+
+One run answers one question; a thread (checkpointer) holds many. The first node resets every
+per-question field (``trace`` and ``sql_by_stage`` through ``Overwrite``, past their reducers), so
+no stage and no answer sees an earlier question's candidates. ``messages`` is the conversation and
+keeps growing (LangGraph's ``add_messages``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from typing import Annotated, Any
 
 # typing_extensions' TypedDict: pydantic (LangGraph Studio's input/output forms) rejects
 # typing.TypedDict on Python < 3.12.
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
 from typing_extensions import NotRequired, TypedDict
 
 __all__ = ["RouteInput", "RouteOutput", "RouteState", "TraceEntry"]
@@ -19,10 +27,15 @@ def _merge(left: dict[str, str] | None, right: dict[str, str] | None) -> dict[st
 
 
 class RouteInput(TypedDict):
-    """``graph.invoke({"question": ..., "hint": ...})``; the hint is optional (BIRD's evidence)."""
+    """``graph.invoke({"question": ..., "hint": ...})`` or ``{"messages": [...]}`` (chat).
 
-    question: str
+    The hint is optional (BIRD's evidence). Without a new ``question``, the last human message is
+    the question; a follow-up is rewritten into a standalone question using the earlier messages.
+    """
+
+    question: NotRequired[str]
     hint: NotRequired[str | None]
+    messages: NotRequired[Annotated[list[AnyMessage], add_messages]]
 
 
 class RouteOutput(TypedDict, total=False):
@@ -35,13 +48,17 @@ class RouteOutput(TypedDict, total=False):
     links: dict[str, list[str]]
     sql_by_stage: dict[str, str]
     trace: list[TraceEntry]
+    messages: Annotated[list[AnyMessage], add_messages]
 
 
 class RouteState(TypedDict, total=False):
-    """Everything the nodes read and write; ``trace`` and ``sql_by_stage`` accumulate."""
+    """Everything the nodes read and write; ``trace`` and ``sql_by_stage`` accumulate per question."""
 
     question: str
     hint: str | None
+    messages: Annotated[list[AnyMessage], add_messages]
+    asked_question: str | None  # the question the thread took up last: tells a new one from a stale one
+    follow_up: bool  # this run's question is a chat follow-up, to be rewritten first
     links: dict[str, list[str]]
     draft_sql: str | None
     draft_result: dict[str, Any] | None

@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
 
 def task_of(messages: list[BaseMessage]) -> str:
-    """Which ROUTE task a prompt is (the fake answers per task, since SL and TS run concurrently)."""
+    """Which ROUTE task (or chat step: rewrite, answer) a prompt is; the fake answers per task, since
+    SL and TS run concurrently."""
     text = str(messages[-1].content)
     if "Which tables and columns are needed" in text:
         return "sl"
@@ -23,6 +25,10 @@ def task_of(messages: list[BaseMessage]) -> str:
         return "nc"
     if "Complete the following unfinished SQL" in text:
         return "cw"
+    if "Rewrite the follow-up question" in text:
+        return "rewrite"
+    if "Answer the question in one short sentence" in text:
+        return "answer"
     return "ts"
 
 
@@ -62,6 +68,13 @@ class ScriptedChatModel(BaseChatModel):
             },
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class ToolCallingFakeChatModel(GenericFakeChatModel):
+    """LangChain's scripted chat model, usable by agents: ``bind_tools`` keeps the script."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ToolCallingFakeChatModel:
+        return self
 
 
 def make_concert_db(path: Path, extra_sql: Iterable[str] = ()) -> Path:

@@ -257,21 +257,32 @@ def test_stream_updates_show_each_stage(db_path: Path) -> None:
     )
     graph = build_route_graph(llm, db_path)
     names = [next(iter(chunk)) for chunk in graph.stream({"question": "q"}, stream_mode="updates")]
-    assert names == ["schema_link", "generate", "noise_correct", "finalize"]
+    assert names == ["new_question", "schema_link", "generate", "noise_correct", "finalize", "respond"]
 
 
 def test_mermaid_shows_nodes_and_conditional_edges(db_path: Path) -> None:
     graph = build_route_graph(ScriptedChatModel(scripts={}), db_path)
     mermaid = graph.get_graph().draw_mermaid()
-    for node in ("schema_link", "generate", "noise_correct", "continue_write", "finalize"):
+    for node in (
+        "new_question", "rewrite_question", "schema_link", "generate", "noise_correct", "continue_write",
+        "finalize", "review", "respond",
+    ):
         assert f"\t{node}(" in mermaid
     for edge in (
-        "__start__ -.-> schema_link",
-        "__start__ -.-> generate",
+        "__start__ --> new_question",
+        "new_question -.-> rewrite_question",
+        "new_question -.-> schema_link",
+        "new_question -.-> generate",
+        "rewrite_question -.-> schema_link",
+        "rewrite_question -.-> generate",
         "generate -.-> noise_correct",
         "generate -.-> continue_write",
         "noise_correct -.-> continue_write",
         "noise_correct -.-> finalize",
+        "finalize -.-> review",
+        "finalize -.-> respond",
+        "review --> respond",
+        "respond --> __end__",
     ):
         assert edge in mermaid, mermaid
 

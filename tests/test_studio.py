@@ -7,11 +7,11 @@ Nothing reaches the internet: the CLI's analytics, the server's version check an
 tracing are switched off, and no browser is opened. The tests then talk to it the way Studio
 does, through its HTTP API (with ``langgraph-sdk``):
 
-- the assistant's schemas expose ``question``/``hint`` as input and every ``RouteConfig`` field,
-  with its description, as the context (Studio's configuration panel);
+- the assistant's schemas expose ``question``/``hint``/``messages`` as input and every
+  ``RouteConfig`` field, with its description, as the context (Studio's configuration panel);
 - one question, streamed with ``stream_mode="updates"``, yields one update per node
-  (``schema_link``, ``generate``, ..., ``finalize``), honours a context override, and leaves
-  ``sql`` and its ``result`` in the thread's final state.
+  (``new_question``, ``schema_link``, ``generate``, ..., ``finalize``, ``respond``), honours a
+  context override, and leaves ``sql``, its ``result`` and the chat reply in the thread's state.
 
 Environment: ``ROUTE_GRAPH_SKIP_STUDIO=1`` skips the module; ``ROUTE_GRAPH_STUDIO_TIMEOUT``
 seconds to wait for the server (default 300); ``ROUTE_GRAPH_STUDIO_RUN_TIMEOUT`` for the run
@@ -184,7 +184,7 @@ def test_schemas_expose_input_and_route_config(client, assistant, dev_server: De
         "Studio's input form is built from the input schema, which the server could not produce:\n"
         + dev_server.log_tail()
     )
-    assert set(input_schema["properties"]) == {"question", "hint"}
+    assert set(input_schema["properties"]) == {"question", "hint", "messages"}
     assert "sql" in (schemas.get("output_schema") or {}).get("properties", {})
 
 
@@ -212,10 +212,10 @@ def test_one_question_streams_node_updates(client, assistant, dev_server: DevSer
         pytest.fail(_server_error(exc, dev_server))
     elapsed = time.monotonic() - started
     assert not errors, f"run failed: {errors}\n{dev_server.log_tail()}"
-    assert nodes[:2] == ["schema_link", "generate"], nodes
-    assert nodes[-1] == "finalize", nodes
+    assert nodes[:3] == ["new_question", "schema_link", "generate"], nodes
+    assert nodes[-2:] == ["finalize", "respond"], nodes
     assert "noise_correct" not in nodes, f"context noise_correction=False was ignored: {nodes}"
-    assert set(nodes) <= {"schema_link", "generate", "continue_write", "finalize"}
+    assert set(nodes) <= {"new_question", "schema_link", "generate", "continue_write", "finalize", "respond"}
     assert updates["schema_link"]["trace"][0]["stage"] == "schema_link"
     assert updates["generate"].get("sql"), updates["generate"]
 
@@ -223,7 +223,8 @@ def test_one_question_streams_node_updates(client, assistant, dev_server: DevSer
     assert values.get("sql"), values
     assert values["question"] == DEMO_QUESTIONS[0]
     assert values["result"]["sql"] == values["sql"]
-    assert [step["stage"] for step in values["trace"]] == nodes
+    assert [step["stage"] for step in values["trace"]] == nodes[1:-1]  # intake and reply leave no entry
+    assert [m["type"] for m in values["messages"]] == ["human", "ai"]
     print(f"langgraph dev answered in {elapsed:.0f} s via {' -> '.join(nodes)}: {values['sql']}")
 
 
