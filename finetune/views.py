@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from route_graph.context import RouteConfig
 from route_graph.database import Database
-from route_graph.nodes import stage_schema_text
+from route_graph.rendering import stage_schema_text
 
 __all__ = ["full_schema_text", "linked_schema_text"]
 

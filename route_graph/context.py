@@ -47,6 +47,17 @@ class RouteConfig:
     generate_sample_rows: int = _describe(
         "Sample rows per table in the generation prompt on the reduced schema.", 10
     )
+    schema_format: Literal["ddl", "compact"] = _describe(
+        "How prompts show the schema: 'ddl' (CREATE TABLE + sample-row blocks, the ROUTE reference) "
+        "or 'compact' (one line per table with a few sample values; about half the tokens).",
+        "ddl",
+    )
+    schema_token_budget: int = _describe(
+        "Most (estimated) tokens of schema text in one prompt; past it sample values, then columns "
+        "and tables the question does not need are left out. Keep it under the model's context "
+        "minus ~1,000 tokens for instructions and answer. 0 = no limit.",
+        6000,
+    )
     execution_timeout_s: float = _describe(
         "Wall-clock limit for one SQL execution, in seconds; the query is interrupted after it.", 5.0
     )
@@ -149,6 +160,12 @@ class RouteConfig:
         if self.execution_timeout_s <= 0:
             raise ConfigError(
                 f"RouteConfig.execution_timeout_s must be > 0 seconds, got {self.execution_timeout_s!r}."
+            )
+        if self.schema_format not in ("ddl", "compact"):
+            raise ConfigError(f"RouteConfig.schema_format must be 'ddl' or 'compact', got {self.schema_format!r}.")
+        if self.schema_token_budget < 0:
+            raise ConfigError(
+                f"RouteConfig.schema_token_budget must be >= 0 (0 = no limit), got {self.schema_token_budget!r}."
             )
         if self.prompt_style not in ("zero_shot", "few_shot"):
             raise ConfigError(

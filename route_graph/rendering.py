@@ -1,0 +1,190 @@
+"""The schema text every prompt shows, in one of two formats, always within a token budget.
+
+This is the ONE rendering module: the graph's stages and ``finetune`` (training records) call
+:func:`stage_schema_text`, so a fine-tuned model sees the text it was trained on.
+
+- ``ddl``: CREATE TABLE statements with keys and a block of sample rows (the ROUTE reference).
+- ``compact``: one line per table, ``name TYPE`` per column with keys marked and a few distinct
+  sample values, then the foreign keys; about half the tokens of ``ddl`` on Spider schemas.
+
+The budget is what makes a big schema safe: when the text would exceed
+``RouteConfig.schema_token_budget`` (estimated tokens), the renderer gives up detail in a fixed
+order — sample values first, then the columns of tables the question does not need (keys and
+the columns in ``keep`` stay), then whole such tables — and says so in the text. A prompt never
+grows past what the model accepts, so one huge database cannot stop an evaluation run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from route_graph.execution import format_value
+
+if TYPE_CHECKING:
+    from route_graph.context import RouteConfig
+    from route_graph.database import Database, Schema, Table
+
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "COMPACT_VALUE_CHARS", "SchemaFormat", "estimate_tokens", "render_schema_text", "stage_schema_text"]
+
+SchemaFormat = Literal["ddl", "compact"]
+
+# Measured with Qwen2.5's tokenizer on the 20 valid.json schemas: 3.3-3.9 characters per token
+# in DDL with sample rows; 3.0 keeps the estimate on the safe side (never under-counts there).
+CHARS_PER_TOKEN = 3.0
+# Sample values in the compact format are cut shorter than in DDL's row blocks: a value there
+# only shows what the column holds (its spelling, case, format).
+COMPACT_VALUE_CHARS = 30
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free upper estimate of the tokens in schema text (see ``CHARS_PER_TOKEN``)."""
+    return int(len(text) / CHARS_PER_TOKEN) + 1
+
+
+def stage_schema_text(db: Database, cfg: RouteConfig, links: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The schema text a stage shows the model (fine-tuning renders its records with this too).
+
+    Full schema with ``link_sample_rows`` rows (schema linking, draft SQL, noise correction, and
+    generation when there are no links); the schema reduced to ``links`` with
+    ``generate_sample_rows`` rows (generation, continuation writing). Both within the budget.
+    """
+    fmt = getattr(cfg, "schema_format", "ddl")
+    budget = getattr(cfg, "schema_token_budget", 0)
+    if not links:
+        return render_schema_text(
+            db, db.schema, fmt=fmt, sample_rows=cfg.link_sample_rows,
+            value_chars=cfg.feedback_value_chars, token_budget=budget,
+        )
+    return render_schema_text(
+        db, db.schema.restrict(dict(links)), fmt=fmt, sample_rows=cfg.generate_sample_rows,
+        value_chars=cfg.feedback_value_chars, token_budget=budget, keep=links,
+    )
+
+
+def render_schema_text(
+    db: Database,
+    schema: Schema,
+    *,
+    fmt: SchemaFormat = "ddl",
+    sample_rows: int = 3,
+    value_chars: int = 60,
+    token_budget: int = 0,
+    keep: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    """``schema`` as prompt text in ``fmt``; at most ``token_budget`` estimated tokens (0: no limit).
+
+    ``keep`` names the tables/columns the question needs (schema links): they are the last to go.
+    """
+    if fmt not in ("ddl", "compact"):
+        from route_graph.errors import ConfigError
+
+        raise ConfigError(f"Unknown schema_format {fmt!r}: use 'ddl' or 'compact'.")
+
+    def render(s: Schema, rows: int, chars: int) -> str:
+        if fmt == "ddl":
+            return db.render_schema(s, sample_rows=rows, value_chars=chars)
+        return _render_compact(db, s, rows, chars)
+
+    text = render(schema, sample_rows, value_chars)
+    if token_budget <= 0 or estimate_tokens(text) <= token_budget:
+        return text
+    # 1. fewer sample values, shorter values
+    for rows, chars in ((min(sample_rows, 1), min(value_chars, 30)), (0, value_chars)):
+        text = render(schema, rows, chars)
+        if estimate_tokens(text) <= token_budget:
+            return text
+    # 2. tables outside ``keep`` shrink to their key columns, 3. then go, last table first
+    wanted = {t.lower(): {c.lower() for c in cols} for t, cols in (keep or {}).items()}
+    slim = _keys_only(schema, wanted)
+    note = "\n-- only key columns shown for the other tables (prompt budget)"
+    text = render(slim, 0, value_chars) + note
+    dropped: list[str] = []
+    tables = list(slim.tables)
+    while estimate_tokens(text) > token_budget and tables:
+        removable = [t for t in tables if t.name.lower() not in wanted] or tables
+        gone = removable[-1]
+        tables.remove(gone)
+        dropped.append(gone.name)
+        text = render(type(schema)(tuple(tables)), 0, value_chars) + note + _omitted(dropped)
+    return text
+
+
+def _omitted(names: Iterable[str]) -> str:
+    names = list(names)
+    return f"\n-- {len(names)} more table(s) not shown (prompt budget): {', '.join(reversed(names))}"
+
+
+def _keys_only(schema: Schema, wanted: Mapping[str, set[str]]) -> Schema:
+    """Tables not in ``wanted`` keep only key columns; wanted ones keep their linked columns too."""
+    from route_graph.database import Table
+
+    out = []
+    for t in schema.tables:
+        fk_cols = {fk.column.lower() for fk in t.foreign_keys}
+        referenced = {
+            fk.ref_column.lower() for other in schema.tables for fk in other.foreign_keys if fk.ref_table.lower() == t.name.lower()
+        }
+        named = wanted.get(t.name.lower(), set())
+        keep_all = t.name.lower() in wanted and not named  # a table linked without columns: whole
+        cols = tuple(
+            c for c in t.columns
+            if keep_all or c.primary_key or c.name.lower() in fk_cols | referenced | named
+        ) or t.columns[:1]
+        out.append(Table(t.name, cols, t.foreign_keys))
+    return type(schema)(tuple(out))
+
+
+def _render_compact(db: Database, schema: Schema, sample_rows: int, value_chars: int) -> str:
+    lines = [_compact_table(db, t, sample_rows, value_chars) for t in schema.tables]
+    fks = [
+        f"{_q(db, t.name)}.{_q(db, fk.column)} = {_q(db, fk.ref_table)}.{_q(db, fk.ref_column)}"
+        for t in schema.tables
+        for fk in t.foreign_keys
+        if schema.table(fk.ref_table) is not None
+    ]
+    if fks:
+        lines.append("Foreign keys: " + ", ".join(fks))
+    return "\n".join(lines)
+
+
+def _q(db: Database, name: str) -> str:
+    from route_graph.database import quote_identifier
+
+    return quote_identifier(name, db.dialect)
+
+
+def _compact_table(db: Database, table: Table, sample_rows: int, value_chars: int) -> str:
+    from route_graph.errors import DatabaseError
+
+    values: dict[str, list[str]] = {}
+    if sample_rows > 0:
+        try:
+            columns, rows = db.sample_rows(table.name, max(sample_rows, 3) * 2)
+        except DatabaseError:
+            columns, rows = [], []
+        for i, name in enumerate(columns):
+            seen: list[str] = []
+            for row in rows:
+                if row[i] is None:
+                    continue
+                shown = format_value(row[i], min(value_chars, COMPACT_VALUE_CHARS))
+                if isinstance(row[i], str):
+                    shown = "'" + shown.replace("'", "''") + "'"
+                if shown not in seen:
+                    seen.append(shown)
+                if len(seen) >= sample_rows:
+                    break
+            values[name.lower()] = seen
+    parts = []
+    for c in table.columns:
+        text = f"{_q(db, c.name)} {c.type}".rstrip()
+        if c.primary_key:
+            text += " PK"
+        examples = values.get(c.name.lower())
+        if examples and not c.primary_key:  # key values (1, 2, 3) tell the model nothing
+            text += " e.g. " + ", ".join(examples)
+        parts.append(text)
+    return f"{_q(db, table.name)}({'; '.join(parts)})"
