@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import sqlalchemy
 import sqlglot
@@ -44,6 +45,11 @@ _DUCKDB_SUFFIXES = {".duckdb", ".ddb"}
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SAMPLE_TIMEOUT_S = 10.0
 _HINT_URL = "pass a path to an existing SQLite file, or a SQLAlchemy URL such as sqlite:///path.db"
+_HINT_URL_FORM = (
+    "write it as dialect+driver://user:password@host:port/database "
+    "(e.g. postgresql://me@localhost:5432/shop or sqlite:///path/to/file.db)"
+)
+_PASSWORD_IN_URL = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
 # SQLAlchemy dialect name -> sqlglot dialect name (where they differ).
 _SQLGLOT_DIALECTS = {"postgresql": "postgres", "mariadb": "mysql", "mssql": "tsql"}
 # Missing driver -> what to install.
@@ -403,11 +409,33 @@ def _display_name(url: sqlalchemy.URL) -> str:
     return url.get_backend_name()
 
 
+def _sqlite_read_uri(path: Path) -> str:
+    """Read-only URI for ``path``; ``immutable=1`` for a WAL-mode file that no one has open.
+
+    A WAL-mode file opened ``mode=ro`` gets ``-wal``/``-shm`` files that a reader cannot remove
+    again. When no ``-wal`` file lies beside it, every committed change is in the file itself and
+    no connection is writing it, so it is opened ``immutable=1``: no locks, no side files. With a
+    ``-wal`` file present (a writer has it open, or crashed), it is opened plainly read-only so
+    the writer's recent commits are seen; the side files were the writer's already. A writer that
+    starts while an immutable connection is open is not seen by it (open the file again).
+    """
+    uri = path.as_uri() + "?mode=ro"
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return uri  # let sqlite3 report it
+    wal_mode = len(header) == 20 and header[18] == 2 and header[19] == 2
+    if wal_mode and not Path(f"{path}-wal").exists():
+        uri += "&immutable=1"
+    return uri
+
+
 def _open_sqlite_file(path: Path) -> Database:
-    uri = path.resolve().as_uri() + "?mode=ro"
+    path = path.resolve()
 
     def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn = sqlite3.connect(_sqlite_read_uri(path), uri=True, check_same_thread=False)
         conn.execute("PRAGMA query_only=ON")
         return conn
 
@@ -453,20 +481,47 @@ def _open_path(path: Path) -> Database:
     return _open_sqlite_file(path)
 
 
+def _sqlite_url_file(url: sqlalchemy.URL) -> Path | None:
+    """The file a ``sqlite://`` URL names (plain path or ``file:`` URI), None for in-memory ones."""
+    database = url.database or ""
+    query = {k: v if isinstance(v, str) else v[-1] for k, v in url.query.items()}
+    if database in ("", ":memory:") or query.get("mode") == "memory":
+        return None
+    if not database.startswith("file:"):
+        return Path(database)
+    parts = urlsplit(database)
+    name = unquote(parts.path)
+    if name in ("", ":memory:") or "mode=memory" in parts.query:
+        return None
+    return Path(name)
+
+
+def _shown_url(text: str) -> str:
+    """The URL for messages, password masked."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
 def _open_url(text: str) -> Database:
+    shown = _shown_url(text)
     try:
         url = sqlalchemy.make_url(text)
-    except sqlalchemy.exc.ArgumentError as exc:
-        raise DatabaseError(f"Cannot parse the database URL {text!r}: {exc}; {_HINT_URL}") from exc
-    backend = url.get_backend_name()
+        backend = url.get_backend_name()
+    except (sqlalchemy.exc.ArgumentError, ValueError, TypeError) as exc:  # e.g. a port that is not a number
+        raise DatabaseError(f"Cannot parse the database URL {shown!r} ({exc}); {_HINT_URL_FORM}.") from exc
     database = url.database or ""
-    plain_file = database not in ("", ":memory:") and not url.query.get("uri")
-    if backend in ("sqlite", "duckdb") and plain_file and not database.startswith("file:"):
-        # Open files ourselves: read-only, and never create a missing file.
+    if backend == "sqlite":
+        # Open files ourselves: read-only, and never create a missing file (sqlite3 would, for a
+        # plain path or a file: URI without mode=ro, whatever the URL's uri/mode parameters say).
+        path = _sqlite_url_file(url)
+        if path is not None:
+            if not path.exists():
+                raise DatabaseError(f"No database file at {path} (from {shown!r}); {_HINT_URL}")
+            return _open_path(path)
+    elif backend == "duckdb" and database not in ("", ":memory:"):
         path = Path(database)
         if not path.exists():
-            raise DatabaseError(f"No database file at {path} (from {text!r}); {_HINT_URL}")
-        return _open_duckdb_file(path) if backend == "duckdb" else _open_path(path)
+            raise DatabaseError(f"No database file at {path} (from {shown!r}); {_HINT_URL}")
+        return _open_duckdb_file(path)
     try:
         engine = sqlalchemy.create_engine(url)
     except sqlalchemy.exc.NoSuchModuleError as exc:
@@ -477,6 +532,8 @@ def _open_url(text: str) -> Database:
     except ImportError as exc:
         hint = _DRIVER_HINTS.get(backend, f"pip install {exc.name or 'the driver'}")
         raise DatabaseError(f"The driver for {url.drivername!r} is not installed: {hint}.") from exc
+    except (sqlalchemy.exc.ArgumentError, ValueError, TypeError) as exc:  # bad query parameters
+        raise DatabaseError(f"Cannot use the database URL {shown!r} ({exc}); {_HINT_URL_FORM}.") from exc
     return Database(engine, name=_display_name(url))
 
 

@@ -14,6 +14,13 @@ Model SQL is untrusted. Two independent guards stand between it and the database
 
 Bad SQL never raises: rejections, errors and timeouts come back as an ``ExecutionResult`` with
 ``ok=False``, which is exactly the feedback the noise-correction prompt needs.
+
+Work on untrusted SQL is bounded before the database sees it: ``sql_bounds`` caps its length and
+nesting before sqlglot parses it, and every scan of the raw text is linear. Results are bounded in
+bytes as well as rows: rows are fetched one at a time, a longer string/blob cell keeps only its
+first ``MAX_CELL_CHARS`` characters/bytes (``ExecutionResult.cells_truncated`` counts them), and
+fetching stops once ``MAX_RESULT_CHARS`` are held (``truncated``, as when ``max_rows`` is hit).
+``ExecutionResult.to_dict`` is JSON- and msgpack-safe (LangGraph checkpoints, Studio, orjson).
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ import re
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -37,11 +43,15 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
+from route_graph.sql_bounds import check_sql_bounds
+
 if TYPE_CHECKING:
     from route_graph.database import Database
 
 __all__ = [
     "DENIED_FUNCTIONS",
+    "MAX_CELL_CHARS",
+    "MAX_RESULT_CHARS",
     "ErrorKind",
     "ExecutionResult",
     "check_read_only",
@@ -94,7 +104,6 @@ _FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
 
 _QUERY_ROOTS: tuple[type[exp.Expression], ...] = (exp.Select, getattr(exp, "SetOperation", exp.Union))
 _SEMICOLON = getattr(exp, "Semicolon", type(None))  # a statement separator holding comments
-_MAX_SQL_CHARS = 100_000
 _MAX_ERROR_CHARS = 500
 _SUMMARY_MAX_COLUMNS = 20
 _SQLITE_MAX_VALUE_BYTES = 32 * 1024 * 1024
@@ -102,6 +111,18 @@ _DUCKDB_FILE_SUFFIX = re.compile(
     r"\.(csv|tsv|txt|parquet|json|jsonl|ndjson|xlsx|gz|zst|db|sqlite|duckdb)$", re.IGNORECASE
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_WORD = re.compile(r"[A-Za-z_]+")
+
+#: A longer string (characters) or blob (bytes) in a result keeps only this much: result cells
+#: feed prompts (which show 60 characters) and graph state, never megabytes.
+MAX_CELL_CHARS = 10_000
+#: Fetching stops once the cells held total more than this many characters/bytes (about 10 bytes
+#: per number); with ``max_rows`` it bounds a result's memory, however wide its values.
+MAX_RESULT_CHARS = 20_000_000
+_MAX_CELL_ITEMS = 1_000  # list/struct values (DuckDB) keep at most this many items
+_NUMBER_SIZE = 10
+# msgpack (LangGraph checkpoints) and orjson hold 64-bit integers; larger ones become text.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass
@@ -113,21 +134,27 @@ class ExecutionResult:
     columns: list[str] = field(default_factory=list)
     rows: list[tuple] = field(default_factory=list)
     row_count: int = 0  # rows fetched (<= max_rows)
-    truncated: bool = False  # the query had more rows than were fetched
+    truncated: bool = False  # the query had more rows than were fetched (max_rows or MAX_RESULT_CHARS)
+    cells_truncated: int = 0  # cells cut to MAX_CELL_CHARS characters/bytes (or _MAX_CELL_ITEMS items)
     error: str | None = None
     error_kind: ErrorKind | None = None
     elapsed_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (rows as lists; bytes as hex, dates as ISO text, Decimals as floats)."""
+        """JSON-safe form: what LangGraph's checkpointers and orjson can store.
+
+        Rows become lists; bytes hex text, dates ISO text, Decimals floats; NaN/inf, integers
+        beyond 64 bits and unknown types text; lone surrogates in text are replaced.
+        """
         return {
-            "sql": self.sql,
+            "sql": _json_text(self.sql),
             "ok": self.ok,
-            "columns": list(self.columns),
+            "columns": [_json_text(str(c)) for c in self.columns],
             "rows": [[_json_value(v) for v in row] for row in self.rows],
             "row_count": self.row_count,
             "truncated": self.truncated,
-            "error": self.error,
+            "cells_truncated": self.cells_truncated,
+            "error": None if self.error is None else _json_text(self.error),
             "error_kind": self.error_kind,
             "elapsed_s": self.elapsed_s,
         }
@@ -143,6 +170,7 @@ class ExecutionResult:
             rows=rows,
             row_count=int(d.get("row_count", len(rows))),
             truncated=bool(d.get("truncated", False)),
+            cells_truncated=int(d.get("cells_truncated", 0)),
             error=d.get("error"),
             error_kind=d.get("error_kind"),
             elapsed_s=float(d.get("elapsed_s", 0.0)),
@@ -174,17 +202,30 @@ def _parse(sql: str, dialect: str) -> list[exp.Expression | None]:
 
 
 def _strip_sql(sql: str) -> str:
-    """Whitespace and trailing semicolons off (models often end SQL with ';')."""
+    """Whitespace and trailing semicolons off (models often end SQL with ';'); linear time."""
     text = sql.strip()
-    while text.endswith(";"):
-        text = text[:-1].rstrip()
-    return text
+    end = len(text)
+    while end and (text[end - 1] == ";" or text[end - 1].isspace()):
+        end -= 1
+    return text[:end]
 
 
 def _first_word(sql: str) -> str:
-    text = re.sub(r"(--[^\n]*\n?|/\*.*?\*/|\s)+", " ", sql, flags=re.DOTALL).strip()
-    match = re.match(r"[A-Za-z_]+", text)
-    return match.group(0).upper() if match else (text[:1] or "empty")
+    """The statement's first keyword (for messages), after whitespace and comments; linear time."""
+    i, n = 0, len(sql)
+    while i < n:
+        if sql[i].isspace():
+            i += 1
+        elif sql.startswith("--", i):
+            newline = sql.find("\n", i)
+            i = n if newline == -1 else newline + 1
+        elif sql.startswith("/*", i):
+            close = sql.find("*/", i + 2)
+            i = n if close == -1 else close + 2
+        else:
+            break
+    match = _WORD.match(sql, i)
+    return match.group(0).upper() if match else (sql[i : i + 1] or "empty")
 
 
 def _short(message: str, limit: int = _MAX_ERROR_CHARS) -> str:
@@ -222,18 +263,20 @@ def _tokenizes_as_single_query(sql: str, dialect: str) -> bool:
 def check_read_only(sql: str, dialect: str = "sqlite") -> str | None:
     """Return None when ``sql`` is one read-only query, else a reason a person (or model) can act on.
 
+    SQL over ``sql_bounds``' length or nesting limits is refused before it is parsed.
     sqlglot occasionally cannot parse SQL that SQLite accepts. For ``dialect="sqlite"`` only, a
     statement that sqlglot cannot parse but that tokenizes as a single statement starting with
     SELECT or WITH is allowed: ``execute_sql`` runs SQLite under an authorizer on a read-only
     connection, which is the final judge there. For every other dialect a parse error rejects.
     """
+    bounds = check_sql_bounds(sql)
+    if bounds is not None:
+        return bounds
     text = _strip_sql(sql)
     if not text:
         return "Empty SQL: there is no statement to execute."
     if "\x00" in text:
         return "The SQL contains a NUL character; only a single plain SELECT query may run."
-    if len(text) > _MAX_SQL_CHARS:
-        return f"The SQL is {len(text)} characters long; at most {_MAX_SQL_CHARS} are accepted."
     try:
         parsed = _parse(text, dialect)
     except (SqlglotError, RecursionError) as exc:
@@ -241,6 +284,14 @@ def check_read_only(sql: str, dialect: str = "sqlite") -> str | None:
             return None
         first = _short(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 200)
         return f"Cannot parse the SQL: {first}"
+    try:
+        return _check_tree(parsed, text, dialect)
+    except RecursionError:  # nesting without parentheses (NOT NOT ..., nested CASE)
+        return "The SQL is nested too deeply to check; write a flatter query."
+
+
+def _check_tree(parsed: list[exp.Expression | None], text: str, dialect: str) -> str | None:
+    """The tree half of ``check_read_only``: one query root, no forbidden node or function."""
     statements = [s for s in parsed if s is not None and not isinstance(s, _SEMICOLON)]
     if not statements:
         return "Empty SQL: there is no statement to execute (only comments?)."
@@ -302,12 +353,61 @@ _SQLITE_REFUSALS = (
 )
 
 
-def _fetch(cursor: Any, max_rows: int) -> tuple[list[str], list[tuple]]:
-    """Column names and up to ``max_rows + 1`` rows (the extra one tells us about truncation)."""
+@dataclass
+class _Fetched:
+    """What ``_fetch`` read: at most ``max_rows`` capped rows, and whether the query had more."""
+
+    columns: list[str]
+    rows: list[tuple]
+    more: bool
+    cells_truncated: int
+
+
+def _cap_cell(value: Any) -> tuple[Any, int, int]:
+    """(value cut to MAX_CELL_CHARS characters/bytes or _MAX_CELL_ITEMS items, cells cut, size)."""
+    if isinstance(value, str):
+        if len(value) > MAX_CELL_CHARS:
+            return value[:MAX_CELL_CHARS], 1, MAX_CELL_CHARS
+        return value, 0, len(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if len(value) > MAX_CELL_CHARS:
+            return bytes(value[:MAX_CELL_CHARS]), 1, MAX_CELL_CHARS
+        return bytes(value), 0, len(value)
+    if isinstance(value, dict):  # DuckDB STRUCT/MAP values
+        pairs = [(key, _cap_cell(item)) for key, item in list(value.items())[:_MAX_CELL_ITEMS]]
+        cut = int(len(value) > _MAX_CELL_ITEMS) + sum(c for _, (_, c, _) in pairs)
+        return {key: v for key, (v, _, _) in pairs}, cut, sum(n for _, (_, _, n) in pairs)
+    if isinstance(value, (list, tuple)):  # DuckDB LIST/ARRAY values
+        items = [_cap_cell(item) for item in value[:_MAX_CELL_ITEMS]]
+        cut = int(len(value) > _MAX_CELL_ITEMS) + sum(c for _, c, _ in items)
+        capped = [v for v, _, _ in items]
+        return (tuple(capped) if isinstance(value, tuple) else capped), cut, sum(n for _, _, n in items)
+    return value, 0, _NUMBER_SIZE
+
+
+def _fetch(cursor: Any, max_rows: int) -> _Fetched:
+    """Rows one at a time, each cell capped, until ``max_rows`` or ``MAX_RESULT_CHARS`` is reached.
+
+    One row at a time so that no more than one uncapped row is ever held (a SQLite value can be
+    32 MB); DB-API ``fetchone`` costs about a microsecond a row on SQLite and DuckDB.
+    """
     if cursor.description is None:  # a no-op statement that slipped past every other guard
         raise _Rejected("The statement is not a query (it returns no rows); only SELECT queries may run.")
-    columns = [str(d[0]) for d in cursor.description]
-    return columns, [tuple(r) for r in cursor.fetchmany(max_rows + 1)]
+    columns = [_cap_cell(str(d[0]))[0] for d in cursor.description]
+    rows: list[tuple] = []
+    held = cut = 0
+    while True:
+        raw = cursor.fetchone()
+        if raw is None:
+            return _Fetched(columns, rows, False, cut)
+        if len(rows) >= max_rows or held > MAX_RESULT_CHARS:
+            return _Fetched(columns, rows, True, cut)
+        row = []
+        for value in raw:
+            capped, cells_cut, size = _cap_cell(value)
+            row.append(capped)
+            cut, held = cut + cells_cut, held + size
+        rows.append(tuple(row))
 
 
 def _lenient_text(data: bytes) -> str:
@@ -315,7 +415,7 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _run_sqlite(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int):
+def _run_sqlite(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int) -> _Fetched:
     pooled = engine.raw_connection()
     try:
         conn: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]
@@ -354,7 +454,7 @@ def _run_sqlite(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows:
             cursor = conn.cursor()
             try:
                 cursor.execute(sql)
-                columns, rows = _fetch(cursor, max_rows)
+                fetched = _fetch(cursor, max_rows)
             finally:
                 cursor.close()
         except sqlite3.Error as exc:
@@ -377,12 +477,12 @@ def _run_sqlite(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows:
             conn.rollback()
             if not was_query_only:
                 conn.execute("PRAGMA query_only=OFF")
-        return columns, rows
+        return fetched
     finally:
         pooled.close()
 
 
-def _run_duckdb(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int):
+def _run_duckdb(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int) -> _Fetched:
     pooled = engine.raw_connection()
     lock = threading.Lock()
     state = {"done": False, "fired": False}
@@ -405,14 +505,14 @@ def _run_duckdb(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows:
         timer.start()
         try:
             cursor.execute(sql)
-            columns, rows = _fetch(cursor, max_rows)
+            fetched = _fetch(cursor, max_rows)
         except Exception as exc:
             if state["fired"]:
                 raise _Timeout from exc
             if "read-only" in str(exc) or "Permission Error" in str(exc):
                 raise _Rejected(f"Refused by the read-only connection: {_short(str(exc))}") from exc
             raise
-        return columns, rows
+        return fetched
     finally:
         with lock:
             state["done"] = True
@@ -425,7 +525,7 @@ def _run_duckdb(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows:
         pooled.close()
 
 
-def _run_generic(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int):
+def _run_generic(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int) -> _Fetched:
     """Best effort for server databases: a rolled-back transaction (PostgreSQL: read-only + timeout)."""
     pooled = engine.raw_connection()
     try:
@@ -435,8 +535,7 @@ def _run_generic(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows
                 cursor.execute("SET TRANSACTION READ ONLY")
                 cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
             cursor.execute(sql)
-            columns, rows = _fetch(cursor, max_rows)
-            return columns, rows
+            return _fetch(cursor, max_rows)
         finally:
             cursor.close()
     except Exception as exc:
@@ -450,7 +549,7 @@ def _run_generic(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows
             pooled.close()
 
 
-_RUNNERS: dict[str, Callable[..., tuple[list[str], list[tuple]]]] = {
+_RUNNERS: dict[str, Callable[..., _Fetched]] = {
     "sqlite": _run_sqlite,
     "duckdb": _run_duckdb,
 }
@@ -487,7 +586,7 @@ def execute_sql(
     timeout_message = f"query exceeded the {float(timeout_s)} s limit"
     run_start = time.perf_counter()
     try:
-        columns, rows = runner(engine, _strip_sql(sql), timeout_s, max_rows)
+        fetched = runner(engine, _strip_sql(sql), timeout_s, max_rows)
     except _Timeout:
         return failed(timeout_message, "timeout")
     except _Rejected as exc:
@@ -498,11 +597,9 @@ def execute_sql(
     if runner is _run_generic and time.perf_counter() - run_start > timeout_s:
         return failed(timeout_message, "timeout")  # could not interrupt it; late still means failed
     elapsed = time.perf_counter() - start
-    truncated = len(rows) > max_rows
-    rows = rows[:max_rows]
     return ExecutionResult(
-        sql=sql, ok=True, columns=columns, rows=rows, row_count=len(rows),
-        truncated=truncated, elapsed_s=round(elapsed, 6),
+        sql=sql, ok=True, columns=fetched.columns, rows=fetched.rows, row_count=len(fetched.rows),
+        truncated=fetched.more, cells_truncated=fetched.cells_truncated, elapsed_s=round(elapsed, 6),
     )
 
 
@@ -550,24 +647,44 @@ def summarize_result(result: ExecutionResult, *, max_rows: int = 5, value_chars:
     for i, name in enumerate(columns):
         if all(i < len(row) and row[i] is None for row in result.rows):
             lines.append(f"Column {format_value(name, value_chars)} is NULL in every row.")
+    if result.cells_truncated:
+        lines.append(
+            f"{result.cells_truncated} long values were cut to their first {MAX_CELL_CHARS} characters."
+        )
     return "\n".join(lines)
 
 
+def _json_text(text: str) -> str:
+    """``text`` encodable as UTF-8 (orjson and msgpack refuse lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
+
+
 def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
+    """One result value as None, bool, 64-bit int, finite float, str, list or dict."""
+    if value is None or isinstance(value, bool):
+        return bool(value) if value is not None else None
+    if isinstance(value, int):
+        number = int(value)
+        return number if _INT64_MIN <= number <= _INT64_MAX else str(number)
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        return float(value) if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return _json_text(str(value))
     if isinstance(value, Decimal):
-        return float(value) if value.is_finite() else str(value)
+        if not value.is_finite():
+            return str(value)
+        number = float(value)
+        return number if math.isfinite(number) else str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return "0x" + bytes(value).hex()
     if isinstance(value, (_dt.date, _dt.time)):  # datetime is a date
         return value.isoformat()
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return [_json_value(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    if isinstance(value, (uuid.UUID, _dt.timedelta)):
-        return str(value)
-    return str(value)
+        return {_json_text(str(k)): _json_value(v) for k, v in value.items()}
+    return _json_text(str(value))  # UUID, timedelta, intervals, driver types

@@ -3,6 +3,9 @@
 Used by the graph (schema linking, difficulty h(s, d)), by fine-tuning (SL targets from gold
 SQL) and by evaluation (linking precision/recall). Links are ``{table: [columns]}`` with the
 schema's own spelling and order; anything not in the schema is dropped and reported.
+
+SQL here is model output: text over ``sql_bounds``' limits, or nested so deeply that sqlglot
+runs out of stack, counts as SQL that does not parse, never as an exception.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from route_graph.database import Schema
+from route_graph.database import Schema, Table
+from route_graph.sql_bounds import check_sql_bounds
 
 __all__ = [
     "LinkScores",
@@ -36,39 +40,49 @@ def validate_links(raw: dict[str, list[str]], schema: Schema) -> tuple[Links, li
     """Keep only names that exist in ``schema`` (case-insensitive); return (links, dropped names).
 
     A column listed under the wrong table is moved to the single table that has it, if unique.
+    Repeated names are looked up once, so a model answer that lists thousands of pairs costs
+    time linear in its length, whatever the schema's size.
     """
+    owners: dict[str, list[tuple[str, str]]] = {}  # column name (lower) -> [(table, column)]
+    tables: dict[str, Table] = {}  # table name (lower) -> the first such table, as Schema.table
+    for t in schema.tables:
+        tables.setdefault(t.name.lower(), t)
+        for c in t.columns:
+            owners.setdefault(c.name.lower(), []).append((t.name, c.name))
+
+    def unique_owner(column: str) -> tuple[str, str] | None:
+        found_owners = owners.get(str(column).lower(), [])
+        return found_owners[0] if len(found_owners) == 1 else None
+
     found: dict[str, set[str]] = {}
     dropped: list[str] = []
     for table_name, columns in raw.items():
-        table = schema.table(str(table_name).split(".")[-1].strip("`\"[] "))
+        table = tables.get(str(table_name).split(".")[-1].strip("`\"[] ").lower())
+        unique_columns = list(dict.fromkeys(str(col) for col in columns))
         if table is None:
             dropped.append(str(table_name))
             # Salvage columns that exist in exactly one table.
-            for col in columns:
-                owner = _unique_owner(schema, col)
+            for col in unique_columns:
+                owner = unique_owner(col)
                 if owner is not None:
                     found.setdefault(owner[0], set()).add(owner[1])
             continue
         found.setdefault(table.name, set())
-        for col in columns:
-            name = str(col).split(".")[-1].strip("`\"[] ")
+        table_columns = {c.name.lower(): c.name for c in table.columns}
+        for col in unique_columns:
+            name = col.split(".")[-1].strip("`\"[] ")
             if name == "*":
                 continue
-            column = table.column(name)
+            column = table_columns.get(name.lower())
             if column is not None:
-                found[table.name].add(column.name)
+                found[table.name].add(column)
                 continue
-            owner = _unique_owner(schema, name)
+            owner = unique_owner(name)
             if owner is not None:
                 found.setdefault(owner[0], set()).add(owner[1])
             else:
                 dropped.append(f"{table_name}.{col}")
     return _in_schema_order(found, schema), dropped
-
-
-def _unique_owner(schema: Schema, column: str) -> tuple[str, str] | None:
-    owners = [(t.name, c.name) for t in schema.tables if (c := t.column(column)) is not None]
-    return owners[0] if len(owners) == 1 else None
 
 
 def _in_schema_order(found: dict[str, set[str]], schema: Schema) -> Links:
@@ -79,18 +93,32 @@ def _in_schema_order(found: dict[str, set[str]], schema: Schema) -> Links:
     return links
 
 
+def _parse_bounded(sql: str, dialect: str) -> exp.Expression | None:
+    """sqlglot's tree of ``sql``, or None when it is too long, too deep or does not parse."""
+    if check_sql_bounds(sql) is not None:
+        return None
+    try:
+        return sqlglot.parse_one(sql, read=dialect)
+    except (SqlglotError, ValueError, RecursionError):
+        return None
+
+
 def links_from_sql(sql: str, schema: Schema, dialect: str = "sqlite") -> Links | None:
     """Tables/columns a SQL query uses, aliases and subqueries resolved; None if it does not parse.
 
     Unqualified columns are attributed to the table(s) of their scope that have them; names that
     are not in the schema (hallucinations, output aliases) are ignored.
     """
-    try:
-        tree = sqlglot.parse_one(sql, read=dialect)
-    except (SqlglotError, ValueError):
-        return None
+    tree = _parse_bounded(sql, dialect)
     if tree is None:
         return None
+    try:
+        return _links_from_tree(tree, schema)
+    except RecursionError:
+        return None
+
+
+def _links_from_tree(tree: exp.Expression, schema: Schema) -> Links:
     found: dict[str, set[str]] = {}
     try:
         scopes = traverse_scope(tree)
@@ -148,10 +176,7 @@ def merge_links(schema: Schema, *links: Links | None) -> Links:
 
 def sql_table_count(sql: str, schema: Schema, dialect: str = "sqlite") -> int:
     """Number of distinct schema tables the SQL touches (0 when none can be detected)."""
-    try:
-        tree = sqlglot.parse_one(sql, read=dialect)
-    except (SqlglotError, ValueError):
-        return 0
+    tree = _parse_bounded(sql, dialect)
     if tree is None:
         return 0
     names = {t.name for node in tree.find_all(exp.Table) if (t := schema.table(node.name)) is not None}

@@ -77,10 +77,7 @@ class _Meter:
             self.calls += 1
             self.input_tokens += int(usage.get("input_tokens", 0) or 0)
             self.output_tokens += int(usage.get("output_tokens", 0) or 0)
-        content = message.content
-        if isinstance(content, list):  # content blocks
-            content = "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
-        return str(content)
+        return prompts.answer_text(getattr(message, "content", None))  # None content: empty answer
 
     def cost(self) -> dict[str, Any]:
         return {

@@ -22,6 +22,7 @@ __all__ = [
     "Verdict",
     "answer_messages",
     "answer_prefill",
+    "answer_text",
     "cw_completion",
     "cw_messages",
     "dialect_label",
@@ -342,9 +343,47 @@ def answer_messages(question: str, sql: str, feedback: str) -> list[Message]:
 
 
 # --------------------------------------------------------------------------------------------
-# Parsers: model output is untrusted and irregular.
+# Parsers: model output is untrusted and irregular, and may be huge. Every scan below runs in
+# time linear in the text (no pattern rescans what it failed on), so a megabyte answer costs
+# milliseconds, not hours.
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _SQL_START = re.compile(r"\b(SELECT|WITH)\b", re.IGNORECASE)
+_DOT_COLUMN = re.compile(r"\.([A-Za-z_]\w*)")
+_TABLE_RUN = re.compile(r"[\w ]*")  # matched on the reversed text before a dot
+_TABLE_START = re.compile(r"[A-Za-z_]")
+_QUOTE_OR_SEMICOLON = re.compile(r"['\"`;]")
+# ast.literal_eval (for Python-dict answers) builds a syntax tree first; a links object is never
+# this long, so longer text is only tried as JSON.
+_MAX_LITERAL_CHARS = 100_000
+
+
+def answer_text(content: object) -> str:
+    """A chat message's ``content`` as plain text: None is "", content blocks are joined.
+
+    Lone surrogates are replaced, so every string taken from an answer can be stored by
+    LangGraph's checkpointers (msgpack) and orjson, which accept only valid UTF-8.
+    """
+    if content is None:
+        return ""
+    if isinstance(content, list):  # content blocks
+        content = "".join(_block_text(block) for block in content)
+    return _utf8(content if isinstance(content, str) else str(content))
+
+
+def _utf8(text: str) -> str:
+    """``text`` with lone surrogates replaced by "?" (JSON escapes such as "\\ud800" make them too)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
+
+
+def _block_text(block: object) -> str:
+    if isinstance(block, dict):
+        value = block.get("text")
+        return "" if value is None else str(value)
+    return "" if block is None else str(block)
 
 
 def parse_sql(text: str) -> str | None:
@@ -374,16 +413,17 @@ def parse_sql(text: str) -> str | None:
 
 
 def _first_statement(sql: str) -> str:
-    """Text up to the first semicolon outside quotes."""
+    """Text up to the first semicolon outside quotes (the regex skips everything else at C speed)."""
     quote: str | None = None
-    for i, ch in enumerate(sql):
+    for match in _QUOTE_OR_SEMICOLON.finditer(sql):
+        ch = match.group()
         if quote:
             if ch == quote:
                 quote = None
-        elif ch in "'\"`":
-            quote = ch
         elif ch == ";":
-            return sql[:i]
+            return sql[: match.start()]
+        else:
+            quote = ch
     return sql
 
 
@@ -402,18 +442,40 @@ def parse_links(text: str) -> dict[str, list[str]]:
     start, end = body.find("{"), body.rfind("}")
     if start != -1 and end > start:
         snippet = body[start : end + 1]
-        for loader in (json.loads, ast.literal_eval):
+        loaders = [json.loads] + ([ast.literal_eval] if len(snippet) <= _MAX_LITERAL_CHARS else [])
+        for loader in loaders:
             try:
                 value = loader(snippet)
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 continue
             if isinstance(value, dict):
                 return _normalise_links(value)
-    pairs = re.findall(r"([A-Za-z_][\w ]*?)\.([A-Za-z_]\w*)", text)
     links: dict[str, list[str]] = {}
-    for table, column in pairs:
-        links.setdefault(table.strip(), []).append(column)
+    for table, column in _dotted_pairs(text):
+        links.setdefault(table, []).append(column)
     return links
+
+
+def _dotted_pairs(text: str) -> list[tuple[str, str]]:
+    """``table.column`` pairs in prose, in linear time.
+
+    The table is the run of word characters and spaces just before the dot, from its first
+    letter or underscore (``Player Attributes.id`` keeps its space). Each run is scanned once: it
+    starts after the previous dot or the previous pair, whichever is later.
+    """
+    pairs: list[tuple[str, str]] = []
+    floor = 0  # no table run reaches back before this position
+    for match in _DOT_COLUMN.finditer(text):
+        dot = match.start()
+        before = text[floor:dot]
+        run = before[len(before) - _TABLE_RUN.match(before[::-1]).end() :]
+        first = _TABLE_START.search(run)
+        if first is not None and run[first.start() :].strip():
+            pairs.append((run[first.start() :].strip(), match.group(1)))
+            floor = match.end()
+        else:
+            floor = dot + 1
+    return pairs
 
 
 def _normalise_links(value: dict) -> dict[str, list[str]]:
@@ -423,7 +485,8 @@ def _normalise_links(value: dict) -> dict[str, list[str]]:
             columns = [columns]
         elif not isinstance(columns, (list, tuple, set)):
             columns = []
-        links[str(table).strip()] = [str(c).strip() for c in columns if str(c).strip()]
+        names = (_utf8(str(c)).strip() for c in columns if not isinstance(c, (list, tuple, set, dict)))
+        links[_utf8(str(table)).strip()] = [name for name in names if name]
     return links
 
 

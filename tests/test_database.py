@@ -19,6 +19,7 @@ from route_graph.database import (
     quote_identifier,
 )
 from route_graph.errors import DatabaseError
+from route_graph.execution import execute_sql
 
 # --------------------------------------------------------------------------- opening
 
@@ -115,6 +116,86 @@ def test_unsupported_url_and_missing_driver() -> None:
             open_database("mysql+pymysql://user@localhost/db")
     with pytest.raises(TypeError):
         open_database(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://me:s3cret@localhost:notaport/shop",  # port that is not a number
+        "postgresql://[::1/shop",  # unbalanced IPv6 bracket
+        "://nothing",
+        "sqlite://?timeout=soon",  # query parameter the driver cannot use
+    ],
+)
+def test_malformed_url_is_one_clear_line(url: str) -> None:
+    with pytest.raises(DatabaseError) as caught:
+        open_database(url)
+    message = str(caught.value)
+    assert "\n" not in message and "s3cret" not in message
+    assert "database URL" in message and "dialect+driver://" in message  # what to write instead
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "sqlite:///file:{dir}/a.db?mode=ro&uri=true",
+        "sqlite:///file:{dir}/b.db",  # file: without uri=true: sqlite3 would take it as a name
+        "sqlite:///file:{dir}/c.db?uri=true",  # uri without mode=ro: sqlite3 would create it
+        "sqlite:///file://{dir}/d.db?uri=true&mode=rwc",
+        "sqlite:///{dir}/e.db?uri=true",
+        "sqlite:///file:f.db?uri=true",  # relative to the working directory
+        "sqlite:///g.db",
+        "{dir}/h.db",
+    ],
+)
+def test_missing_sqlite_file_is_never_created(
+    template: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatabaseError, match="No database file at"):
+        open_database(template.format(dir=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sqlite_file_uri_opens_existing_file_read_only(shop_db_path: Path) -> None:
+    db = open_database(f"sqlite:///file:{shop_db_path}?mode=rwc&uri=true")
+    assert db.schema.table("customers") is not None
+    with db.engine.connect() as conn, pytest.raises(sqlalchemy.exc.OperationalError):
+        conn.exec_driver_sql("DELETE FROM customers")  # mode=rwc is not honoured: read-only
+    db.engine.dispose()
+
+
+def _wal_database(path: Path) -> Path:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (a INTEGER)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.commit()
+    conn.close()  # the last connection checkpoints and removes -wal and -shm
+    return path
+
+
+def test_reading_a_wal_file_leaves_no_side_files(tmp_path: Path) -> None:
+    path = _wal_database(tmp_path / "wal.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wal.db"]
+    db = open_database(path)
+    assert execute_sql(db, "SELECT a FROM t").rows == [(1,)]
+    db.engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wal.db"]
+
+
+def test_wal_file_being_written_shows_the_latest_commit(tmp_path: Path) -> None:
+    path = _wal_database(tmp_path / "wal.db")
+    writer = sqlite3.connect(path)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint=0")  # the new row stays in the -wal file
+        writer.execute("INSERT INTO t VALUES (2)")
+        writer.commit()
+        db = open_database(path)
+        assert execute_sql(db, "SELECT a FROM t ORDER BY a").rows == [(1,), (2,)]
+        db.engine.dispose()
+    finally:
+        writer.close()
 
 
 # --------------------------------------------------------------------------- schema

@@ -278,6 +278,61 @@ def test_to_dict_round_trip_is_json_safe() -> None:
     assert ExecutionResult.from_dict(failed.to_dict()) == failed
 
 
+def test_huge_cells_are_cut_and_counted(hostile_db) -> None:
+    db, _, _ = hostile_db
+    sql = (
+        "SELECT printf('%.*c', 30000000, 'x') AS text_cell, "
+        "CAST(printf('%.*c', 20000, 'y') AS BLOB) AS blob_cell, id FROM t"
+    )
+    result = execute_sql(db, sql)
+    assert result.ok and result.row_count == 3 and not result.truncated
+    assert all(len(row[0]) == execution.MAX_CELL_CHARS and set(row[0]) == {"x"} for row in result.rows)
+    assert all(row[1] == b"y" * execution.MAX_CELL_CHARS for row in result.rows)
+    assert sorted(row[2] for row in result.rows) == [1, 2, 3]  # short cells untouched
+    assert result.cells_truncated == 6
+    assert f"6 long values were cut to their first {execution.MAX_CELL_CHARS}" in summarize_result(result)
+    assert ExecutionResult.from_dict(result.to_dict()).cells_truncated == 6
+
+
+def test_result_size_budget_stops_fetching(hostile_db, monkeypatch: pytest.MonkeyPatch) -> None:
+    db, _, _ = hostile_db
+    monkeypatch.setattr(execution, "MAX_RESULT_CHARS", 5_000)
+    result = execute_sql(db, "SELECT printf('%.*c', 1000, 'z') FROM big", max_rows=100)
+    assert result.ok and result.truncated
+    assert result.row_count == 6  # fetching stops at the first row past 5,000 characters
+    assert "more than 6" in summarize_result(result)
+    small = execute_sql(db, "SELECT n FROM big WHERE n <= 6")
+    assert small.row_count == 6 and not small.truncated
+
+
+def test_to_dict_is_checkpoint_and_orjson_safe() -> None:
+    import uuid
+
+    import orjson
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    row = (
+        b"\x00", bytearray(b"\x01"), Decimal("1e400"), Decimal("NaN"), Decimal("2.5"),
+        float("inf"), float("-inf"), float("nan"), 2**70, -(2**70), 2**63 - 1, True,
+        dt.datetime(2024, 1, 2, 3, 4, 5), dt.time(1, 2), dt.timedelta(seconds=3),
+        "lone \ud800", uuid.UUID(int=1), [1, b"\x02", {"k": Decimal(1)}], {1: {2, 3}},
+    )
+    result = ExecutionResult(
+        sql="SELECT '\udfff'", ok=False, columns=["c\ud800"], rows=[row], row_count=1,
+        error="near \ud800", error_kind="error",
+    )
+    data = result.to_dict()
+    encoded = orjson.dumps(data)
+    serde = JsonPlusSerializer()
+    assert serde.loads_typed(serde.dumps_typed(data)) == data == orjson.loads(encoded)
+    assert data["rows"][0] == [
+        "0x00", "0x01", "1E+400", "NaN", 2.5, "inf", "-inf", "nan", str(2**70), str(-(2**70)),
+        2**63 - 1, True, "2024-01-02T03:04:05", "01:02:00", "0:00:03", "lone ?",
+        "00000000-0000-0000-0000-000000000001", [1, "0x02", {"k": 1.0}], {"1": [2, 3]},
+    ]
+    assert (data["sql"], data["columns"], data["error"]) == ("SELECT '?'", ["c?"], "near ?")
+
+
 # --------------------------------------------------------------------------- DuckDB
 
 
