@@ -8,6 +8,7 @@ __all__ = [
     "DatabaseError",
     "InputError",
     "ModelError",
+    "PromptTooLongError",
     "RouteGraphError",
 ]
 
@@ -22,6 +23,14 @@ class DatabaseError(RouteGraphError):
 
 class ModelError(RouteGraphError):
     """A model cannot be found, verified or loaded (missing package, corrupt weights, bad spec)."""
+
+
+class PromptTooLongError(ModelError):
+    """One prompt exceeds the model's context: that question fails, the model is fine.
+
+    Evaluation records it per question instead of stopping the run (a model that is missing or
+    a server that is down stops it).
+    """
 
 
 class ConfigError(RouteGraphError):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from langchain_core.runnables import Runnable
 
 from ._cache import OFFLINE_MODELS
-from .errors import ModelError
+from .errors import ModelError, PromptTooLongError
 
 __all__ = [
     "BACKENDS",
@@ -28,6 +28,7 @@ __all__ = [
     "bind_json_schema",
     "continuing_model",
     "is_openai_compatible",
+    "model_failure_error",
     "model_failure_message",
     "parse_model_spec",
 ]
@@ -120,6 +121,20 @@ def bind_json_schema(llm: Runnable, name: str, schema: dict[str, Any]) -> Runnab
             "json_schema": {"name": name, "schema": schema},
         }
     )
+
+
+def model_failure_error(exc: BaseException) -> ModelError | None:
+    """The error to raise for a failed model call the user must fix, else None.
+
+    A prompt over the context length is a :class:`PromptTooLongError` (that question fails, an
+    evaluation run goes on); a server that does not answer is a plain :class:`ModelError`.
+    """
+    message = model_failure_message(exc)
+    if message is None:
+        return None
+    if isinstance(exc, PromptTooLongError) or "longer than the model accepts" in message:
+        return PromptTooLongError(message)
+    return ModelError(message)
 
 
 def model_failure_message(exc: BaseException) -> str | None:

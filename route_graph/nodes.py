@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - moved in another LangGraph version
 from route_graph import chat, prompts
 from route_graph.context import RouteConfig
 from route_graph.database import Database
+from route_graph.errors import ConfigError, InputError, RouteGraphError
 from route_graph.execution import ExecutionResult, execute_sql, summarize_result
 from route_graph.linking import (
     is_hard,
@@ -37,28 +38,18 @@ from route_graph.linking import (
     merge_links,
     validate_links,
 )
-from route_graph.errors import ConfigError, InputError, ModelError, RouteGraphError
-from route_graph.models import bind_json_schema, continuing_model, model_failure_message
+from route_graph.model_capabilities import (
+    bind_json_schema,
+    continuing_model,
+    model_failure_error,
+)
+from route_graph.rendering import stage_schema_text
 from route_graph.state import RouteState
 
 __all__ = ["NO_SQL_ERROR", "REJECTED_ERROR", "RouteNodes", "stage_schema_text"]
 
 NO_SQL_ERROR = "The model's answer contained no SQL query."
 REJECTED_ERROR = "The reviewer rejected the SQL; no answer is returned."
-
-
-def stage_schema_text(db: Database, cfg: RouteConfig, links: dict[str, list[str]] | None = None) -> str:
-    """The schema text a stage shows the model (fine-tuning renders its records with this too).
-
-    Full schema with ``link_sample_rows`` rows (schema linking, draft SQL, noise correction, and
-    generation when there are no links); the schema reduced to ``links`` with
-    ``generate_sample_rows`` rows (generation, continuation writing).
-    """
-    if not links:
-        return db.render_schema(db.schema, sample_rows=cfg.link_sample_rows, value_chars=cfg.feedback_value_chars)
-    return db.render_schema(
-        db.schema.restrict(links), sample_rows=cfg.generate_sample_rows, value_chars=cfg.feedback_value_chars
-    )
 
 
 class _Meter:
@@ -120,10 +111,10 @@ class RouteNodes:
         except RouteGraphError:
             raise
         except Exception as exc:
-            message = model_failure_message(exc)
-            if message is None:
+            error = model_failure_error(exc)
+            if error is None:
                 raise
-            raise ModelError(message) from exc  # the user's to fix: say how
+            raise error from exc  # the user's to fix: say how
 
     # ---------------------------------------------------------------- helpers
     def settings(self, runtime: Runtime[RouteConfig] | None) -> RouteConfig:

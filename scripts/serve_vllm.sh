@@ -21,7 +21,8 @@
 #   --lora NAME=DIR      serve a LoRA adapter as NAME (repeatable); turns on --enable-lora
 #   --max-lora-rank R    largest adapter rank to accept (default 16, vLLM's default)
 #   --max-model-len N    context length (default 8192: the largest Spider schemas need ~2,300 prompt tokens)
-#   --dtype DTYPE        default bfloat16 (use float32 on CPUs without AVX512-BF16/AMX)
+#   --dtype DTYPE        default: bfloat16 where the CPU has AMX/AVX512-BF16 (or on a GPU), else
+#                        float32 (bf16 is unusably slow on AVX2-only CPUs)
 #   --python PATH        a python that has vllm (default: the venv made by scripts/vllm_env.sh;
 #                        on a GPU machine, point this at a python with the CUDA `vllm` package)
 #   --timeout S          seconds to wait for readiness (default 300)
@@ -42,7 +43,7 @@ PORT="8000"
 LORAS=()
 MAX_LORA_RANK="16"
 MAX_MODEL_LEN="8192"
-DTYPE="bfloat16"
+DTYPE=""
 VPY="${VLLM_PYTHON:-}"
 TIMEOUT="300"
 LOG=""
@@ -104,6 +105,14 @@ if [[ -z "$MODEL" ]]; then
     NAME="${NAME:-qwen2.5-coder-0.5b}"
 fi
 NAME="${NAME:-$(basename "${MODEL%/}")}"
+
+if [[ -z "$DTYPE" ]]; then
+    if command -v nvidia-smi >/dev/null 2>&1 || grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo 2>/dev/null; then
+        DTYPE="bfloat16"
+    else
+        DTYPE="float32"
+    fi
+fi
 
 ARGS=(-m vllm.entrypoints.openai.api_server
       --model "$MODEL" --served-model-name "$NAME"

@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from route_graph.errors import ConfigError, ModelError
+from route_graph.errors import ConfigError, ModelError, PromptTooLongError
 from route_graph.evaluation import EvalSettings, run_eval
 from route_graph.evaluation.cli import main
 from route_graph.evaluation.summary import read_predictions
@@ -210,6 +210,23 @@ def test_a_crashing_question_is_recorded_and_the_run_goes_on(data: Path, tmp_pat
     assert crashed["status"] == "graph_error" and crashed["correct"] is False
     assert "backend hiccup" in crashed["error"]
     assert result.summary["overall"]["graph_errors"] == 1 and result.summary["overall"]["correct"] == 4
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PromptTooLongError("The prompt has 9000 tokens, more than the model's context of 8192"),
+        # a server's context-length refusal, mapped by the graph to PromptTooLongError
+        RuntimeError("Error code: 400 - This model's maximum context length is 8192 tokens"),
+    ],
+)
+def test_a_prompt_too_long_fails_its_question_only(data: Path, tmp_path: Path, error: Exception) -> None:
+    llm = model(fail_on={"How many singers are there?": error})
+    result = run_eval(settings(data, limit=7), tmp_path / "r", llm=llm, progress=False, plots=False)
+    failed = by_id(tmp_path / "r")[0]
+    assert failed["status"] == "graph_error" and "context" in failed["error"]
+    assert result.summary["overall"]["graph_errors"] == 1
+    assert len(by_id(tmp_path / "r")) == 7  # the run went on past it
 
 
 def test_a_broken_model_stops_the_run(data: Path, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from route_graph.context import RouteConfig
 from route_graph.database import Database, open_database
-from route_graph.errors import ConfigError, RouteGraphError
+from route_graph.errors import ConfigError, PromptTooLongError, RouteGraphError
 from route_graph.evaluation.attribution import question_attribution
 from route_graph.evaluation.datasets import Dataset, Example, load_dataset
 from route_graph.evaluation.hardness import spider_hardness
@@ -307,6 +307,8 @@ def _timed_invoke(graph: Any, example: Example, config: RouteConfig) -> tuple[di
         output: dict[str, Any] | BaseException = graph.invoke(
             {"question": example.question, "hint": example.hint}, context=config
         )
+    except PromptTooLongError as exc:  # this question's schema is too big: record it, go on
+        output = exc
     except RouteGraphError:
         raise  # a broken model or configuration: stop the run instead of recording 1000 failures
     except Exception as exc:  # noqa: BLE001 - one question's crash is recorded, the run goes on
