@@ -20,6 +20,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
 from route_graph.errors import InputError
+from route_graph.prompts import answer_text
 
 __all__ = [
     "ASK_HINT",
@@ -56,16 +57,7 @@ class QuestionTurn:
 
 def message_text(message: BaseMessage) -> str:
     """The text of a message (string content, or the text blocks of a content list)."""
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, Mapping) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    return "".join(parts)
+    return answer_text(message.content)
 
 
 def _is_turn(message: BaseMessage) -> bool:

@@ -43,7 +43,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
-from route_graph.sql_bounds import check_sql_bounds
+from route_graph.sql_bounds import check_sql_bounds, utf8_safe
 
 if TYPE_CHECKING:
     from route_graph.database import Database
@@ -147,14 +147,14 @@ class ExecutionResult:
         beyond 64 bits and unknown types text; lone surrogates in text are replaced.
         """
         return {
-            "sql": _json_text(self.sql),
+            "sql": utf8_safe(self.sql),
             "ok": self.ok,
-            "columns": [_json_text(str(c)) for c in self.columns],
+            "columns": [utf8_safe(str(c)) for c in self.columns],
             "rows": [[_json_value(v) for v in row] for row in self.rows],
             "row_count": self.row_count,
             "truncated": self.truncated,
             "cells_truncated": self.cells_truncated,
-            "error": None if self.error is None else _json_text(self.error),
+            "error": None if self.error is None else utf8_safe(self.error),
             "error_kind": self.error_kind,
             "elapsed_s": self.elapsed_s,
         }
@@ -654,15 +654,6 @@ def summarize_result(result: ExecutionResult, *, max_rows: int = 5, value_chars:
     return "\n".join(lines)
 
 
-def _json_text(text: str) -> str:
-    """``text`` encodable as UTF-8 (orjson and msgpack refuse lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", errors="replace").decode("utf-8")
-    return text
-
-
 def _json_value(value: Any) -> Any:
     """One result value as None, bool, 64-bit int, finite float, str, list or dict."""
     if value is None or isinstance(value, bool):
@@ -673,7 +664,7 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, float):
         return float(value) if math.isfinite(value) else str(value)
     if isinstance(value, str):
-        return _json_text(str(value))
+        return utf8_safe(str(value))
     if isinstance(value, Decimal):
         if not value.is_finite():
             return str(value)
@@ -686,5 +677,5 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_json_value(v) for v in value]
     if isinstance(value, dict):
-        return {_json_text(str(k)): _json_value(v) for k, v in value.items()}
-    return _json_text(str(value))  # UUID, timedelta, intervals, driver types
+        return {utf8_safe(str(k)): _json_value(v) for k, v in value.items()}
+    return utf8_safe(str(value))  # UUID, timedelta, intervals, driver types

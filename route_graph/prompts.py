@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from route_graph.sql_bounds import utf8_safe
+
 __all__ = [
     "Message",
     "Task",
@@ -367,16 +369,7 @@ def answer_text(content: object) -> str:
         return ""
     if isinstance(content, list):  # content blocks
         content = "".join(_block_text(block) for block in content)
-    return _utf8(content if isinstance(content, str) else str(content))
-
-
-def _utf8(text: str) -> str:
-    """``text`` with lone surrogates replaced by "?" (JSON escapes such as "\\ud800" make them too)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", errors="replace").decode("utf-8")
-    return text
+    return utf8_safe(content if isinstance(content, str) else str(content))
 
 
 def _block_text(block: object) -> str:
@@ -485,8 +478,8 @@ def _normalise_links(value: dict) -> dict[str, list[str]]:
             columns = [columns]
         elif not isinstance(columns, (list, tuple, set)):
             columns = []
-        names = (_utf8(str(c)).strip() for c in columns if not isinstance(c, (list, tuple, set, dict)))
-        links[_utf8(str(table)).strip()] = [name for name in names if name]
+        names = (utf8_safe(str(c)).strip() for c in columns if not isinstance(c, (list, tuple, set, dict)))
+        links[utf8_safe(str(table)).strip()] = [name for name in names if name]
     return links
 
 

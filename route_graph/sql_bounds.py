@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_MODEL_SQL_CHARS", "MAX_SQL_NESTING", "check_sql_bounds", "nesting_depth"]
+__all__ = ["MAX_MODEL_SQL_CHARS", "MAX_SQL_NESTING", "check_sql_bounds", "nesting_depth", "utf8_safe"]
 
 #: Longest SQL accepted from a model (characters). Independent of ``RouteConfig``: it protects the
 #: process, it is not a tuning knob.
@@ -57,3 +57,13 @@ def check_sql_bounds(sql: str) -> str | None:
             "(write a flatter query, e.g. with JOINs or a WITH clause)."
         )
     return None
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with lone surrogates replaced by "?": orjson and msgpack (checkpointers, Studio)
+    refuse them, and JSON escapes such as "\\ud800" in model answers or database values make them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="replace").decode("utf-8")
+    return text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage
 
@@ -71,19 +71,9 @@ def message_role(message: BaseMessage) -> str:
 
 def message_text(message: BaseMessage) -> str:
     """Text of a message; content blocks joined, a missing content read as empty."""
-    content = message.content
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, Mapping) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    return "".join(parts)
+    from route_graph.prompts import answer_text
 
+    return answer_text(message.content)
 
 
 def available_cpus() -> int:
