@@ -157,7 +157,8 @@ class Synthesizer:
             if prefix is None:
                 out.skipped["cw"] = variant
             else:
-                text = linked_schema_text(db, self.route, view_links or None)
+                # The schema the graph's CW prompt shows: full with ``cw_full_schema``, else reduced.
+                text = full_text if self.route.cw_full_schema else linked_schema_text(db, self.route, view_links or None)
                 target_sql = prefix + gold[len(prefix):] if gold.lower().startswith(prefix.lower()) else gold
                 out.records.append(make("cw", variant, prompts.cw_messages(q, text, prefix, **kwargs), prompts.cw_completion(target_sql)))
         return out

@@ -47,6 +47,10 @@ def format_trace(trace: Sequence[dict[str, Any]]) -> str:
         stage = entry["stage"]
         if stage == "finalize":
             extra = " (fallback to an earlier executable SQL)" if entry.get("fallback") else ""
+            vote = entry.get("vote")
+            if vote:
+                groups = " | ".join(f"{'+'.join(g['stages'])}: {g['rows']} rows" for g in vote["groups"])
+                extra += f"; vote: {groups}"
             lines.append(f"  finalize        answer from: {entry.get('winner')}{extra}")
             continue
         status = "executes" if entry.get("executed") else f"fails: {entry.get('error')}"
@@ -58,7 +62,11 @@ def format_trace(trace: Sequence[dict[str, Any]]) -> str:
             if entry.get("hallucinated"):
                 bits.append(f"dropped unknown names: {', '.join(entry['hallucinated'])}")
         if stage == "noise_correct":
-            bits.append(f"verdict: {entry.get('verdict')}")
+            mode = entry.get("mode")
+            bits.append(f"repair ({entry.get('problem')})" if mode == "repair" else f"verdict: {entry.get('verdict')}")
+        if entry.get("requalified"):
+            fix = entry["requalified"]
+            bits.append(f"re-qualified columns: {'runs' if fix.get('accepted') else 'still fails'}")
         if stage == "continue_write":
             bits.append(f"reason: {entry.get('reason')}")
         if "accepted" in entry and stage != "generate":

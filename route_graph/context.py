@@ -78,9 +78,31 @@ class RouteConfig:
     cw_requires_rows: bool = _describe(
         "Keep a continuation only if it executes and returns at least one row.", True
     )
+    cw_full_schema: bool = _describe(
+        "Continuation writing sees the full schema (link_sample_rows sample rows), as the ROUTE "
+        "reference does, so it can recover a column schema linking dropped; off: the reduced schema.",
+        True,
+    )
+    nc_repair: bool = _describe(
+        "Noise correction of SQL that fails, returns no rows or only NULLs asks straight for a repaired "
+        "SQL (no verdict); the repair is taken if it executes (and, for an empty/NULL result, returns "
+        "rows that are not all NULL). Off: a verdict is asked for every SQL.",
+        True,
+    )
+    requalify_columns: bool = _describe(
+        "Before noise correction, fix 'no such column: T2.x' without a model: when exactly one table "
+        "joined in the query has x, re-qualify it (sqlglot) and keep the SQL if it executes.",
+        True,
+    )
+    vote: bool = _describe(
+        "Finalize picks by execution agreement: the candidates that executed (draft, generate, the NC and "
+        "CW SQL each stage took) are grouped by result (the evaluation's comparison) and the largest "
+        "group wins; ties go to non-empty results, then to the latest stage. Off: the current SQL.",
+        True,
+    )
     fallback_to_executable: bool = _describe(
         "If the final SQL does not execute, return the latest earlier candidate that did "
-        "(e.g. the full-schema draft) instead of a failing query.",
+        "(e.g. the full-schema draft) instead of a failing query (off: no vote either).",
         True,
     )
     answer_prefill: bool = _describe(

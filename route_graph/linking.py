@@ -28,6 +28,7 @@ __all__ = [
     "links_from_sql",
     "links_json_schema",
     "merge_links",
+    "parse_bounded",
     "score_links",
     "sql_table_count",
     "validate_links",
@@ -93,7 +94,7 @@ def _in_schema_order(found: dict[str, set[str]], schema: Schema) -> Links:
     return links
 
 
-def _parse_bounded(sql: str, dialect: str) -> exp.Expression | None:
+def parse_bounded(sql: str, dialect: str) -> exp.Expression | None:
     """sqlglot's tree of ``sql``, or None when it is too long, too deep or does not parse."""
     if check_sql_bounds(sql) is not None:
         return None
@@ -109,7 +110,7 @@ def links_from_sql(sql: str, schema: Schema, dialect: str = "sqlite") -> Links |
     Unqualified columns are attributed to the table(s) of their scope that have them; names that
     are not in the schema (hallucinations, output aliases) are ignored.
     """
-    tree = _parse_bounded(sql, dialect)
+    tree = parse_bounded(sql, dialect)
     if tree is None:
         return None
     try:
@@ -176,7 +177,7 @@ def merge_links(schema: Schema, *links: Links | None) -> Links:
 
 def sql_table_count(sql: str, schema: Schema, dialect: str = "sqlite") -> int:
     """Number of distinct schema tables the SQL touches (0 when none can be detected)."""
-    tree = _parse_bounded(sql, dialect)
+    tree = parse_bounded(sql, dialect)
     if tree is None:
         return 0
     names = {t.name for node in tree.find_all(exp.Table) if (t := schema.table(node.name)) is not None}

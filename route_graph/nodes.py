@@ -5,6 +5,11 @@ Each node asks the model through the shared prompt module, executes every SQL it
 the guarded executor, and appends one trace entry (what it proposed, whether it executed, whether
 it was taken, and its cost in model calls, tokens and seconds). Model output never raises here:
 unparseable answers and failing SQL become trace entries and execution feedback.
+
+Where execution already tells what is wrong, the stages act on it instead of asking the model's
+opinion: generate re-qualifies a column with the wrong alias (``requalify_columns``); noise
+correction asks for a repair, not a verdict, when the SQL fails or returns nothing (``nc_repair``);
+finalize votes among the candidates by their results (``vote``).
 """
 
 from __future__ import annotations
@@ -44,12 +49,23 @@ from route_graph.model_capabilities import (
     model_failure_error,
 )
 from route_graph.rendering import stage_schema_text
+from route_graph.repair import requalify_column
+from route_graph.results import answer_is_empty, vote_by_result
 from route_graph.state import RouteState
 
-__all__ = ["NO_SQL_ERROR", "REJECTED_ERROR", "RouteNodes", "stage_schema_text"]
+__all__ = ["MAX_REQUALIFY_STEPS", "NO_SQL_ERROR", "REJECTED_ERROR", "VOTE_CANDIDATES", "RouteNodes", "stage_schema_text"]
 
 NO_SQL_ERROR = "The model's answer contained no SQL query."
 REJECTED_ERROR = "The reviewer rejected the SQL; no answer is returned."
+#: A query can misqualify several columns; SQLite names one per error, so one per step.
+MAX_REQUALIFY_STEPS = 3
+#: Candidates of the finalize vote, in pipeline order (``sql_by_stage`` key, trace stage name).
+VOTE_CANDIDATES: tuple[tuple[str, str], ...] = (
+    ("draft", "schema_link"),
+    ("generate", "generate"),
+    ("noise_correct", "noise_correct"),
+    ("continue_write", "continue_write"),
+)
 
 
 class _Meter:
@@ -190,14 +206,21 @@ class RouteNodes:
         msgs = prompts.ts_messages(state["question"], schema_text, **self._prompt_kwargs(state, cfg))
         sql = prompts.parse_sql(self._ask(meter, msgs, prompts.answer_prefill("ts"), cfg, config))
         result = self._execute(sql, cfg)
-        entry = {
+        entry: dict[str, Any] = {
             "stage": "generate",
             "schema_tables": list(links) if links else "full",
             "proposed_sql": sql,
             "accepted": True,
             **self._outcome(result),
-            **meter.cost(),
         }
+        if cfg.requalify_columns and sql and not result.ok:
+            repaired = self._requalify(sql, result, cfg)
+            if repaired is not None:
+                fixed_sql, fixed = repaired
+                entry["requalified"] = {"sql": fixed_sql, "accepted": fixed.ok, **self._outcome(fixed)}
+                if fixed.ok:
+                    sql, result = fixed_sql, fixed
+        entry.update(meter.cost())
         return {
             "sql": sql or "",
             "result": result.to_dict(),
@@ -206,15 +229,41 @@ class RouteNodes:
             "trace": [entry],
         }
 
+    def _requalify(self, sql: str, result: ExecutionResult, cfg: RouteConfig) -> tuple[str, ExecutionResult] | None:
+        """Re-qualify wrongly aliased columns, one error at a time; the last attempt (or None if
+        the error was not one ``repair.requalify_column`` can fix)."""
+        current, current_result = sql, result
+        for _ in range(MAX_REQUALIFY_STEPS):
+            fixed = requalify_column(current, current_result.error, self.db.schema, self.db.dialect)
+            if fixed is None:
+                break
+            current, current_result = fixed, self._execute(fixed, cfg)
+            if current_result.ok:
+                break
+        return None if current == sql else (current, current_result)
+
+    @staticmethod
+    def _problem(result: ExecutionResult) -> Literal["error", "empty", "null"] | None:
+        """What execution says is wrong with a result, before any model is asked (None: nothing)."""
+        if not result.ok:
+            return "error"
+        if not result.rows:
+            return "empty"
+        return "null" if answer_is_empty(result.rows) else None
+
     def noise_correct(
         self, state: RouteState, runtime: Runtime[RouteConfig], config: RunnableConfig
     ) -> dict[str, Any]:
-        """MCP step 3: the model judges its SQL with execution feedback; an executable fix wins."""
+        """MCP step 3: SQL that fails or returns nothing is repaired (``nc_repair``); SQL that returns
+        rows is judged with its execution feedback. An executable fix wins."""
         cfg = self.settings(runtime)
         meter = _Meter()
         current = ExecutionResult.from_dict(state["result"])
         feedback = summarize_result(current, max_rows=cfg.feedback_rows, value_chars=cfg.feedback_value_chars)
         schema_text = stage_schema_text(self.db, cfg)
+        problem = self._problem(current)
+        if cfg.nc_repair and problem is not None:
+            return self._repair(state, cfg, config, meter, schema_text, feedback, problem)
         msgs = prompts.nc_messages(
             state["question"], schema_text, state.get("sql") or "", feedback, **self._prompt_kwargs(state, cfg)
         )
@@ -222,6 +271,7 @@ class RouteNodes:
         update: dict[str, Any] = {}
         entry: dict[str, Any] = {
             "stage": "noise_correct",
+            "mode": "verdict",
             "verdict": {True: "correct", False: "incorrect", None: "unclear"}[verdict.correct],
             "proposed_sql": verdict.sql,
             "accepted": False,
@@ -236,14 +286,54 @@ class RouteNodes:
         final_sql = update.get("sql", state.get("sql") or "")
         return {**update, "sql_by_stage": {"noise_correct": final_sql}, "trace": [entry]}
 
+    def _repair(
+        self,
+        state: RouteState,
+        cfg: RouteConfig,
+        config: RunnableConfig,
+        meter: _Meter,
+        schema_text: str,
+        feedback: str,
+        problem: Literal["error", "empty", "null"],
+    ) -> dict[str, Any]:
+        """NC on SQL that fails, returns no rows or only NULLs: no verdict is asked (execution gave
+        it); the repaired SQL is taken if it executes, and for an empty or NULL result only if it
+        returns rows that are not all NULL."""
+        msgs = prompts.nc_repair_messages(
+            state["question"], schema_text, state.get("sql") or "", feedback, **self._prompt_kwargs(state, cfg)
+        )
+        sql = prompts.parse_sql(self._ask(meter, msgs, prompts.answer_prefill("nc_repair"), cfg, config))
+        entry: dict[str, Any] = {
+            "stage": "noise_correct",
+            "mode": "repair",
+            "problem": problem,
+            "verdict": "repair",
+            "proposed_sql": sql,
+            "accepted": False,
+        }
+        update: dict[str, Any] = {}
+        if sql:
+            fixed = self._execute(sql, cfg)
+            entry.update(self._outcome(fixed))
+            if fixed.ok and (problem == "error" or not answer_is_empty(fixed.rows)):
+                entry["accepted"] = True
+                update = {"sql": sql, "result": fixed.to_dict(), "stage": "noise_correct"}
+        entry.update(meter.cost())
+        final_sql = update.get("sql", state.get("sql") or "")
+        return {**update, "sql_by_stage": {"noise_correct": final_sql}, "trace": [entry]}
+
     def continue_write(
         self, state: RouteState, runtime: Runtime[RouteConfig], config: RunnableConfig
     ) -> dict[str, Any]:
-        """MCP step 4: complete a truncated SQL; keep it if it executes (and returns rows)."""
+        """MCP step 4: complete a truncated SQL; keep it if it executes (and returns rows).
+
+        On the full schema (``cw_full_schema``), as the ROUTE reference does: that is how it
+        recovers a column that schema linking dropped.
+        """
         cfg = self.settings(runtime)
         meter = _Meter()
         current_ok = bool(state.get("result", {}).get("ok"))
-        links = state.get("links") if cfg.schema_linking else None
+        links = state.get("links") if cfg.schema_linking and not cfg.cw_full_schema else None
         schema_text = stage_schema_text(self.db, cfg, links)
         msgs = prompts.cw_messages(
             state["question"], schema_text, cfg.continuation_prefix, **self._prompt_kwargs(state, cfg)
@@ -257,6 +347,7 @@ class RouteNodes:
         entry = {
             "stage": "continue_write",
             "reason": "hard" if current_ok else "not_executable",
+            "schema": "reduced" if links else "full",
             "proposed_sql": sql,
             "accepted": accepted,
             **self._outcome(result),
@@ -269,10 +360,18 @@ class RouteNodes:
         return {**update, "sql_by_stage": {"continue_write": final_sql}, "trace": [entry]}
 
     def finalize(self, state: RouteState, runtime: Runtime[RouteConfig]) -> dict[str, Any]:
-        """Pick the answer: the current SQL, or (if it fails) the latest candidate that executed."""
+        """Pick the answer: by the vote of the candidates' results (``vote``), else the current SQL,
+        or (if it fails) the latest candidate that executed.
+
+        With ``fallback_to_executable`` off, a failing current SQL is returned as it is (no vote).
+        """
         cfg = self.settings(runtime)
         result = state.get("result") or {}
         entry: dict[str, Any] = {"stage": "finalize", "winner": state.get("stage", "generate")}
+        if cfg.vote and (result.get("ok") or cfg.fallback_to_executable):
+            voted = self._vote(state, cfg, entry)
+            if voted is not None:
+                return voted
         if not result.get("ok") and cfg.fallback_to_executable:
             for step in reversed(state.get("trace", [])):
                 sql = step.get("proposed_sql")
@@ -287,6 +386,54 @@ class RouteNodes:
                             "trace": [entry],
                         }
         return {"trace": [entry]}
+
+    def _vote(self, state: RouteState, cfg: RouteConfig, entry: dict[str, Any]) -> dict[str, Any] | None:
+        """The finalize update chosen by ``results.vote_by_result``; None when no candidate executed.
+
+        Candidates are the draft, generate's SQL, and the NC and CW SQL each stage took (a
+        rejected proposal is no candidate), in pipeline order; results already in the state are
+        reused, the others re-executed (the state keeps no result per candidate, to stay small).
+        The trace entry shows each group's stages, size and row count; ties go to non-empty
+        results, then to the group holding the latest stage.
+        """
+        by_stage = state.get("sql_by_stage") or {}
+        ran = {e.get("stage"): e for e in state.get("trace") or []}
+        known: dict[str, dict[str, Any] | None] = {
+            state.get("draft_sql") or "": state.get("draft_result"),
+            state.get("sql") or "": state.get("result"),
+        }
+        results: dict[str, ExecutionResult] = {}
+        candidates: list[tuple[str, str, ExecutionResult]] = []
+        for name, stage in VOTE_CANDIDATES:
+            sql = by_stage.get(name)
+            step = ran.get(stage)
+            if not sql or step is None or (stage in ("noise_correct", "continue_write") and not step.get("accepted")):
+                continue
+            if sql not in results:
+                cached = known.get(sql)
+                # Through to_dict for all alike: stored results hold JSON values (bytes as hex text).
+                results[sql] = ExecutionResult.from_dict(cached or self._execute(sql, cfg).to_dict())
+            if results[sql].ok:
+                candidates.append((name, sql, results[sql]))
+        if not candidates:
+            return None
+        vote = vote_by_result([(name, res.rows) for name, _, res in candidates])
+        rows = {name: res.row_count for name, _, res in candidates}
+        entry["vote"] = {
+            "groups": [
+                {"stages": list(group), "size": len(group), "rows": rows[group[0]], "empty": empty}
+                for group, empty in zip(vote.groups, vote.empty)
+            ],
+            "winner": vote.winner,
+        }
+        name, sql, result = next(c for c in candidates if c[0] == vote.winner)
+        stage = dict(VOTE_CANDIDATES)[name]
+        if sql == (state.get("sql") or "") and (state.get("result") or {}).get("ok"):
+            return {"trace": [entry]}  # the pipeline's own answer won
+        entry.update(winner=stage, changed=True)
+        if not (state.get("result") or {}).get("ok"):
+            entry["fallback"] = True
+        return {"sql": sql, "result": result.to_dict(), "stage": stage, "trace": [entry]}
 
     # ---------------------------------------------------------------- routers
     def route_start(self, state: RouteState, runtime: Runtime[RouteConfig]) -> Literal["schema_link", "generate"]:

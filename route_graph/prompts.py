@@ -1,5 +1,6 @@
-"""The four ROUTE task prompts, their target completions and their forgiving parsers, plus the two
-chat prompts (rewriting a follow-up into a standalone question, a one-sentence answer).
+"""The four ROUTE task prompts (NC in two forms: a verdict on SQL that runs, a repair of SQL that
+fails or returns nothing), their target completions and their forgiving parsers, plus the two chat
+prompts (rewriting a follow-up into a standalone question, a one-sentence answer).
 
 This module is the ONE source of prompt text: the graph's nodes send these messages at inference
 and ``finetune`` builds its training records (prompt = messages, completion = ``*_completion``)
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +34,8 @@ __all__ = [
     "join_prefill",
     "nc_completion",
     "nc_messages",
+    "nc_repair_completion",
+    "nc_repair_messages",
     "parse_links",
     "parse_rewrite",
     "parse_sql",
@@ -99,19 +103,25 @@ _EXAMPLE_SQL = (
     "WHERE T1.country = 'Canada' AND T2.year > 2000"
 )
 _EXAMPLE_LINKS = {"author": ["author_id", "name", "country"], "book": ["year", "author_id"]}
+# Feedback in ``execution.summarize_result``'s format, as the model sees it for real SQL.
+_EXAMPLE_FEEDBACK = "Columns: name\nRows: 1\nAll rows:\nname\nMargaret Atwood"
 _EXAMPLE_WRONG_SQL = "SELECT name FROM author WHERE country = 'Canada'"
-_EXAMPLE_WRONG_FEEDBACK = "Columns: name\nRows: 2\n('Alice Munro',)\n('Margaret Atwood',)"
+_EXAMPLE_WRONG_FEEDBACK = "Columns: name\nRows: 2\nAll rows:\nname\nAlice Munro\nMargaret Atwood"
+_EXAMPLE_BROKEN_SQL = _EXAMPLE_SQL.replace("T1.country", "T2.country")
+_EXAMPLE_BROKEN_FEEDBACK = "Execution error: no such column: T2.country"
 
 
 def _with_style(
-    system: str, user: str, style: PromptStyle, example_user: str, example_answer: str
+    system: str, user: str, style: PromptStyle, examples: Sequence[tuple[str, str]]
 ) -> list[Message]:
+    """System, then (few-shot only) each worked example as a user/assistant turn, then the task."""
     messages: list[Message] = [{"role": "system", "content": system}]
     if style == "few_shot":
-        messages += [
-            {"role": "user", "content": example_user},
-            {"role": "assistant", "content": example_answer},
-        ]
+        for example_user, example_answer in examples:
+            messages += [
+                {"role": "user", "content": example_user},
+                {"role": "assistant", "content": example_answer},
+            ]
     messages.append({"role": "user", "content": user})
     return messages
 
@@ -139,8 +149,7 @@ def ts_messages(
         SYSTEM.format(dialect=dialect_label(dialect)),
         _ts_user(schema, question, hint, dialect),
         style,
-        _ts_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, dialect),
-        ts_completion(_EXAMPLE_SQL),
+        [(_ts_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, dialect), ts_completion(_EXAMPLE_SQL))],
     )
 
 
@@ -173,8 +182,7 @@ def sl_messages(
         SYSTEM.format(dialect=dialect_label(dialect)),
         _sl_user(schema, question, hint),
         style,
-        _sl_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None),
-        sl_completion(_EXAMPLE_LINKS),
+        [(_sl_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None), sl_completion(_EXAMPLE_LINKS))],
     )
 
 
@@ -190,13 +198,17 @@ NC_INCORRECT = "The SQL is incorrect. The correct SQL is:"
 
 
 def _nc_user(schema: str, question: str, hint: str | None, sql: str, feedback: str) -> str:
+    # Neutral on purpose: neither verdict is offered first as "the" reply (small models copy the
+    # first reply they are shown), and the few-shot examples hold one of each.
     return (
         f"{_context(schema, question, hint)}\n\n"
         f"Candidate SQL:\n{_sql_block(sql)}\n\n"
         f"Execution result:\n{feedback.strip()}\n\n"
-        "Does the candidate SQL correctly answer the question? If it does, reply exactly "
-        f'"{NC_CORRECT}" If it does not, reply "{NC_INCORRECT}" followed by the corrected SQL '
-        "in a ```sql code block."
+        "Check the candidate SQL against the question: its tables, columns, joins, conditions and "
+        "its execution result. Then give one of the two verdicts:\n"
+        f'- "{NC_INCORRECT}" followed by the corrected SQL in a ```sql code block, if anything '
+        "must change;\n"
+        f'- "{NC_CORRECT}" if nothing must change.'
     )
 
 
@@ -215,8 +227,13 @@ def nc_messages(
         SYSTEM.format(dialect=dialect_label(dialect)),
         _nc_user(schema, question, hint, sql, feedback),
         style,
-        _nc_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, _EXAMPLE_WRONG_SQL, _EXAMPLE_WRONG_FEEDBACK),
-        nc_completion(False, _EXAMPLE_SQL),
+        [
+            (_nc_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, _EXAMPLE_SQL, _EXAMPLE_FEEDBACK), nc_completion(True)),
+            (
+                _nc_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, _EXAMPLE_WRONG_SQL, _EXAMPLE_WRONG_FEEDBACK),
+                nc_completion(False, _EXAMPLE_SQL),
+            ),
+        ],
     )
 
 
@@ -227,6 +244,50 @@ def nc_completion(correct: bool, corrected_sql: str | None = None) -> str:
     if not corrected_sql:
         raise ValueError("An 'incorrect' NC target needs the corrected SQL.")
     return f"{NC_INCORRECT}\n{_sql_block(corrected_sql)}"
+
+
+def _nc_repair_user(schema: str, question: str, hint: str | None, sql: str, feedback: str, dialect: str) -> str:
+    return (
+        f"{_context(schema, question, hint)}\n\n"
+        f"SQL to repair:\n{_sql_block(sql) if sql.strip() else '(no SQL was written)'}\n\n"
+        f"Execution result:\n{feedback.strip()}\n\n"
+        "This SQL fails or returns no useful rows, so it does not answer the question. Write a "
+        f"corrected {dialect_label(dialect)} query that answers the question, using only the tables and "
+        "columns above. Reply with the SQL in a ```sql code block."
+    )
+
+
+def nc_repair_messages(
+    question: str,
+    schema: str,
+    sql: str,
+    feedback: str,
+    *,
+    hint: str | None = None,
+    dialect: str = "sqlite",
+    style: PromptStyle = "zero_shot",
+) -> list[Message]:
+    """Noise correction of SQL that fails, returns no rows or only NULLs: no verdict is asked (the
+    execution already gave it), only the repaired SQL; the full schema lets it recover a column
+    that linking dropped."""
+    return _with_style(
+        SYSTEM.format(dialect=dialect_label(dialect)),
+        _nc_repair_user(schema, question, hint, sql, feedback, dialect),
+        style,
+        [
+            (
+                _nc_repair_user(
+                    _EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, _EXAMPLE_BROKEN_SQL, _EXAMPLE_BROKEN_FEEDBACK, dialect
+                ),
+                nc_repair_completion(_EXAMPLE_SQL),
+            )
+        ],
+    )
+
+
+def nc_repair_completion(sql: str) -> str:
+    """Target answer of the NC repair prompt: the repaired SQL alone."""
+    return _sql_block(sql)
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,8 +316,7 @@ def cw_messages(
         SYSTEM.format(dialect=dialect_label(dialect)),
         _cw_user(schema, question, hint, prefix),
         style,
-        _cw_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, example_prefix),
-        cw_completion(_EXAMPLE_SQL),
+        [(_cw_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, example_prefix), cw_completion(_EXAMPLE_SQL))],
     )
 
 
@@ -276,7 +336,7 @@ def join_continuation(prefix: str, sql: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Answer prefill: the opening of each task's target completion, given to the model to continue.
-Task = Literal["ts", "sl", "nc", "cw"]
+Task = Literal["ts", "sl", "nc", "nc_repair", "cw"]
 
 
 def answer_prefill(task: Task, prefix: str = "") -> str:
@@ -284,10 +344,10 @@ def answer_prefill(task: Task, prefix: str = "") -> str:
 
     Every target above starts with this text (CW's with the unfinished SQL ``prefix``), so a
     fine-tuned model continues exactly what it was trained to write, and a base model answers
-    with SQL or JSON at once instead of a long explanation. NC's target opens with a verdict, so
-    it gets none.
+    with SQL or JSON at once instead of a long explanation. NC's verdict target opens with a
+    verdict, so it gets none; NC repair's target is the SQL alone.
     """
-    if task == "ts":
+    if task in ("ts", "nc_repair"):
         return "```sql\n"
     if task == "cw":
         return "```sql\n" + prefix.strip()
@@ -491,29 +551,55 @@ class Verdict:
     sql: str | None
 
 
+# Phrases that hold a negative word yet approve the SQL ("executes without error", "does not
+# need changes"): read as approval, and removed before the negative words are looked for.
+_APPROVING = re.compile(
+    r"\b(?:without (?:any )?errors?|no errors?"
+    r"|(?:does not|doesn't|do not|don't|will not|won't) (?:need|require)s?(?: any)?"
+    r" (?:changes?|corrections?|modifications?|fix(?:es|ing)?)"
+    r"|(?:does not|doesn't) (?:return|produce|raise|give|throw)s? (?:any |an )?errors?"
+    r"|no (?:changes?|corrections?|modifications?|fix(?:es)?) (?:(?:are|is) )?(?:needed|required|necessary)"
+    r"|needs no (?:changes?|corrections?|modifications?|fix(?:es)?)"
+    r"|nothing (?:needs to|to) (?:change|be changed|fix|be fixed)"
+    r"|(?:is )?not (?:incorrect|wrong)|(?:isn't|is not) (?:incorrect|wrong))\b",
+    re.IGNORECASE,
+)
 _NEGATIVE = re.compile(
-    r"\b(incorrect|not correct|wrong|does not|doesn't|is not|isn't|fails?|error|mistake|should be)\b",
+    r"^\W*no\b|\b(incorrect|not correct|wrong|does not|doesn't|is not|isn't|fails?|error|mistake|should be)\b",
     re.IGNORECASE,
 )
 _AFFIRMATIVE = re.compile(r"\b(correct|right|yes|accurate|valid)\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_VERDICT_SCAN_CHARS = 4_000  # a verdict comes first; prose beyond this is not read
+
+
+def _sentence_verdict(sentence: str) -> bool | None:
+    """One sentence's verdict: a negative phrase beats an affirmative one; None when it has neither."""
+    approving = _APPROVING.search(sentence) is not None
+    rest = _APPROVING.sub(" ", sentence)
+    if _NEGATIVE.search(rest):
+        return False
+    if approving or _AFFIRMATIVE.search(rest):
+        return True
+    return None
 
 
 def parse_verdict(text: str, original_sql: str | None = None) -> Verdict:
     """Parse an NC answer: the affirmative-phrase rule, plus any corrected SQL it contains.
 
-    The first sentence decides; a negative phrase beats an affirmative one. A corrected SQL that
-    merely repeats the original counts as "correct". No verdict but a different SQL counts as a
-    correction.
+    The first sentence (outside code blocks) that gives a verdict decides; in it a negative phrase
+    beats an affirmative one, and approving phrases with a negative word ("executes without
+    error", "no changes are needed") approve. A corrected SQL that merely repeats the original
+    counts as "correct". No verdict but a different SQL counts as a correction.
     """
     text = (text or "").strip()
     sql = parse_sql(text) if "```" in text or _SQL_START.search(text) else None
-    head = re.split(r"(?<=[.!?\n])\s", text, maxsplit=1)[0] if text else ""
-    if _NEGATIVE.search(head):
-        correct: bool | None = False
-    elif _AFFIRMATIVE.search(head):
-        correct = True
-    else:
-        correct = None
+    prose = _FENCE.sub("\n", text[:_VERDICT_SCAN_CHARS])
+    correct: bool | None = None
+    for sentence in _SENTENCE_END.split(prose):
+        correct = _sentence_verdict(sentence)
+        if correct is not None:
+            break
     if sql is not None and original_sql is not None and _same_sql(sql, original_sql):
         sql = None
         correct = True if correct is None else correct

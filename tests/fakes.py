@@ -23,6 +23,8 @@ def task_of(messages: list[BaseMessage]) -> str:
         return "sl"
     if "Candidate SQL:" in text:
         return "nc"
+    if "SQL to repair:" in text:
+        return "nc_repair"
     if "Complete the following unfinished SQL" in text:
         return "cw"
     if "Rewrite the follow-up question" in text:

@@ -35,10 +35,10 @@ THREE_TABLES = (
 # Per question (tests/fixtures/concert_spider.json), per task: what the scripted model answers.
 ANSWERS: dict[str, dict[str, str]] = {
     "How many singers are there?": {"sl": '{"singer": ["singer_id"]}', "ts": fence("SELECT count(*) FROM singer")},
-    "Which singers are from France?": {  # NC fixes it
+    "Which singers are from France?": {  # fails to execute, NC repairs it
         "sl": '{"singer": ["name", "country"]}',
-        "ts": fence("SELECT name FROM singer"),
-        "nc": "The SQL is incorrect. The correct SQL is:\n" + fence("SELECT name FROM singer WHERE country = 'France'"),
+        "ts": fence("SELECT name FROM singers"),
+        "nc_repair": fence("SELECT name FROM singer WHERE country = 'France'"),
     },
     "List singer names from oldest to youngest.": {"sl": '{"singer": ["name", "age"]}', "ts": fence("SELECT name FROM singer ORDER BY age")},
     "What is the average singer age?": {"sl": '{"singer": ["age"]}', "ts": fence("SELECT sum(age) * 1.0 / count(*) FROM singer")},
@@ -90,7 +90,7 @@ class KeyedChatModel(BaseChatModel):
             self._prompts.append(text)
         if question in self.fail_on:
             raise self.fail_on[question]
-        answer = self.answers[question].get(task, NC_OK if task == "nc" else fence("SELECT 1"))
+        answer = self.answers[question].get(task, NC_OK if task in ("nc", "nc_repair") else fence("SELECT 1"))
         usage = {"input_tokens": len(text.split()), "output_tokens": len(answer.split()), "total_tokens": 0}
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=answer, usage_metadata=usage))])
 

@@ -258,10 +258,17 @@ def test_prompts_are_exactly_what_the_graph_sends(db, tmp_path: Path) -> None:
     # The system message is the one the graph sends as well (same prompt functions).
     assert by_example(records, "sl")[4].prompt == prompts.sl_messages(example.question, full_schema_text(db, route))
     assert by_example(records, "cw")[4].prompt == prompts.cw_messages(
-        example.question, linked_schema_text(db, route, links), route.continuation_prefix
+        example.question, full_schema_text(db, route), route.continuation_prefix
+    )
+    # With CW on the reduced schema (``cw_full_schema`` off), the records follow.
+    reduced = replace(route, cw_full_schema=False)
+    reduced_records, _ = synthesize(db, cfg, route=reduced)
+    assert by_example(reduced_records, "cw")[4].prompt == prompts.cw_messages(
+        example.question, linked_schema_text(db, reduced, links), route.continuation_prefix
     )
 
 
 def test_few_shot_style_follows_the_route_config(db) -> None:
     records, _ = synthesize(db, route=replace(RouteConfig(), prompt_style="few_shot"))
-    assert all(len(r.prompt) == 4 for r in records)  # system, example user, example answer, user
+    # system, example user, example answer(s), user: NC's verdict has one correct and one wrong example
+    assert all(len(r.prompt) == (6 if r.task == "nc" else 4) for r in records)

@@ -135,7 +135,7 @@ def answer(case: int, task: str) -> Any:
         return _huge(rng)
     if kind == 4:
         return rng.choice(_JSON_FRAGMENTS)
-    if kind == 5 and task == "nc":
+    if kind == 5 and task in ("nc", "nc_repair"):
         return rng.choice(["The SQL is incorrect. The correct SQL is:\n", "Wrong.\n", ""]) + _sql_answer(rng)
     if kind == 6:
         return rng.choice(["", " ", "\x00", "```", "```sql", "{}", "None", "null", "SELECT", ";;;"])
@@ -235,7 +235,7 @@ def test_none_content_is_an_empty_answer(tmp_path: Path) -> None:
     stages = {entry["stage"]: entry for entry in out["trace"]}
     assert stages["generate"]["proposed_sql"] is None and stages["generate"]["error"] == NO_SQL_ERROR
     assert stages["schema_link"]["model_links"] == {} and stages["schema_link"]["llm_calls"] == 2
-    assert stages["noise_correct"]["verdict"] == "unclear"
+    assert stages["noise_correct"]["mode"] == "repair" and stages["noise_correct"]["proposed_sql"] is None
     assert not out["result"]["ok"] and out["sql"] == ""
     _assert_checkpointable(out, 0)
 
@@ -248,7 +248,7 @@ def test_deeply_nested_sql_is_a_failing_candidate(tmp_path: Path) -> None:
         scripts={
             "sl": ['{"singer": ["name"]}'],
             "ts": [_fence(parens), _fence(subqueries)],
-            "nc": ["The SQL is incorrect. The correct SQL is:\n" + _fence(nots)],
+            "nc_repair": [_fence(nots)],
             "cw": [_fence("name FROM singer WHERE country = 'France'")],
         }
     )

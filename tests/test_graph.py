@@ -73,6 +73,7 @@ def test_nc_rejects_and_executable_correction_wins(db_path: Path) -> None:
             "ts": [fence("SELECT name FROM singer"), fence("SELECT name FROM singer")],
             "nc": ["The SQL is incorrect. The correct SQL is:\n" + fence(SQL_FRENCH)],
         },
+        RouteConfig(vote=False),  # with the vote, draft and generate agreeing would outvote NC
     )
     nc = entry(out, "noise_correct")
     assert nc["verdict"] == "incorrect" and nc["accepted"] and nc["executed"]
@@ -101,7 +102,7 @@ def test_cw_triggered_by_execution_error(db_path: Path) -> None:
         {
             "sl": ['{"singer": ["nme"]}'],  # hallucinated column
             "ts": [fence("SELECT nme FROM singer"), fence("SELECT nme FROM singer")],
-            "nc": ["The SQL is correct."],
+            "nc_repair": ["I cannot fix it."],
             "cw": [fence("name FROM singer WHERE country = 'France'")],
         },
     )
@@ -163,7 +164,7 @@ def test_cw_on_hard_sql_rejected_when_result_empty(db_path: Path) -> None:
             {
                 "sl": ['{"singer": ["name"]}'],
                 "ts": [fence(SQL_FRENCH), fence("SELECT nme FROM singer")],
-                "nc": ["The SQL is correct."],
+                "nc_repair": ["The SQL is correct."],
             },
             ["schema_link", "generate", "noise_correct", "finalize"],
         ),
@@ -188,7 +189,7 @@ def test_cw_off_falls_back_to_executable_draft(db_path: Path) -> None:
         {
             "sl": ['{"singer": ["name"]}'],
             "ts": [fence(SQL_FRENCH), fence("SELECT nme FROM singer")],
-            "nc": ["The SQL is correct."],
+            "nc_repair": ["I cannot fix it."],
         },
         RouteConfig(continuation_writing=False),
     )
@@ -203,7 +204,7 @@ def test_fallback_can_be_switched_off(db_path: Path) -> None:
         {
             "sl": ['{"singer": ["name"]}'],
             "ts": [fence(SQL_FRENCH), fence("SELECT nme FROM singer")],
-            "nc": ["The SQL is correct."],
+            "nc_repair": ["I cannot fix it."],
         },
         RouteConfig(continuation_writing=False, fallback_to_executable=False),
     )
@@ -222,7 +223,7 @@ def test_answer_without_sql_does_not_crash(db_path: Path) -> None:
         {
             "sl": ["I cannot tell."],
             "ts": ["Sorry, I do not know.", "No idea."],
-            "nc": ["Hmm."],
+            "nc_repair": ["Hmm."],
             "cw": ["Still no idea."],
         },
     )
@@ -238,7 +239,7 @@ def test_hostile_model_sql_never_touches_the_database(db_path: Path) -> None:
         {
             "sl": ['{"singer": ["name"]}'],
             "ts": [fence("DROP TABLE singer"), fence("DELETE FROM singer")],
-            "nc": ["The SQL is incorrect.\n" + fence("UPDATE singer SET name = 'x'")],
+            "nc_repair": [fence("UPDATE singer SET name = 'x'")],
             "cw": [fence("WITH x AS (SELECT 1) DELETE FROM singer")],
         },
     )
@@ -351,3 +352,218 @@ def test_backend_failure_is_one_clear_model_error(db_path: Path) -> None:
     graph = build_route_graph(_FailingChatModel(scripts={}), db_path)
     with pytest.raises(ModelError, match="--max-model-len"):
         graph.invoke({"question": "Which singers are from France?"})
+
+
+# ------------------------------------------------------------------ issue 12: stages that pay
+SQL_ALL = "SELECT name FROM singer"
+SQL_OVER_40 = "SELECT name FROM singer WHERE age > 40"  # same rows as SQL_FRENCH, other SQL
+SQL_BAD_ALIAS = (
+    "SELECT T2.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id "
+    "WHERE T1.country = 'France'"
+)
+
+
+def test_nc_repairs_failing_sql_without_asking_a_verdict(db_path: Path) -> None:
+    out, llm = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"]}'],
+            "ts": [fence(SQL_ALL), fence("SELECT nme FROM singer")],
+            "nc_repair": [fence(SQL_FRENCH)],
+        },
+    )
+    nc = entry(out, "noise_correct")
+    assert nc["mode"] == "repair" and nc["problem"] == "error" and nc["accepted"] and nc["executed"]
+    assert "nc" not in llm.tasks()
+    repair_prompt = next(p for t, p in llm.calls if t == "nc_repair")
+    assert "no such column: nme" in repair_prompt and "SELECT nme FROM singer" in repair_prompt
+    assert "CREATE TABLE stadium" in repair_prompt  # the full schema
+    assert out["sql"] == SQL_FRENCH and out["stage"] == "noise_correct"
+
+
+def test_nc_repair_that_fails_is_not_taken(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"]}'],
+            "ts": [fence(SQL_FRENCH), fence("SELECT nme FROM singer")],
+            "nc_repair": [fence("SELECT nationality FROM singer")],
+        },
+        RouteConfig(continuation_writing=False, vote=False),
+    )
+    nc = entry(out, "noise_correct")
+    assert nc["mode"] == "repair" and not nc["accepted"] and nc["executed"] is False
+    assert "nationality" in nc["error"]
+    assert out["sql_by_stage"]["noise_correct"] == "SELECT nme FROM singer"
+
+
+@pytest.mark.parametrize(
+    ("generated", "repaired", "problem", "accepted"),
+    [
+        ("SELECT name FROM singer WHERE country = 'Spain'", SQL_FRENCH, "empty", True),
+        ("SELECT name FROM singer WHERE country = 'Spain'", "SELECT name FROM singer WHERE country = 'Peru'", "empty", False),
+        ("SELECT max(age) FROM singer WHERE country = 'Spain'", "SELECT max(age) FROM singer", "null", True),
+        ("SELECT max(age) FROM singer WHERE country = 'Spain'", "SELECT min(age) FROM singer WHERE age > 99", "null", False),
+    ],
+)
+def test_nc_repairs_empty_or_null_results_only_with_rows(
+    db_path: Path, generated: str, repaired: str, problem: str, accepted: bool
+) -> None:
+    out, llm = run(
+        db_path,
+        {"ts": [fence(generated)], "nc_repair": [fence(repaired)]},
+        RouteConfig(schema_linking=False, continuation_writing=False, vote=False),
+    )
+    nc = entry(out, "noise_correct")
+    assert nc["mode"] == "repair" and nc["problem"] == problem and nc["executed"]
+    assert nc["accepted"] is accepted
+    assert out["sql"] == (repaired if accepted else generated)
+    assert "The result is empty." in llm.calls[-1][1] or "NULL in every row" in llm.calls[-1][1]
+
+
+def test_nc_repair_off_asks_a_verdict_on_failing_sql(db_path: Path) -> None:
+    out, llm = run(
+        db_path,
+        {
+            "ts": [fence("SELECT nme FROM singer")],
+            "nc": ["The SQL is incorrect. The correct SQL is:\n" + fence(SQL_FRENCH)],
+        },
+        RouteConfig(schema_linking=False, continuation_writing=False, nc_repair=False),
+    )
+    nc = entry(out, "noise_correct")
+    assert nc["mode"] == "verdict" and nc["verdict"] == "incorrect" and nc["accepted"]
+    assert "nc_repair" not in llm.tasks()
+
+
+def test_nc_verdict_on_sql_with_rows(db_path: Path) -> None:
+    out, llm = run(
+        db_path,
+        {"ts": [fence(SQL_FRENCH)], "nc": ["The SQL executes without error and answers the question."]},
+        RouteConfig(schema_linking=False),
+    )
+    nc = entry(out, "noise_correct")
+    assert nc["mode"] == "verdict" and nc["verdict"] == "correct" and not nc["accepted"]
+    assert llm.tasks() == ["ts", "nc"]
+
+
+@pytest.mark.parametrize(("full", "expected"), [(True, "full"), (False, "reduced")])
+def test_cw_schema_full_or_reduced(db_path: Path, full: bool, expected: str) -> None:
+    out, llm = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"]}'],
+            "ts": [fence("SELECT nme FROM singer"), fence("SELECT nme FROM singer")],
+            "nc_repair": ["I cannot fix it."],
+            "cw": [fence("name FROM singer WHERE country = 'France'")],
+        },
+        RouteConfig(cw_full_schema=full),
+    )
+    cw_prompt = next(p for t, p in llm.calls if t == "cw")
+    assert ("CREATE TABLE stadium" in cw_prompt) is full
+    assert entry(out, "continue_write")["schema"] == expected and entry(out, "continue_write")["accepted"]
+
+
+def test_vote_majority_outvotes_a_later_stage(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"]}'],
+            "ts": [fence(SQL_ALL), fence(SQL_ALL)],
+            "nc": ["The SQL is incorrect. The correct SQL is:\n" + fence(SQL_FRENCH)],
+        },
+    )
+    assert entry(out, "noise_correct")["accepted"]
+    final = entry(out, "finalize")
+    assert final["vote"]["groups"] == [
+        {"stages": ["draft", "generate"], "size": 2, "rows": 3, "empty": False},
+        {"stages": ["noise_correct"], "size": 1, "rows": 2, "empty": False},
+    ]
+    assert final["vote"]["winner"] == "generate" and final["changed"] and "fallback" not in final
+    assert out["sql"] == SQL_ALL and out["stage"] == "generate" and out["result"]["row_count"] == 3
+
+
+def test_vote_groups_different_sql_by_their_results(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {
+            "sl": ['{"singer": ["name"]}'],
+            "ts": [fence(SQL_OVER_40), fence(SQL_ALL)],
+            "nc": ["The SQL is incorrect. The correct SQL is:\n" + fence(SQL_FRENCH)],
+        },
+    )
+    final = entry(out, "finalize")
+    assert [g["stages"] for g in final["vote"]["groups"]] == [["draft", "noise_correct"], ["generate"]]
+    assert final["vote"]["winner"] == "noise_correct" and "changed" not in final
+    assert out["sql"] == SQL_FRENCH and out["stage"] == "noise_correct"
+
+
+def test_vote_tie_goes_to_the_latest_stage(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {"sl": ['{"singer": ["name"]}'], "ts": [fence(SQL_FRENCH), fence(SQL_ALL)], "nc": ["The SQL is correct."]},
+    )
+    final = entry(out, "finalize")
+    assert [g["stages"] for g in final["vote"]["groups"]] == [["generate"], ["draft"]]
+    assert final["vote"]["winner"] == "generate" and final["winner"] == "generate"
+    assert out["sql"] == SQL_ALL
+
+
+def test_vote_tie_empty_result_loses_to_rows(db_path: Path) -> None:
+    empty_sql = "SELECT name FROM singer WHERE country = 'Spain'"
+    out, _ = run(
+        db_path,
+        {"sl": ['{"singer": ["name"]}'], "ts": [fence(SQL_FRENCH), fence(empty_sql)]},
+        RouteConfig(noise_correction=False),
+    )
+    final = entry(out, "finalize")
+    assert final["vote"]["groups"] == [
+        {"stages": ["draft"], "size": 1, "rows": 2, "empty": False},
+        {"stages": ["generate"], "size": 1, "rows": 0, "empty": True},
+    ]
+    assert final["winner"] == "schema_link" and final["changed"]
+    assert out["sql"] == SQL_FRENCH and out["stage"] == "schema_link"
+
+
+def test_vote_off_keeps_the_pipeline_answer(db_path: Path) -> None:
+    out, _ = run(
+        db_path,
+        {"sl": ['{"singer": ["name"]}'], "ts": [fence(SQL_FRENCH), fence(SQL_ALL)], "nc": ["The SQL is correct."]},
+        RouteConfig(vote=False),
+    )
+    assert "vote" not in entry(out, "finalize") and out["sql"] == SQL_ALL
+
+
+def test_generate_requalifies_a_wrong_alias_before_nc(db_path: Path) -> None:
+    fixed = SQL_BAD_ALIAS.replace("T2.name", "T1.name")
+    out, llm = run(
+        db_path,
+        {"sl": ['{"singer": ["name"]}'], "ts": [fence(SQL_FRENCH), fence(SQL_BAD_ALIAS)], "nc": ["The SQL is correct."]},
+    )
+    gen = entry(out, "generate")
+    assert gen["proposed_sql"] == SQL_BAD_ALIAS and not gen["executed"] and "T2.name" in gen["error"]
+    assert gen["requalified"]["sql"] == fixed and gen["requalified"]["accepted"] and gen["requalified"]["rows"] == 2
+    assert out["sql_by_stage"]["generate"] == fixed and out["sql"] == fixed
+    assert fixed in next(p for t, p in llm.calls if t == "nc")  # NC judged the repaired SQL
+
+
+def test_requalify_leaves_an_ambiguous_column_to_the_model(db_path: Path) -> None:
+    ambiguous = (
+        "SELECT T2.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id "
+        "JOIN concert AS T3 ON T2.concert_id = T3.concert_id JOIN stadium AS T4 ON T3.stadium_id = T4.stadium_id"
+    )
+    out, _ = run(
+        db_path,
+        {"ts": [fence(ambiguous)], "nc_repair": [fence(SQL_FRENCH)]},
+        RouteConfig(schema_linking=False, continuation_writing=False),
+    )
+    assert "requalified" not in entry(out, "generate")
+    assert entry(out, "noise_correct")["accepted"] and out["sql"] == SQL_FRENCH
+
+
+def test_requalify_can_be_switched_off(db_path: Path) -> None:
+    out, llm = run(
+        db_path,
+        {"ts": [fence(SQL_BAD_ALIAS)], "nc_repair": [fence(SQL_FRENCH)]},
+        RouteConfig(schema_linking=False, continuation_writing=False, requalify_columns=False),
+    )
+    assert "requalified" not in entry(out, "generate") and llm.tasks() == ["ts", "nc_repair"]

@@ -52,6 +52,20 @@ def test_parse_links(text: str, expected: dict) -> None:
         ("```sql\nSELECT b FROM t\n```", False, "SELECT b FROM t"),  # no verdict, new SQL
         ("```sql\nSELECT a FROM t;\n```", True, None),  # repeats the original
         ("Hmm.", None, None),
+        # Approving phrases that hold a negative word (read as "incorrect" before issue 12).
+        ("The SQL executes without error and returns the names.", True, None),
+        ("The SQL does not need changes.", True, None),
+        ("No changes are needed.", True, None),
+        ("The query is correct and does not return any errors.", True, None),
+        ("The candidate SQL is not incorrect.", True, None),
+        ("The SQL is correct.\n```sql\nSELECT a FROM t\n```", True, None),
+        # The first sentence that gives a verdict decides, code blocks aside.
+        ("Let me check.\nThe SQL is correct.", True, None),
+        ("Let me check.\nThe SQL is wrong.\n```sql\nSELECT b FROM t\n```", False, "SELECT b FROM t"),
+        ("The SQL should be:\n```sql\nSELECT b FROM t\n```", False, "SELECT b FROM t"),
+        ("The SQL is wrong, it should be:\n```sql\nSELECT a FROM t\n```", False, None),  # no new SQL
+        ("The query fails on the join.", False, None),
+        ("No, the year condition is missing.", False, None),
     ],
 )
 def test_parse_verdict(text: str, correct: bool | None, sql: str | None) -> None:
@@ -68,25 +82,49 @@ def test_completions_parse_back() -> None:
     assert prompts.parse_verdict(prompts.nc_completion(True), sql) == prompts.Verdict(True, None)
     wrong = prompts.parse_verdict(prompts.nc_completion(False, sql), "SELECT name FROM singer")
     assert wrong == prompts.Verdict(False, sql)
+    assert prompts.parse_sql(prompts.nc_repair_completion(sql + ";")) == sql
     with pytest.raises(ValueError):
         prompts.nc_completion(False)
 
 
-@pytest.mark.parametrize("builder", ["ts", "sl", "nc", "cw"])
+@pytest.mark.parametrize("builder", ["ts", "sl", "nc", "nc_repair", "cw"])
 @pytest.mark.parametrize("style", ["zero_shot", "few_shot"])
 def test_messages_shape(builder: str, style: str) -> None:
     args = {
         "ts": ("Q?", "CREATE TABLE t (a INT);"),
         "sl": ("Q?", "CREATE TABLE t (a INT);"),
         "nc": ("Q?", "CREATE TABLE t (a INT);", "SELECT a FROM t", "Rows: 0"),
+        "nc_repair": ("Q?", "CREATE TABLE t (a INT);", "SELECT b FROM t", "Execution error: no such column: b"),
         "cw": ("Q?", "CREATE TABLE t (a INT);", "SELECT "),
     }[builder]
     msgs = getattr(prompts, f"{builder}_messages")(*args, hint="a is b", dialect="duckdb", style=style)
     assert msgs[0]["role"] == "system" and "DuckDB" in msgs[0]["content"]
     assert msgs[-1]["role"] == "user" and "Q?" in msgs[-1]["content"] and "Hint: a is b" in msgs[-1]["content"]
-    assert len(msgs) == (4 if style == "few_shot" else 2)
-    if style == "few_shot":
-        assert msgs[2]["role"] == "assistant"
+    examples = 2 if builder == "nc" else 1  # NC's verdict examples: one correct, one wrong
+    assert len(msgs) == (2 + 2 * examples if style == "few_shot" else 2)
+    assert [m["role"] for m in msgs[1:-1]] == ["user", "assistant"] * (examples if style == "few_shot" else 0)
+
+
+def test_nc_verdict_prompt_is_neutral_and_its_examples_balanced() -> None:
+    msgs = prompts.nc_messages("Q?", "CREATE TABLE t (a INT);", "SELECT a FROM t", "Rows: 1", style="few_shot")
+    instruction = msgs[-1]["content"]
+    # The "correct" reply is not the first one offered.
+    assert instruction.index(prompts.NC_INCORRECT) < instruction.index(prompts.NC_CORRECT)
+    answers = [prompts.parse_verdict(m["content"]).correct for m in msgs if m["role"] == "assistant"]
+    assert sorted(answers) == [False, True]
+
+
+def test_nc_repair_prompt_shows_the_failure_and_asks_no_verdict() -> None:
+    msgs = prompts.nc_repair_messages(
+        "Which singers?", "CREATE TABLE singer (name TEXT);", "SELECT T2.name FROM singer AS T1",
+        "Execution error: no such column: T2.name",
+    )
+    text = msgs[-1]["content"]
+    assert "CREATE TABLE singer" in text and "SELECT T2.name FROM singer AS T1" in text
+    assert "no such column: T2.name" in text
+    assert prompts.NC_CORRECT not in text and "Candidate SQL:" not in text
+    empty = prompts.nc_repair_messages("Q?", "CREATE TABLE t (a INT);", "", "Execution error: no SQL")
+    assert "(no SQL was written)" in empty[-1]["content"]
 
 
 def test_join_continuation() -> None:
@@ -103,6 +141,8 @@ def test_join_continuation() -> None:
         ("cw", "SELECT name FROM singer WHERE", prompts.cw_completion("SELECT name FROM singer WHERE age > 3")),
         ("sl", "", prompts.sl_completion({"singer": ["name"]})),
         ("nc", "", prompts.nc_completion(True)),
+        ("nc", "", prompts.nc_completion(False, "SELECT name FROM singer")),
+        ("nc_repair", "", prompts.nc_repair_completion("SELECT name FROM singer")),
     ],
 )
 def test_answer_prefill_opens_the_training_target(task, prefix, target):

@@ -10,7 +10,7 @@ Two views are derived from one MCP run:
 
 * **stage view** (``stage_table``): EX of the SQL as it stands after each stage, exactly as in
   ``sql_by_stage``, plus the final answer (which can differ from continue_write's by the
-  finalize step's fallback to an earlier executable candidate).
+  finalize step's vote among the candidates, or its fallback to an earlier executable one).
 * **cut-off view** (``ablation_rows``): EX of the answer a pipeline *stopped* after a stage would
   have returned, i.e. that stage's SQL with the finalize fallback applied. Because routing up to a
   stage does not depend on later stages, cutting after "draft" is the single-pass baseline (same

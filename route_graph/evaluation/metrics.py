@@ -32,10 +32,8 @@ import math
 import sqlite3
 import statistics
 import time
-from collections import Counter
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlglot
@@ -45,6 +43,12 @@ from sqlglot.tokens import TokenType
 
 from route_graph.errors import ConfigError
 from route_graph.execution import ExecutionResult, execute_sql
+from route_graph.results import (
+    Semantics,
+    normalize_rows,
+    normalize_value,
+    results_match,
+)
 
 if TYPE_CHECKING:
     from route_graph.database import Database
@@ -65,120 +69,7 @@ __all__ = [
     "ves_reward",
 ]
 
-Semantics = Literal["spider", "bird"]
 ExStatus = Literal["correct", "wrong", "pred_error", "gold_error"]
-
-_MAX_PERMUTATIONS = 20_000  # column permutations tried before giving up (only ties get here)
-
-
-class _NaN:
-    """Hashable stand-in for NaN, which is unequal to itself."""
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _NaN)
-
-    def __hash__(self) -> int:
-        return hash("route-graph-nan")
-
-    def __repr__(self) -> str:
-        return "NaN"
-
-
-NAN = _NaN()
-
-
-def normalize_value(value: Any, float_decimals: int = 6) -> Hashable:
-    """Canonical, hashable form of one result value (see the module docstring for the rules)."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            return NAN if value.is_nan() else float(value)
-        value = int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if math.isnan(value):
-            return NAN
-        if math.isinf(value):
-            return value
-        rounded = round(value, float_decimals)
-        return int(rounded) if rounded.is_integer() else rounded
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    try:
-        hash(value)
-    except TypeError:
-        return repr(value)
-    return value
-
-
-def normalize_rows(rows: Sequence[Sequence[Any]], float_decimals: int = 6) -> list[tuple]:
-    """Every value of every row through ``normalize_value``."""
-    return [tuple(normalize_value(v, float_decimals) for v in row) for row in rows]
-
-
-def _column_permutations(gold: list[tuple], pred: list[tuple]) -> Iterator[tuple[int, ...]]:
-    """Column orders of ``pred`` that could match ``gold``: gold column j may only come from a
-    predicted column holding the same multiset of values (identity first, then the rest)."""
-    width = len(gold[0])
-    gold_cols = [Counter(row[j] for row in gold) for j in range(width)]
-    pred_cols = [Counter(row[k] for row in pred) for k in range(width)]
-    options = [[k for k in range(width) if pred_cols[k] == gold_cols[j]] for j in range(width)]
-    for j, opts in enumerate(options):
-        if j in opts:  # try "same position" first
-            opts.remove(j)
-            opts.insert(0, j)
-    chosen: list[int] = []
-    used: set[int] = set()
-
-    def extend(j: int) -> Iterator[tuple[int, ...]]:
-        if j == width:
-            yield tuple(chosen)
-            return
-        for k in options[j]:
-            if k not in used:
-                chosen.append(k)
-                used.add(k)
-                yield from extend(j + 1)
-                used.discard(k)
-                chosen.pop()
-
-    yield from extend(0)
-
-
-def results_match(
-    gold_rows: Sequence[Sequence[Any]],
-    pred_rows: Sequence[Sequence[Any]],
-    *,
-    order_matters: bool = False,
-    semantics: Semantics = "spider",
-    float_decimals: int = 6,
-) -> bool:
-    """Whether two result sets are the same answer (Spider's or BIRD's rules, normalised values)."""
-    gold = normalize_rows(gold_rows, float_decimals)
-    pred = normalize_rows(pred_rows, float_decimals)
-    if semantics == "bird":
-        return set(gold) == set(pred)
-    if semantics != "spider":
-        raise ConfigError(f"Unknown EX semantics {semantics!r}; use 'spider' or 'bird'.")
-    if not gold and not pred:
-        return True
-    if len(gold) != len(pred) or len(gold[0]) != len(pred[0]):
-        return False
-    gold_counts = None if order_matters else Counter(gold)
-    for tried, perm in enumerate(_column_permutations(gold, pred)):
-        if tried >= _MAX_PERMUTATIONS:
-            return False
-        permuted = pred if perm == tuple(range(len(perm))) else [tuple(r[k] for k in perm) for r in pred]
-        if order_matters:
-            if permuted == gold:
-                return True
-        elif Counter(permuted) == gold_counts:
-            return True
-    return False
 
 
 def gold_order_matters(sql: str, dialect: str = "sqlite") -> bool:
