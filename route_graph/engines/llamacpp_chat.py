@@ -13,7 +13,9 @@ One ``llama_cpp.Llama`` per (file, settings) and process; calls are serialized b
 
 from __future__ import annotations
 
+import atexit
 import collections
+import contextlib
 import logging
 import os
 import pathlib
@@ -326,6 +328,17 @@ class _LlamaEngine:
 
 _ENGINES: dict[tuple[str, int, int, int, int], _LlamaEngine] = {}
 _ENGINES_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_engines() -> None:
+    """Free the models before interpreter teardown: llama_cpp's own ``__del__`` runs too late
+    there (its module globals are gone) and prints a TypeError traceback at every exit."""
+    with _ENGINES_LOCK:
+        for engine in _ENGINES.values():
+            with contextlib.suppress(Exception):
+                engine.llm.close()
+        _ENGINES.clear()
 
 
 def _get_engine(path: str, n_ctx: int, n_threads: int, n_batch: int, cache_bytes: int) -> _LlamaEngine:
