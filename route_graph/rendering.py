@@ -31,9 +31,10 @@ __all__ = [
 
 SchemaFormat = Literal["ddl", "compact"]
 
-# Measured with Qwen2.5's tokenizer on the 20 valid.json schemas: 3.3-3.9 characters per token
-# in DDL with sample rows; 3.0 keeps the estimate on the safe side (never under-counts there).
-CHARS_PER_TOKEN = 3.0
+# Measured with Qwen2.5's tokenizer on the 20 valid.json schemas (benchmarks/schema_tokens.py):
+# 2.2 to 3.5 characters per token (digits and punctuation are a token each); 2.0 keeps the
+# estimate from under-counting on every one of them.
+CHARS_PER_TOKEN = 2.0
 # Sample values in the compact format are cut shorter than in DDL's row blocks: a value there
 # only shows what the column holds (its spelling, case, format).
 COMPACT_VALUE_CHARS = 30
@@ -168,11 +169,9 @@ def _compact_table(db: Database, table: Table, sample_rows: int, value_chars: in
         for i, name in enumerate(columns):
             seen: list[str] = []
             for row in rows:
-                if row[i] is None:
-                    continue
-                shown = format_value(row[i], min(value_chars, COMPACT_VALUE_CHARS))
-                if isinstance(row[i], str):
-                    shown = "'" + shown.replace("'", "''") + "'"
+                if not isinstance(row[i], str) or not row[i].strip():
+                    continue  # numbers cost a token per digit and say little; text shows spelling
+                shown = "'" + format_value(row[i], min(value_chars, COMPACT_VALUE_CHARS)).replace("'", "''") + "'"
                 if shown not in seen:
                     seen.append(shown)
                 if len(seen) >= sample_rows:
