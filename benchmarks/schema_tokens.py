@@ -27,7 +27,11 @@ def main() -> int:
 
     from route_graph import RouteConfig, open_database
     from route_graph._cache import ensure_offline_gguf
-    from route_graph.rendering import CHARS_PER_TOKEN, estimate_tokens, stage_schema_text
+    from route_graph.rendering import (
+        CHARS_PER_TOKEN,
+        estimate_tokens,
+        stage_schema_text,
+    )
 
     data = Path(os.environ.get("ROUTE_GRAPH_DATA") or REPO_ROOT.parent / "shared" / "data") / "spider_train"
     db_ids = sorted({e["db_id"] for e in json.loads((data / "valid.json").read_text())})
@@ -36,10 +40,10 @@ def main() -> int:
     worst_ratio = 10.0
     for db_id in db_ids:
         db = open_database(data / "database" / db_id / f"{db_id}.sqlite")
-        for fmt in rows:
+        for fmt, counts in rows.items():
             text = stage_schema_text(db, RouteConfig(schema_format=fmt, schema_token_budget=0))
             tokens = len(vocab.tokenize(text.encode(), add_bos=False))
-            rows[fmt].append(tokens)
+            counts.append(tokens)
             worst_ratio = min(worst_ratio, len(text) / tokens)
             if estimate_tokens(text) < tokens:
                 print(f"UNDER-COUNT {db_id} {fmt}: estimate {estimate_tokens(text)} < {tokens} tokens")
