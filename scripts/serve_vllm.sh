@@ -33,6 +33,8 @@
 #
 # CPU settings (environment, overridable): VLLM_CPU_OMP_THREADS_BIND (default 0-<nproc-1>),
 # VLLM_CPU_KVCACHE_SPACE in GiB (default 2). --enforce-eager is always passed on CPU.
+# Prefix caching is on (explicitly): schema linking, the draft, noise correction and the next
+# question on the same database share their system + schema prefix.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -117,7 +119,8 @@ fi
 ARGS=(-m vllm.entrypoints.openai.api_server
       --model "$MODEL" --served-model-name "$NAME"
       --host "$HOST" --port "$PORT"
-      --dtype "$DTYPE" --max-model-len "$MAX_MODEL_LEN")
+      --dtype "$DTYPE" --max-model-len "$MAX_MODEL_LEN"
+      --enable-prefix-caching)  # vLLM's default too: ROUTE's stages share the schema prefix
 if [[ ${#LORAS[@]} -gt 0 ]]; then
     ARGS+=(--enable-lora --max-lora-rank "$MAX_LORA_RANK" --lora-modules "${LORAS[@]}")
 fi
