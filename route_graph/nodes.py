@@ -22,7 +22,7 @@ from typing import Any, Literal
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import get_executor_for_config
+from langchain_core.runnables.config import get_executor_for_config, merge_configs
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, interrupt
 
@@ -53,7 +53,16 @@ from route_graph.repair import requalify_column
 from route_graph.results import answer_is_empty, vote_by_result
 from route_graph.state import RouteState
 
-__all__ = ["MAX_REQUALIFY_STEPS", "NO_SQL_ERROR", "REJECTED_ERROR", "VOTE_CANDIDATES", "RouteNodes", "stage_schema_text"]
+__all__ = [
+    "MAX_REQUALIFY_STEPS",
+    "MODEL_CALL_NAMES",
+    "NO_SQL_ERROR",
+    "REJECTED_ERROR",
+    "RUN_TAG",
+    "VOTE_CANDIDATES",
+    "RouteNodes",
+    "stage_schema_text",
+]
 
 NO_SQL_ERROR = "The model's answer contained no SQL query."
 REJECTED_ERROR = "The reviewer rejected the SQL; no answer is returned."
@@ -66,6 +75,22 @@ VOTE_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("noise_correct", "noise_correct"),
     ("continue_write", "continue_write"),
 )
+#: The LangChain run name of each model call (``stage.purpose``): a LangSmith trace tells apart the
+#: two concurrent schema-linking calls, NC's verdict from its repair, and so on.
+MODEL_CALL_NAMES: frozenset[str] = frozenset(
+    {
+        "schema_link.links",
+        "schema_link.draft",
+        "generate",
+        "noise_correct.verdict",
+        "noise_correct.repair",
+        "continue_write",
+        "rewrite_question",
+        "respond.answer",
+    }
+)
+#: Tag on every model call the graph makes; each call is tagged with its stage (node) name too.
+RUN_TAG = "route_graph"
 
 
 class _Meter:
@@ -117,8 +142,16 @@ class RouteNodes:
         cfg: RouteConfig,
         config: RunnableConfig,
         llm: Runnable | None = None,
+        *,
+        name: str,
     ) -> str:
-        """One model call; the answer is prefilled where the backend can continue it."""
+        """One model call; the answer is prefilled where the backend can continue it.
+
+        The call runs under the node's config (callbacks, tags, metadata kept) with its own run
+        name (one of ``MODEL_CALL_NAMES``) and tags ``route_graph`` + its stage, so traces can
+        tell the stages' calls apart.
+        """
+        config = merge_configs(config, {"run_name": name, "tags": [RUN_TAG, name.split(".", 1)[0]]})
         try:
             if llm is None and prefill and cfg.answer_prefill and self._continuing is not None:
                 reply = self._continuing.invoke([*messages, {"role": "assistant", "content": prefill}], config)
@@ -167,9 +200,11 @@ class RouteNodes:
         sl_llm = None if self._sl_llm is self.llm else self._sl_llm
         with get_executor_for_config(config) as pool:  # both calls at once: batched by local models
             sl_future: Future = pool.submit(
-                self._ask, meter, sl_msgs, prompts.answer_prefill("sl"), cfg, config, sl_llm
+                self._ask, meter, sl_msgs, prompts.answer_prefill("sl"), cfg, config, sl_llm, name="schema_link.links"
             )
-            ts_future: Future = pool.submit(self._ask, meter, ts_msgs, prompts.answer_prefill("ts"), cfg, config)
+            ts_future: Future = pool.submit(
+                self._ask, meter, ts_msgs, prompts.answer_prefill("ts"), cfg, config, name="schema_link.draft"
+            )
             sl_text, ts_text = sl_future.result(), ts_future.result()
         model_links, dropped = validate_links(prompts.parse_links(sl_text), self.db.schema)
         draft_sql = prompts.parse_sql(ts_text)
@@ -204,7 +239,7 @@ class RouteNodes:
         links = state.get("links") if cfg.schema_linking else None
         schema_text = stage_schema_text(self.db, cfg, links)
         msgs = prompts.ts_messages(state["question"], schema_text, **self._prompt_kwargs(state, cfg))
-        sql = prompts.parse_sql(self._ask(meter, msgs, prompts.answer_prefill("ts"), cfg, config))
+        sql = prompts.parse_sql(self._ask(meter, msgs, prompts.answer_prefill("ts"), cfg, config, name="generate"))
         result = self._execute(sql, cfg)
         entry: dict[str, Any] = {
             "stage": "generate",
@@ -267,7 +302,8 @@ class RouteNodes:
         msgs = prompts.nc_messages(
             state["question"], schema_text, state.get("sql") or "", feedback, **self._prompt_kwargs(state, cfg)
         )
-        verdict = prompts.parse_verdict(self._ask(meter, msgs, prompts.answer_prefill("nc"), cfg, config), state.get("sql"))
+        answer = self._ask(meter, msgs, prompts.answer_prefill("nc"), cfg, config, name="noise_correct.verdict")
+        verdict = prompts.parse_verdict(answer, state.get("sql"))
         update: dict[str, Any] = {}
         entry: dict[str, Any] = {
             "stage": "noise_correct",
@@ -302,7 +338,9 @@ class RouteNodes:
         msgs = prompts.nc_repair_messages(
             state["question"], schema_text, state.get("sql") or "", feedback, **self._prompt_kwargs(state, cfg)
         )
-        sql = prompts.parse_sql(self._ask(meter, msgs, prompts.answer_prefill("nc_repair"), cfg, config))
+        sql = prompts.parse_sql(
+            self._ask(meter, msgs, prompts.answer_prefill("nc_repair"), cfg, config, name="noise_correct.repair")
+        )
         entry: dict[str, Any] = {
             "stage": "noise_correct",
             "mode": "repair",
@@ -339,7 +377,7 @@ class RouteNodes:
             state["question"], schema_text, cfg.continuation_prefix, **self._prompt_kwargs(state, cfg)
         )
         prefill = prompts.answer_prefill("cw", cfg.continuation_prefix)
-        answer = prompts.parse_sql(self._ask(meter, msgs, prefill, cfg, config))
+        answer = prompts.parse_sql(self._ask(meter, msgs, prefill, cfg, config, name="continue_write"))
         sql = prompts.join_continuation(cfg.continuation_prefix, answer) if answer else None
         result = self._execute(sql, cfg)
         needs_rows = cfg.cw_requires_rows and current_ok
@@ -509,7 +547,9 @@ class RouteNodes:
         meter = _Meter()
         original = state["question"]
         history = chat.chat_history(state.get("messages") or [], cfg.history_messages)
-        answer = self._ask(meter, prompts.rewrite_messages(history, original), "", cfg, config)
+        answer = self._ask(
+            meter, prompts.rewrite_messages(history, original), "", cfg, config, name="rewrite_question"
+        )
         question = prompts.parse_rewrite(answer, original)
         entry = {"stage": "rewrite_question", "original": original, "question": question, **meter.cost()}
         return {"question": question, "asked_question": question, "trace": [entry]}
@@ -563,7 +603,10 @@ class RouteNodes:
             feedback = summarize_result(
                 ExecutionResult.from_dict(result), max_rows=cfg.feedback_rows, value_chars=cfg.feedback_value_chars
             )
-            words = self._ask(meter, prompts.answer_messages(state["question"], sql, feedback), "", cfg, config)
+            words = self._ask(
+                meter, prompts.answer_messages(state["question"], sql, feedback), "", cfg, config,
+                name="respond.answer",
+            )
             update["trace"] = [{"stage": "respond", "answer": words.strip(), **meter.cost()}]
         update["messages"] = [chat.reply_message(chat.format_reply(sql, result, cfg.reply_rows, words))]
         return update
