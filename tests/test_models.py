@@ -611,3 +611,79 @@ def test_batch_split_by_prompt_length(tiny, solo, monkeypatch):
     assert [r.content for r in replies] == sequential
     assert engine.batches_run - before == 2
     assert sorted(r.response_metadata["batch_size"] for r in replies) == [1, 3, 3, 3]
+
+
+# --------------------------------------------------------------------------- streaming and async
+
+
+def test_stream_chunks_add_up_to_the_invoke_answer(solo):
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Tokens(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.tokens: list[str] = []
+
+        def on_llm_new_token(self, token: str, **kwargs) -> None:
+            self.tokens.append(token)
+
+    want = solo.invoke(PROMPTS[0])
+    handler = Tokens()
+    chunks = list(solo.stream(PROMPTS[0], config={"callbacks": [handler]}))
+    assert len(chunks) >= 2  # text, then usage: really our _stream, not invoke's one chunk
+    assert "".join(c.content for c in chunks) == want.content
+    assert "".join(handler.tokens) == want.content
+    # One chunk carries the usage (LangChain may append an empty closing chunk after it).
+    assert [c.usage_metadata for c in chunks if c.usage_metadata] == [want.usage_metadata]
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    assert merged.usage_metadata == want.usage_metadata  # counted once, not per chunk
+    assert merged.response_metadata["finish_reason"] == "length"
+
+
+def test_astream_and_ainvoke_match_invoke(solo):
+    import asyncio
+
+    want = solo.invoke(PROMPTS[1])
+
+    async def main():
+        chunks = [c async for c in solo.astream(PROMPTS[1])]
+        reply = await solo.ainvoke(PROMPTS[1])
+        return chunks, reply
+
+    chunks, reply = asyncio.run(main())
+    assert "".join(c.content for c in chunks) == want.content
+    assert [c.usage_metadata for c in chunks if c.usage_metadata] == [want.usage_metadata]
+    assert reply.content == want.content and reply.usage_metadata == want.usage_metadata
+
+
+def test_async_callers_share_a_batch_and_the_loop_runs_on(tiny, solo):
+    """Concurrent ``ainvoke`` calls are batched like threads; waiting does not block the event loop."""
+    import asyncio
+
+    expected = [solo.invoke(p).content for p in PROMPTS[:3]]
+    engine = tiny.engine()
+    before = engine.batches_run
+
+    async def main():
+        ticks = 0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        tick_task = asyncio.create_task(ticker())
+        replies = await asyncio.gather(*(tiny.ainvoke(p) for p in PROMPTS[:3]))
+        done = True
+        await tick_task
+        return replies, ticks
+
+    replies, ticks = asyncio.run(main())
+    assert [r.content for r in replies] == expected
+    assert engine.batches_run - before == 1
+    assert {r.response_metadata["batch_size"] for r in replies} == {3}
+    # The batcher waits its 1 s window for company: a blocked loop would not tick meanwhile.
+    assert ticks >= 10

@@ -7,10 +7,15 @@ and answered by one padded ``generate`` call: on 2 AMX cores a batch of eight sh
 took 1.2–1.6× the time of one answered alone. On AVX2-only CPUs fp32 batching is *slower*
 (3.1 tok/s aggregate at batch 8 vs 6.2 at batch 1, benchmarks/RESULTS.md), so the factory
 gives those CPUs ``max_batch_size=1`` and prefers the llama.cpp engine.
+
+It behaves like any LangChain chat model: ``stream``/``astream`` (whole-reply chunks, see
+``TransformersChatModel._stream``) and ``ainvoke``/``abatch`` that wait on the batcher without
+blocking the event loop, so async callers are batched like threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
 import contextlib
@@ -19,14 +24,14 @@ import os
 import pathlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list, get_executor_for_config
 from pydantic import ConfigDict, Field
@@ -347,10 +352,10 @@ class _Engine:
                     except Exception as exc:  # hand every waiting caller the failure
                         log.exception("generate failed for a batch of %d", len(part))
                         for request in part:
-                            request.future.set_exception(exc)
+                            _settle(request.future, exception=exc)
                     else:
                         for request, output in zip(part, outputs):
-                            request.future.set_result(output)
+                            _settle(request.future, result=output)
 
     def _length_parts(self, requests: list[_Request]) -> list[list[_Request]]:
         """Split a batch so that no part pads more than ``MAX_PADDING_TOKENS`` prompt tokens.
@@ -431,6 +436,21 @@ class _Engine:
                 )
             )
         return results
+
+
+def _settle(
+    future: concurrent.futures.Future, *, result: Any = None, exception: BaseException | None = None
+) -> None:
+    """Hand a caller its answer; a caller that gave up (a cancelled ``ainvoke``) gets nothing.
+
+    A cancelled future refuses a result; raising here would kill the worker and strand the
+    rest of the batch.
+    """
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
 
 
 _ENGINES: dict[tuple[str, str], _Engine] = {}
@@ -527,13 +547,8 @@ class TransformersChatModel(BaseChatModel):
         """The exact text the model sees: the tokenizer's chat template + assistant header."""
         return self.engine().render(conversation(messages))
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def _submit(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> _Request:
+        """Render the prompt and queue it for the batcher; the answer arrives on ``request.future``."""
         engine = self.engine()
         request = _Request(
             prompt=self.render_prompt(messages),
@@ -547,25 +562,104 @@ class TransformersChatModel(BaseChatModel):
             answer_prefix=message_text(messages[-1]) if messages and message_role(messages[-1]) == "assistant" else "",
         )
         engine.submit([request])
-        output: _Output = request.future.result()
+        return request
+
+    async def _asubmit(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> _Output:
+        """``_submit`` off the event loop (loading the model, the chat template), then await the batcher."""
+        loop = asyncio.get_running_loop()
+        request = await loop.run_in_executor(None, self._submit, messages, stop, kwargs)
+        return await asyncio.wrap_future(request.future)
+
+    def _usage(self, output: _Output) -> dict[str, int]:
+        return {
+            "input_tokens": output.input_tokens,
+            "output_tokens": output.output_tokens,
+            "total_tokens": output.input_tokens + output.output_tokens,
+        }
+
+    def _response_metadata(self, output: _Output) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "generation_seconds": round(output.seconds, 4),
+            "batch_size": output.batch_size,
+            "finish_reason": output.finish_reason,
+        }
+
+    def _result(self, output: _Output) -> ChatResult:
         message = AIMessage(
             content=output.text,
-            usage_metadata={
-                "input_tokens": output.input_tokens,
-                "output_tokens": output.output_tokens,
-                "total_tokens": output.input_tokens + output.output_tokens,
-            },
-            response_metadata={
-                "model_name": self.model_name,
-                "generation_seconds": round(output.seconds, 4),
-                "batch_size": output.batch_size,
-                "finish_reason": output.finish_reason,
-            },
+            usage_metadata=self._usage(output),  # type: ignore[arg-type]
+            response_metadata=self._response_metadata(output),
         )
         return ChatResult(
             generations=[ChatGeneration(message=message)],
             llm_output={"model_name": self.model_name},
         )
+
+    def _chunks(self, output: _Output) -> list[ChatGenerationChunk]:
+        """The reply as a text chunk, then an empty chunk with usage and metadata (as providers end)."""
+        chunks = [ChatGenerationChunk(message=AIMessageChunk(content=output.text))] if output.text else []
+        chunks.append(
+            ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="",
+                    usage_metadata=self._usage(output),  # type: ignore[arg-type]
+                    response_metadata=self._response_metadata(output),
+                )
+            )
+        )
+        return chunks
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._result(self._submit(messages, stop, kwargs).future.result())
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """Awaits the batcher: the event loop runs on, and concurrent ``ainvoke`` calls share batches."""
+        return self._result(await self._asubmit(messages, stop, kwargs))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """``stream()``: the whole reply as one text chunk, then a chunk with usage.
+
+        Not token by token: a streamed call goes through the batcher like any other (one padded
+        ``generate`` for many callers), and batched rows finish together, so the reply is yielded
+        once it is complete. What streaming consumers need still holds: chunks that add up to the
+        ``invoke`` answer, ``on_llm_new_token`` callbacks, and ``usage_metadata`` on the last chunk.
+        """
+        for chunk in self._chunks(self._submit(messages, stop, kwargs).future.result()):
+            if run_manager is not None and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """``astream()``: as ``_stream``, awaiting the batcher instead of blocking the event loop."""
+        for chunk in self._chunks(await self._asubmit(messages, stop, kwargs)):
+            if run_manager is not None and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
     def batch(
         self,
