@@ -6,11 +6,9 @@ model and any SQL database; ``load_chat_model()`` gives the offline default mode
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from route_graph.chat import as_sql_tool
-from route_graph.context import RouteConfig
-from route_graph.database import Database, open_database
 from route_graph.errors import (
     ConfigError,
     DatabaseError,
@@ -19,11 +17,27 @@ from route_graph.errors import (
     ModelError,
     RouteGraphError,
 )
-from route_graph.execution import ExecutionResult, execute_sql
-from route_graph.graph import build_route_graph
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
+
+    from route_graph.chat import as_sql_tool
+    from route_graph.context import RouteConfig
+    from route_graph.database import Database, open_database
+    from route_graph.execution import ExecutionResult, execute_sql
+    from route_graph.graph import build_route_graph
+
+# Public names imported on first use, so that importing one module (say ``route_graph.execution``)
+# loads only what that module needs, not the whole graph.
+_LAZY = {
+    "as_sql_tool": "route_graph.chat",
+    "RouteConfig": "route_graph.context",
+    "Database": "route_graph.database",
+    "open_database": "route_graph.database",
+    "ExecutionResult": "route_graph.execution",
+    "execute_sql": "route_graph.execution",
+    "build_route_graph": "route_graph.graph",
+}
 
 __all__ = [
     "ConfigError",
@@ -50,3 +64,16 @@ def load_chat_model(spec: str | None = None, **kwargs: Any) -> BaseChatModel:
     from route_graph.models import load_chat_model as _load
 
     return _load(spec, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'route_graph' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -26,7 +26,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from route_graph.errors import DatabaseError
-from route_graph.execution import execute_sql, format_value
+from route_graph.execution import execute_sql, format_value, quiet_duckdb
 
 if TYPE_CHECKING:  # optional extra; duck-typed at run time
     from langchain_community.utilities import SQLDatabase
@@ -456,6 +456,8 @@ def _open_duckdb_file(path: Path) -> Database:
     engine = sqlalchemy.create_engine(
         url, connect_args={"read_only": True, "config": {"enable_external_access": False}}
     )
+    # No progress bar on stdout, from the first query on (introspection included).
+    sqlalchemy.event.listen(engine, "connect", lambda conn, record: quiet_duckdb(conn, record.info))
     return Database(engine, name=path.stem, dialect="duckdb")
 
 

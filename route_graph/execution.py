@@ -15,6 +15,13 @@ Model SQL is untrusted. Two independent guards stand between it and the database
 Bad SQL never raises: rejections, errors and timeouts come back as an ``ExecutionResult`` with
 ``ok=False``, which is exactly the feedback the noise-correction prompt needs.
 
+The timeout covers the wait for a pooled connection too: under load, a query that cannot get a
+connection before its deadline fails as a timeout instead of running late. DuckDB connections
+never print a progress bar (it would corrupt ``route-sql ask --json`` on stdout).
+
+This module needs only an engine and a dialect (``SqlTarget``), so it never imports the database
+layer, which builds on it.
+
 Work on untrusted SQL is bounded before the database sees it: ``sql_bounds`` caps its length and
 nesting before sqlglot parses it, and every scan of the raw text is linear. Results are bounded in
 bytes as well as rows: rows are fetched one at a time, a longer string/blob cell keeps only its
@@ -28,25 +35,26 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+import os
 import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import sqlalchemy
 import sqlglot
+from sqlalchemy.pool import QueuePool
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from route_graph.sql_bounds import check_sql_bounds, utf8_safe
-
-if TYPE_CHECKING:
-    from route_graph.database import Database
 
 __all__ = [
     "DENIED_FUNCTIONS",
@@ -54,9 +62,11 @@ __all__ = [
     "MAX_RESULT_CHARS",
     "ErrorKind",
     "ExecutionResult",
+    "SqlTarget",
     "check_read_only",
     "execute_sql",
     "format_value",
+    "quiet_duckdb",
     "summarize_result",
 ]
 
@@ -123,6 +133,20 @@ _MAX_CELL_ITEMS = 1_000  # list/struct values (DuckDB) keep at most this many it
 _NUMBER_SIZE = 10
 # msgpack (LangGraph checkpoints) and orjson hold 64-bit integers; larger ones become text.
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+class SqlTarget(Protocol):
+    """What ``execute_sql`` needs of a database: its engine and its sqlglot dialect.
+
+    ``database.Database`` is one; anything with these two attributes will do, which keeps this
+    module free of the database layer (that layer imports it, not the other way round).
+    """
+
+    @property
+    def engine(self) -> sqlalchemy.Engine: ...
+
+    @property
+    def dialect(self) -> str: ...
 
 
 @dataclass
@@ -333,6 +357,88 @@ class _Timeout(Exception):
     """The deadline passed and the query was interrupted."""
 
 
+class _NoConnection(_Timeout):
+    """The deadline passed while waiting for a pooled connection: the query never ran."""
+
+
+_QUIET_KEY = "route_graph.quiet_duckdb"  # in a pooled connection's info: progress bar is off
+
+
+def quiet_duckdb(dbapi_connection: Any, info: dict[Any, Any] | None = None) -> None:
+    """Switch off DuckDB's progress bar on one connection: it prints to stdout on queries over
+    ~2 s, which corrupts JSON output. Both settings are per connection (DuckDB refuses them as
+    ``connect(config=...)`` options), so every connection needs this; ``info`` (a pooled
+    connection's) remembers that it was done."""
+    if info is not None and info.get(_QUIET_KEY):
+        return
+    dbapi_connection.execute("SET enable_progress_bar = false")
+    dbapi_connection.execute("SET enable_progress_bar_print = false")
+    if info is not None:
+        info[_QUIET_KEY] = True
+
+
+def _close_late(future: Future) -> None:
+    if not future.cancelled() and future.exception() is None and future.result() is not None:
+        future.result().close()
+
+
+def _checkout_threads() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=64, thread_name_prefix="route-graph-checkout")
+
+
+#: Threads that wait on a QueuePool for callers (see ``_checkout``); idle ones are reused (a new
+#: thread per query would cost about 0.5 ms). At exit, one still waiting for a connection that
+#: someone holds delays exit by up to the pool's own timeout.
+_CHECKOUTS = _checkout_threads()
+
+
+def _new_checkout_threads_after_fork() -> None:
+    global _CHECKOUTS
+    _CHECKOUTS = _checkout_threads()  # a forked child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_checkout_threads_after_fork)
+
+
+def _checkout(engine: sqlalchemy.Engine, deadline: float) -> Any:
+    """A pooled DB-API connection, or ``_NoConnection`` if none is free before ``deadline``.
+
+    Only a ``QueuePool`` makes callers wait for a connection, and it waits its own ``timeout``
+    (30 s by default), not the query's. SQLAlchemy has no per-call timeout, so a helper thread
+    checks out while this one waits until the deadline (a reused thread: microseconds); a connection
+    that arrives after the caller gave up goes straight back to the pool. Other pools
+    (SingletonThreadPool's per-thread connections, NullPool, StaticPool) never wait for another
+    query and are checked out here, as before.
+    """
+    if not isinstance(engine.pool, QueuePool):
+        return engine.raw_connection()
+    lock = threading.Lock()
+    state = {"abandoned": False}
+
+    def take() -> Any:
+        pooled = engine.raw_connection()
+        with lock:
+            if not state["abandoned"]:
+                return pooled
+        pooled.close()  # the caller timed out meanwhile
+        return None
+
+    future = _CHECKOUTS.submit(take)
+    try:
+        pooled = future.result(timeout=max(0.0, deadline - time.monotonic()))
+    except FutureTimeout:
+        with lock:
+            state["abandoned"] = True
+        if not future.cancel():  # running: a connection taken before the flag was set goes back
+            future.add_done_callback(_close_late)
+        raise _NoConnection from None
+    if time.monotonic() >= deadline:
+        pooled.close()
+        raise _Timeout
+    return pooled
+
+
 _AUTH_ACTIONS = {
     getattr(sqlite3, f"SQLITE_{name}"): name
     for name in ["CREATE_INDEX", "CREATE_TABLE", "CREATE_TEMP_INDEX", "CREATE_TEMP_TABLE", "CREATE_TEMP_TRIGGER", "CREATE_TEMP_VIEW", "CREATE_TRIGGER", "CREATE_VIEW", "DELETE", "DROP_INDEX", "DROP_TABLE", "DROP_TEMP_INDEX", "DROP_TEMP_TABLE", "DROP_TEMP_TRIGGER", "DROP_TEMP_VIEW", "DROP_TRIGGER", "DROP_VIEW", "INSERT", "PRAGMA", "READ", "SELECT", "TRANSACTION", "UPDATE", "ATTACH", "DETACH", "ALTER_TABLE", "REINDEX", "ANALYZE", "CREATE_VTABLE", "DROP_VTABLE", "FUNCTION", "SAVEPOINT", "RECURSIVE"]
@@ -415,11 +521,10 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _run_sqlite(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int) -> _Fetched:
-    pooled = engine.raw_connection()
+def _run_sqlite(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows: int) -> _Fetched:
+    pooled = _checkout(engine, deadline)
     try:
         conn: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]
-        deadline = time.monotonic() + timeout_s
         denied: list[str] = []
         timed_out = False
 
@@ -482,11 +587,16 @@ def _run_sqlite(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows:
         pooled.close()
 
 
-def _run_duckdb(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int) -> _Fetched:
-    pooled = engine.raw_connection()
+def _run_duckdb(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows: int) -> _Fetched:
+    pooled = _checkout(engine, deadline)
     lock = threading.Lock()
     state = {"done": False, "fired": False}
     conn = pooled.driver_connection
+    try:
+        quiet_duckdb(conn, pooled.info)  # a no-op on our own engines; a user's engine needs it
+    except Exception:
+        pooled.close()
+        raise
 
     def interrupt() -> None:
         with lock:
@@ -494,7 +604,7 @@ def _run_duckdb(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows:
                 state["fired"] = True
                 conn.interrupt()
 
-    timer = threading.Timer(timeout_s, interrupt)
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), interrupt)
     timer.daemon = True
     cursor = pooled.cursor()
     try:
@@ -525,15 +635,16 @@ def _run_duckdb(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows:
         pooled.close()
 
 
-def _run_generic(engine: sqlalchemy.Engine, sql: str, timeout_s: float, max_rows: int) -> _Fetched:
+def _run_generic(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows: int) -> _Fetched:
     """Best effort for server databases: a rolled-back transaction (PostgreSQL: read-only + timeout)."""
-    pooled = engine.raw_connection()
+    pooled = _checkout(engine, deadline)
     try:
         cursor = pooled.cursor()
         try:
             if engine.dialect.name == "postgresql":
+                remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
                 cursor.execute("SET TRANSACTION READ ONLY")
-                cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
+                cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms}")
             cursor.execute(sql)
             return _fetch(cursor, max_rows)
         finally:
@@ -558,9 +669,12 @@ _VALUE_ERRORS = (ValueError, ArithmeticError, MemoryError, RecursionError)
 
 
 def execute_sql(
-    db: Database, sql: str, *, timeout_s: float = 5.0, max_rows: int = 1000
+    db: SqlTarget, sql: str, *, timeout_s: float = 5.0, max_rows: int = 1000
 ) -> ExecutionResult:
-    """Run one read-only query; never raises for bad SQL (see ``ExecutionResult.error_kind``)."""
+    """Run one read-only query; never raises for bad SQL (see ``ExecutionResult.error_kind``).
+
+    ``timeout_s`` bounds the wait for a pooled connection plus the query and its fetch.
+    """
     if not isinstance(sql, str):
         raise TypeError(f"sql must be a str, got {type(sql).__name__}")
     if timeout_s <= 0:
@@ -585,8 +699,16 @@ def execute_sql(
     dbapi_error = getattr(getattr(engine.dialect, "loaded_dbapi", None), "Error", sqlite3.Error)
     timeout_message = f"query exceeded the {float(timeout_s)} s limit"
     run_start = time.perf_counter()
+    deadline = time.monotonic() + timeout_s  # before the checkout: waiting for a connection counts
     try:
-        fetched = runner(engine, _strip_sql(sql), timeout_s, max_rows)
+        fetched = runner(engine, _strip_sql(sql), deadline, max_rows)
+    except _NoConnection:
+        return failed(
+            f"no database connection became free within the {float(timeout_s)} s limit (all are busy "
+            "with other queries), so the query did not run; run fewer questions at once or raise "
+            "the execution timeout",
+            "timeout",
+        )
     except _Timeout:
         return failed(timeout_message, "timeout")
     except _Rejected as exc:
