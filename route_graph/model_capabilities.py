@@ -155,7 +155,7 @@ def model_failure_message(exc: BaseException) -> str | None:
         advice = (
             "the prompt (schema + question) is longer than the model accepts: serve with a larger "
             "--max-model-len (scripts/serve_vllm.sh defaults to 8192), give the in-process model a "
-            "larger n_ctx, or lower RouteConfig.prompt_token_budget / link_sample_rows / "
+            "larger n_ctx, or lower RouteConfig.schema_token_budget / link_sample_rows / "
             "generate_sample_rows."
         )
     elif "connection" in low or "connect call failed" in low:

@@ -265,7 +265,7 @@ class _LlamaEngine:
         if len(tokens) + 1 >= self.n_ctx:
             raise PromptTooLongError(
                 f"The prompt has {len(tokens)} tokens, more than the model's context of {self.n_ctx} "
-                "(exceed context window): lower RouteConfig.prompt_token_budget or the sample rows, "
+                "(exceed context window): lower RouteConfig.schema_token_budget or the sample rows, "
                 "or load the model with a larger n_ctx."
             )
         budget = min(max_new_tokens, self.n_ctx - len(tokens) - 1)
