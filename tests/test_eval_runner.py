@@ -282,3 +282,20 @@ def test_empty_selection_writes_an_empty_report(data: Path, tmp_path: Path) -> N
     result = run_eval(settings(data, limit=0), tmp_path / "empty", llm=None, progress=False)
     assert result.new_questions == 0 and result.summary["overall"]["ex"] is None
     assert "## Overall" in (tmp_path / "empty" / "report.md").read_text()
+
+
+def test_answers_that_finish_together_are_yielded_in_submission_order() -> None:
+    # A crash (Ctrl-C) in a later question must not hide an earlier one that finished with it.
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from route_graph.evaluation.runner import _windowed
+
+    def finished(_pool: ThreadPoolExecutor, item: Any) -> Future:
+        future: Future = Future()
+        future.set_result(item)
+        return future
+
+    items = list(range(64))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        order = [item for item, _ in _windowed(pool, items, finished, window=64)]
+    assert order == items

@@ -331,7 +331,9 @@ def _windowed(
             break
     while pending:
         done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-        for future in done:
+        # Submission order, not set order: when several finish together, an earlier question's
+        # answer is written before a later one's crash (Ctrl-C) ends the run.
+        for future in [f for f in pending if f in done]:
             example = pending.pop(future)
             nxt = next(queue, None)
             if nxt is not None:
