@@ -75,3 +75,24 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path} (set ROUTE_GRAPH_DATA to its location)")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A live throwaway PostgreSQL 15 cluster (see tests/postgres_server.py), superuser access.
+
+    Fails when the server binaries are missing, so CI cannot pass without the live tests; skips
+    only when ROUTE_GRAPH_SKIP_POSTGRES=1 is set explicitly.
+    """
+    from tests.postgres_server import SKIP_ENV, PostgresServer, postgres_missing_reason
+
+    if os.environ.get(SKIP_ENV) == "1":
+        pytest.skip(f"live PostgreSQL tests skipped because {SKIP_ENV}=1 is set")
+    reason = postgres_missing_reason()
+    if reason is not None:
+        pytest.fail(reason, pytrace=False)
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
