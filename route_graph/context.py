@@ -134,6 +134,17 @@ class RouteConfig:
         "Add a one-sentence natural-language answer from the result to the chat reply (one more model call).",
         False,
     )
+    value_retrieval: bool = _describe(
+        "Match phrases of the question and hint against the database's text values (an index built once "
+        "per database and cached, see route_graph.values) and show the matches after the schema in every "
+        "SQL-writing prompt as table.column: 'value'.",
+        False,
+    )
+    value_match_limit: int = _describe("Most retrieved values shown in a prompt (value_retrieval).", 8)
+    value_match_threshold: float = _describe(
+        "Least rapidfuzz ratio (0-100, lowercased text) for a fuzzy value match; exact matches always count.",
+        85.0,
+    )
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         # Remember the fields the caller named, so a per-run context overrides only those.
@@ -173,7 +184,7 @@ class RouteConfig:
     def __post_init__(self) -> None:
         for name in (
             "link_sample_rows", "generate_sample_rows", "feedback_rows", "difficulty_threshold",
-            "history_messages", "reply_rows",
+            "history_messages", "reply_rows", "value_match_limit",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"RouteConfig.{name} must be >= 0, got {getattr(self, name)!r}.")

@@ -52,6 +52,7 @@ from route_graph.rendering import stage_schema_text
 from route_graph.repair import requalify_column
 from route_graph.results import answer_is_empty, vote_by_result
 from route_graph.state import RouteState
+from route_graph.values import match_values, render_matches
 
 __all__ = [
     "MAX_REQUALIFY_STEPS",
@@ -178,8 +179,36 @@ class RouteNodes:
             )
         return execute_sql(self.db, sql, timeout_s=cfg.execution_timeout_s, max_rows=cfg.max_rows)
 
-    def _prompt_kwargs(self, state: RouteState, cfg: RouteConfig) -> dict[str, Any]:
-        return {"hint": state.get("hint"), "dialect": self.db.dialect, "style": cfg.prompt_style}
+    def _prompt_kwargs(
+        self, state: RouteState, cfg: RouteConfig, matches: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"hint": state.get("hint"), "dialect": self.db.dialect, "style": cfg.prompt_style}
+        matches = state.get("value_matches") if matches is None else matches
+        if cfg.value_retrieval and matches:
+            kwargs["values"] = render_matches(matches)
+        return kwargs
+
+    def _retrieve_values(self, state: RouteState, cfg: RouteConfig) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+        """This question's value matches (``value_retrieval``) and the trace fields of the node that
+        looked them up: computed once per question, by the first SQL-writing node. Never raises: a
+        failing index build gives no matches and a ``value_error``."""
+        known = state.get("value_matches")
+        if not cfg.value_retrieval or known is not None:
+            return known, {}
+        start = time.perf_counter()
+        trace: dict[str, Any] = {}
+        try:
+            found = match_values(
+                self.db, state["question"], state.get("hint"),
+                limit=cfg.value_match_limit, threshold=cfg.value_match_threshold,
+            )
+            matches = [m.to_dict() for m in found]
+        except Exception as exc:  # noqa: BLE001 - value retrieval is an aid; the question goes on without it
+            matches = []
+            trace["value_error"] = f"{type(exc).__name__}: {exc}"
+        trace["value_matches"] = matches
+        trace["value_seconds"] = round(time.perf_counter() - start, 3)
+        return matches, trace
 
     @staticmethod
     def _outcome(result: ExecutionResult) -> dict[str, Any]:
@@ -193,7 +222,8 @@ class RouteNodes:
         cfg = self.settings(runtime)
         meter = _Meter()
         schema_text = stage_schema_text(self.db, cfg)
-        kwargs = self._prompt_kwargs(state, cfg)
+        matches, value_trace = self._retrieve_values(state, cfg)
+        kwargs = self._prompt_kwargs(state, cfg, matches)
         sl_msgs = prompts.sl_messages(state["question"], schema_text, **kwargs)
         ts_msgs = prompts.ts_messages(state["question"], schema_text, **kwargs)
         # Constrained (JSON-schema) decoding replaces the prefill where the backend has it.
@@ -213,6 +243,7 @@ class RouteNodes:
         draft = self._execute(draft_sql, cfg)
         entry = {
             "stage": "schema_link",
+            **value_trace,
             "model_links": model_links,
             "hallucinated": dropped,
             "sql_links": draft_links or {},
@@ -227,6 +258,7 @@ class RouteNodes:
             "draft_sql": draft_sql,
             "draft_result": draft.to_dict(),
             "sql_by_stage": {"draft": draft_sql or ""},
+            "value_matches": matches,
             "trace": [entry],
         }
 
@@ -238,11 +270,13 @@ class RouteNodes:
         meter = _Meter()
         links = state.get("links") if cfg.schema_linking else None
         schema_text = stage_schema_text(self.db, cfg, links)
-        msgs = prompts.ts_messages(state["question"], schema_text, **self._prompt_kwargs(state, cfg))
+        matches, value_trace = self._retrieve_values(state, cfg)
+        msgs = prompts.ts_messages(state["question"], schema_text, **self._prompt_kwargs(state, cfg, matches))
         sql = prompts.parse_sql(self._ask(meter, msgs, prompts.answer_prefill("ts"), cfg, config, name="generate"))
         result = self._execute(sql, cfg)
         entry: dict[str, Any] = {
             "stage": "generate",
+            **value_trace,
             "schema_tables": list(links) if links else "full",
             "proposed_sql": sql,
             "accepted": True,
@@ -261,6 +295,7 @@ class RouteNodes:
             "result": result.to_dict(),
             "stage": "generate",
             "sql_by_stage": {"generate": sql or ""},
+            "value_matches": matches,
             "trace": [entry],
         }
 
@@ -532,6 +567,7 @@ class RouteNodes:
             "sql": "",
             "result": {},
             "stage": "",
+            "value_matches": None,
             "sql_by_stage": Overwrite({}),
             "trace": Overwrite([]),
         }

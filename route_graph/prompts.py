@@ -21,8 +21,10 @@ from typing import Literal
 from route_graph.sql_bounds import utf8_safe
 
 __all__ = [
+    "VALUES_HEADER",
     "Message",
     "Task",
+    "Values",
     "Verdict",
     "answer_messages",
     "answer_prefill",
@@ -45,6 +47,7 @@ __all__ = [
     "sl_messages",
     "ts_completion",
     "ts_messages",
+    "values_block",
 ]
 
 Message = dict[str, str]
@@ -69,8 +72,26 @@ def dialect_label(dialect: str) -> str:
     return _DIALECT_LABELS.get(dialect.lower(), dialect)
 
 
-def _context(schema: str, question: str, hint: str | None) -> str:
+VALUES_HEADER = "-- Values in the database that match the question:"
+#: Retrieved values (``values.render_matches``): prompt lines ``table.column: 'value'``, or their text.
+Values = Sequence[str] | str | None
+
+
+def values_block(values: Values) -> str:
+    """The retrieved-values block shown after the schema; "" when there are none."""
+    lines = values.splitlines() if isinstance(values, str) else list(values or ())
+    lines = [line.strip().removeprefix("--").strip() for line in lines]
+    lines = [line for line in lines if line]
+    if not lines:
+        return ""
+    return "\n".join([VALUES_HEADER, *(f"-- {line}" for line in lines)])
+
+
+def _context(schema: str, question: str, hint: str | None, values: Values = None) -> str:
     parts = [f"Database schema:\n{schema.strip()}", ""]
+    block = values_block(values)
+    if block:
+        parts += [block, ""]
     if hint:
         parts.append(f"Hint: {hint.strip()}")
     parts.append(f"Question: {question.strip()}")
@@ -128,9 +149,9 @@ def _with_style(
 
 # --------------------------------------------------------------------------------------------
 # Text-to-SQL (TS)
-def _ts_user(schema: str, question: str, hint: str | None, dialect: str) -> str:
+def _ts_user(schema: str, question: str, hint: str | None, dialect: str, values: Values = None) -> str:
     return (
-        f"{_context(schema, question, hint)}\n\n"
+        f"{_context(schema, question, hint, values)}\n\n"
         f"Write one {dialect_label(dialect)} query that answers the question, using only the tables "
         "and columns above. Reply with the SQL in a ```sql code block."
     )
@@ -143,11 +164,12 @@ def ts_messages(
     hint: str | None = None,
     dialect: str = "sqlite",
     style: PromptStyle = "zero_shot",
+    values: Values = None,
 ) -> list[Message]:
-    """Text-to-SQL: question (+hint) and a rendered schema -> one SQL query."""
+    """Text-to-SQL: question (+hint) and a rendered schema (+matching values) -> one SQL query."""
     return _with_style(
         SYSTEM.format(dialect=dialect_label(dialect)),
-        _ts_user(schema, question, hint, dialect),
+        _ts_user(schema, question, hint, dialect, values),
         style,
         [(_ts_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, dialect), ts_completion(_EXAMPLE_SQL))],
     )
@@ -160,9 +182,9 @@ def ts_completion(sql: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Schema linking (SL)
-def _sl_user(schema: str, question: str, hint: str | None) -> str:
+def _sl_user(schema: str, question: str, hint: str | None, values: Values = None) -> str:
     return (
-        f"{_context(schema, question, hint)}\n\n"
+        f"{_context(schema, question, hint, values)}\n\n"
         "Which tables and columns are needed to write the SQL query that answers the question? "
         'Reply with a JSON object that maps each needed table to the list of its needed columns, '
         'e.g. {"table_a": ["column_1", "column_2"]}.'
@@ -176,11 +198,12 @@ def sl_messages(
     hint: str | None = None,
     dialect: str = "sqlite",
     style: PromptStyle = "zero_shot",
+    values: Values = None,
 ) -> list[Message]:
-    """Schema linking: question and full schema -> ``{table: [columns]}`` as JSON."""
+    """Schema linking: question and full schema (+matching values) -> ``{table: [columns]}`` as JSON."""
     return _with_style(
         SYSTEM.format(dialect=dialect_label(dialect)),
-        _sl_user(schema, question, hint),
+        _sl_user(schema, question, hint, values),
         style,
         [(_sl_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None), sl_completion(_EXAMPLE_LINKS))],
     )
@@ -197,11 +220,11 @@ NC_CORRECT = "The SQL is correct."
 NC_INCORRECT = "The SQL is incorrect. The correct SQL is:"
 
 
-def _nc_user(schema: str, question: str, hint: str | None, sql: str, feedback: str) -> str:
+def _nc_user(schema: str, question: str, hint: str | None, sql: str, feedback: str, values: Values = None) -> str:
     # Neutral on purpose: neither verdict is offered first as "the" reply (small models copy the
     # first reply they are shown), and the few-shot examples hold one of each.
     return (
-        f"{_context(schema, question, hint)}\n\n"
+        f"{_context(schema, question, hint, values)}\n\n"
         f"Candidate SQL:\n{_sql_block(sql)}\n\n"
         f"Execution result:\n{feedback.strip()}\n\n"
         "Check the candidate SQL against the question: its tables, columns, joins, conditions and "
@@ -221,11 +244,13 @@ def nc_messages(
     hint: str | None = None,
     dialect: str = "sqlite",
     style: PromptStyle = "zero_shot",
+    values: Values = None,
 ) -> list[Message]:
-    """Noise correction: question, schema, candidate SQL and its execution feedback -> verdict."""
+    """Noise correction: question, schema (+matching values), candidate SQL and its execution
+    feedback -> verdict."""
     return _with_style(
         SYSTEM.format(dialect=dialect_label(dialect)),
-        _nc_user(schema, question, hint, sql, feedback),
+        _nc_user(schema, question, hint, sql, feedback, values),
         style,
         [
             (_nc_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, _EXAMPLE_SQL, _EXAMPLE_FEEDBACK), nc_completion(True)),
@@ -246,9 +271,11 @@ def nc_completion(correct: bool, corrected_sql: str | None = None) -> str:
     return f"{NC_INCORRECT}\n{_sql_block(corrected_sql)}"
 
 
-def _nc_repair_user(schema: str, question: str, hint: str | None, sql: str, feedback: str, dialect: str) -> str:
+def _nc_repair_user(
+    schema: str, question: str, hint: str | None, sql: str, feedback: str, dialect: str, values: Values = None
+) -> str:
     return (
-        f"{_context(schema, question, hint)}\n\n"
+        f"{_context(schema, question, hint, values)}\n\n"
         f"SQL to repair:\n{_sql_block(sql) if sql.strip() else '(no SQL was written)'}\n\n"
         f"Execution result:\n{feedback.strip()}\n\n"
         "This SQL fails or returns no useful rows, so it does not answer the question. Write a "
@@ -266,13 +293,14 @@ def nc_repair_messages(
     hint: str | None = None,
     dialect: str = "sqlite",
     style: PromptStyle = "zero_shot",
+    values: Values = None,
 ) -> list[Message]:
     """Noise correction of SQL that fails, returns no rows or only NULLs: no verdict is asked (the
     execution already gave it), only the repaired SQL; the full schema lets it recover a column
     that linking dropped."""
     return _with_style(
         SYSTEM.format(dialect=dialect_label(dialect)),
-        _nc_repair_user(schema, question, hint, sql, feedback, dialect),
+        _nc_repair_user(schema, question, hint, sql, feedback, dialect, values),
         style,
         [
             (
@@ -292,9 +320,9 @@ def nc_repair_completion(sql: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Continuation writing (CW)
-def _cw_user(schema: str, question: str, hint: str | None, prefix: str) -> str:
+def _cw_user(schema: str, question: str, hint: str | None, prefix: str, values: Values = None) -> str:
     return (
-        f"{_context(schema, question, hint)}\n\n"
+        f"{_context(schema, question, hint, values)}\n\n"
         "Complete the following unfinished SQL query so that it answers the question:\n"
         f"{prefix.rstrip()} ...\n\n"
         "Reply with the complete SQL query (starting with the unfinished part) in a ```sql code block."
@@ -309,12 +337,13 @@ def cw_messages(
     hint: str | None = None,
     dialect: str = "sqlite",
     style: PromptStyle = "zero_shot",
+    values: Values = None,
 ) -> list[Message]:
-    """Continuation writing: question, schema and a truncated SQL -> the completed SQL."""
+    """Continuation writing: question, schema (+matching values) and a truncated SQL -> the completed SQL."""
     example_prefix = _EXAMPLE_SQL[: _EXAMPLE_SQL.index(" FROM")]
     return _with_style(
         SYSTEM.format(dialect=dialect_label(dialect)),
-        _cw_user(schema, question, hint, prefix),
+        _cw_user(schema, question, hint, prefix, values),
         style,
         [(_cw_user(_EXAMPLE_SCHEMA, _EXAMPLE_QUESTION, None, example_prefix), cw_completion(_EXAMPLE_SQL))],
     )

@@ -65,5 +65,6 @@ class RouteState(TypedDict, total=False):
     sql: str
     result: dict[str, Any]
     stage: str
+    value_matches: list[dict[str, Any]] | None  # retrieved values (values.ValueMatch.to_dict); None: not yet
     sql_by_stage: Annotated[dict[str, str], _merge]
     trace: Annotated[list[TraceEntry], operator.add]
