@@ -49,7 +49,7 @@ from typing import Any, Literal, Protocol
 
 import sqlalchemy
 import sqlglot
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import QueuePool, SingletonThreadPool
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
@@ -58,6 +58,8 @@ from route_graph.sql_bounds import check_sql_bounds, utf8_safe
 
 __all__ = [
     "DENIED_FUNCTIONS",
+    "DENIED_FUNCTION_PREFIXES",
+    "DENIED_FUNCTION_SUFFIXES",
     "MAX_CELL_CHARS",
     "MAX_RESULT_CHARS",
     "ErrorKind",
@@ -65,7 +67,9 @@ __all__ = [
     "SqlTarget",
     "check_read_only",
     "execute_sql",
+    "bound_connect_timeout",
     "format_value",
+    "is_denied_function",
     "quiet_duckdb",
     "summarize_result",
 ]
@@ -74,27 +78,78 @@ ErrorKind = Literal["rejected", "timeout", "error"]
 
 #: Functions no query may call (any dialect, lower case): file/extension access, sleeps and
 #: locks, sequence writes, arbitrary-SQL evaluators, and blob generators that exhaust memory.
+#: Matched on the name as the database resolves it (quotes and case do not matter; Unicode-escaped
+#: identifiers are refused outright) and together with ``DENIED_FUNCTION_PREFIXES``.
 DENIED_FUNCTIONS: frozenset[str] = frozenset(
     {
         # SQLite (core and CLI extensions)
         "load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "zeroblob",
         "randomblob", "sqlite_compileoption_get", "sqlite_compileoption_used",
-        # PostgreSQL
-        "pg_sleep", "pg_sleep_for", "pg_sleep_until", "pg_read_file", "pg_read_binary_file",
-        "pg_ls_dir", "pg_stat_file", "lo_import", "lo_export", "lo_unlink", "lo_put",
-        "dblink", "dblink_exec", "dblink_connect", "pg_terminate_backend", "pg_cancel_backend",
-        "pg_reload_conf", "pg_rotate_logfile", "set_config", "nextval", "setval",
-        "query_to_xml", "query_to_xml_and_xmlschema", "pg_advisory_lock", "pg_advisory_xact_lock",
+        # PostgreSQL: server files, other connections, signals, configuration, notifications,
+        # sequences, SQL-string evaluators (they would run text the guard never saw), WAL/backup
+        # control and superuser-only catalog writes.
+        "pg_stat_file", "pg_current_logfile", "pg_notify", "pg_terminate_backend",
+        "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile", "set_config", "nextval",
+        "setval", "loread", "lowrite", "pg_drop_replication_slot", "pg_promote", "pg_nextoid",
+        "pg_log_backend_memory_contexts", "pg_import_system_collations", "pg_show_all_file_settings",
+        "pg_hba_file_rules", "pg_ident_file_mappings", "ts_stat", "crosstab", "crosstab2",
+        "crosstab3", "crosstab4", "connectby", "xpath_table", "pg_logdir_ls", "pg_start_backup",
+        "pg_stop_backup", "pg_export_snapshot", "pg_stat_statements_reset", "pg_prewarm",
+        "pg_truncate_visibility_map",
         # MySQL
-        "sleep", "benchmark", "load_file", "get_lock", "release_lock",
-        # DuckDB (files, other databases, environment, SQL strings)
+        "sleep", "benchmark", "load_file", "get_lock", "release_lock", "release_all_locks",
+        "is_free_lock", "is_used_lock", "master_pos_wait", "source_pos_wait",
+        # DuckDB (files, other databases, environment, SQL strings, profiling/logging to files)
         "read_csv", "read_csv_auto", "read_parquet", "parquet_scan", "read_json",
         "read_json_auto", "read_json_objects", "read_ndjson", "read_ndjson_auto",
         "read_ndjson_objects", "read_text", "read_blob", "read_xlsx", "glob", "sqlite_scan",
         "sqlite_attach", "postgres_scan", "postgres_attach", "mysql_scan", "iceberg_scan",
-        "delta_scan", "st_read", "query", "query_table", "getenv",
+        "delta_scan", "st_read", "query", "query_table", "getenv", "json_execute_serialized_sql",
+        "checkpoint", "force_checkpoint", "write_log", "truncate_duckdb_logs", "which_secret",
+        "duckdb_secrets", "duckdb_logs", "duckdb_logs_parsed", "add_grammar_extension",
+        "remove_grammar_extension", "copy_database", "import_database", "sleep_ms", "sniff_csv",
+        "arrow_scan", "arrow_scan_dumb", "python_arrow_scan", "pandas_scan", "install_extension",
     }
 )
+
+#: Whole families refused by name prefix: allow by default, but where a family touches files,
+#: other connections or server state, every present *and future* member is refused (a new
+#: ``pg_ls_*`` or ``read_*`` reader must not need a new entry here). Lower case.
+DENIED_FUNCTION_PREFIXES: tuple[str, ...] = (
+    # PostgreSQL
+    "pg_read_",  # pg_read_file, pg_read_binary_file: server files
+    "pg_ls_",  # pg_ls_dir, pg_ls_logdir, pg_ls_waldir, pg_ls_tmpdir, ...: server directories
+    "pg_file_",  # adminpack: pg_file_write/rename/unlink/sync
+    "pg_sleep",  # pg_sleep, pg_sleep_for, pg_sleep_until (the timeout bounds them; no use anyway)
+    "dblink",  # dblink, dblink_connect(_u), dblink_exec, dblink_send_query: outside our transaction
+    "lo_",  # large objects: lo_create, lo_from_bytea, lo_import, lo_export, lo_put, lo_unlink, ...
+    "pg_advisory", "pg_try_advisory",  # session locks survive the rollback on a pooled connection
+    "pg_create_",  # replication slots, restore points
+    "pg_copy_",  # pg_copy_*_replication_slot
+    "pg_replication_",  # replication origins
+    "pg_logical_",  # pg_logical_emit_message, pg_logical_slot_get_changes (consumes changes)
+    "pg_stat_reset",  # statistics resets
+    "pg_switch_", "pg_wal_replay_", "pg_backup_",  # WAL and backup control
+    "query_to_xml", "cursor_to_xml", "table_to_xml", "schema_to_xml", "database_to_xml",
+    # DuckDB
+    "read_",  # read_csv/json/parquet/text/blob/duckdb, read_single_*_file, ...: files
+    "parquet_",  # parquet_scan/metadata/schema/...: files
+    "enable_", "disable_",  # enable_profiling(save_location=...), enable_logging(storage='file')
+    "iceberg_", "delta_",  # lakehouse readers
+)
+#: Families refused by name suffix: table functions that scan other databases or files.
+DENIED_FUNCTION_SUFFIXES: tuple[str, ...] = ("_scan", "_attach")
+
+
+def is_denied_function(name: str) -> bool:
+    """True when no query may call the function ``name`` (any case, any quoting)."""
+    lowered = name.lower()
+    return (
+        lowered in DENIED_FUNCTIONS
+        or lowered.startswith(DENIED_FUNCTION_PREFIXES)
+        or lowered.endswith(DENIED_FUNCTION_SUFFIXES)
+    )
+
 
 # Nodes that make a statement something other than a read-only query, wherever they appear.
 _FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
@@ -284,6 +339,43 @@ def _tokenizes_as_single_query(sql: str, dialect: str) -> bool:
     return not any(t.token_type == TokenType.SEMICOLON for t in tokens)
 
 
+_NAME_TOKENS = frozenset({TokenType.VAR, TokenType.IDENTIFIER})
+
+
+def _check_tokens(text: str, dialect: str) -> str | None:
+    """The token half of the guard, independent of how sqlglot builds its tree.
+
+    Refuses a Unicode-escaped identifier (PostgreSQL ``U&"pg_read_\\0066ile"`` names
+    ``pg_read_file`` in a spelling no name list matches; no real query needs one) and any denied
+    function name directly followed by ``(``, whatever node sqlglot would have made of it. A
+    tokenizer error is left to the parser, which rejects it.
+    """
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(text)
+    except SqlglotError:
+        return None
+    for i, token in enumerate(tokens[:-1]):
+        following = tokens[i + 1]
+        if (
+            token.token_type == TokenType.VAR
+            and token.text.upper() == "U"
+            and following.token_type == TokenType.AMP
+            and text[token.end + 1 : token.end + 2] == "&"
+            and text[following.end + 1 : following.end + 2] == '"'
+        ):
+            return (
+                'Unicode-escaped identifiers (U&"...") are not allowed; write names plainly, '
+                'e.g. "pg_class" instead of U&"pg_\\0063lass".'
+            )
+        if (
+            token.token_type in _NAME_TOKENS
+            and following.token_type == TokenType.L_PAREN
+            and is_denied_function(token.text)
+        ):
+            return f"The function {token.text.lower()}() is not allowed in queries."
+    return None
+
+
 def check_read_only(sql: str, dialect: str = "sqlite") -> str | None:
     """Return None when ``sql`` is one read-only query, else a reason a person (or model) can act on.
 
@@ -301,6 +393,9 @@ def check_read_only(sql: str, dialect: str = "sqlite") -> str | None:
         return "Empty SQL: there is no statement to execute."
     if "\x00" in text:
         return "The SQL contains a NUL character; only a single plain SELECT query may run."
+    reason = _check_tokens(text, dialect)
+    if reason is not None:
+        return reason
     try:
         parsed = _parse(text, dialect)
     except (SqlglotError, RecursionError) as exc:
@@ -337,7 +432,7 @@ def _check_tree(parsed: list[exp.Expression | None], text: str, dialect: str) ->
                 f"The query contains {_describe_node(node)}, which is not allowed; "
                 "only read-only SELECT queries may run."
             )
-        if isinstance(node, exp.Func) and _function_name(node) in DENIED_FUNCTIONS:
+        if isinstance(node, exp.Func) and is_denied_function(_function_name(node)):
             return f"The function {_function_name(node)}() is not allowed in queries."
         if dialect == "duckdb" and isinstance(node, exp.Table):
             name = node.name
@@ -407,11 +502,14 @@ def _checkout(engine: sqlalchemy.Engine, deadline: float) -> Any:
     Only a ``QueuePool`` makes callers wait for a connection, and it waits its own ``timeout``
     (30 s by default), not the query's. SQLAlchemy has no per-call timeout, so a helper thread
     checks out while this one waits until the deadline (a reused thread: microseconds); a connection
-    that arrives after the caller gave up goes straight back to the pool. Other pools
+    that arrives after the caller gave up goes straight back to the pool. Server databases are
+    checked out the same way whatever their pool: opening a connection to a server that accepts
+    TCP and never answers would otherwise hang the caller. SQLite/DuckDB engines with other pools
     (SingletonThreadPool's per-thread connections, NullPool, StaticPool) never wait for another
-    query and are checked out here, as before.
+    query and are checked out here, in the caller's thread, as before.
     """
-    if not isinstance(engine.pool, QueuePool):
+    server = engine.dialect.name not in ("sqlite", "duckdb")
+    if not isinstance(engine.pool, QueuePool) and not (server and not isinstance(engine.pool, SingletonThreadPool)):
         return engine.raw_connection()
     lock = threading.Lock()
     state = {"abandoned": False}
@@ -437,6 +535,15 @@ def _checkout(engine: sqlalchemy.Engine, deadline: float) -> Any:
         pooled.close()
         raise _Timeout
     return pooled
+
+
+def _pool_is_full(engine: sqlalchemy.Engine) -> bool:
+    """True when every connection a QueuePool may open is checked out (busy, not unreachable)."""
+    pool = engine.pool
+    if not isinstance(pool, QueuePool):
+        return False
+    overflow = pool._max_overflow  # noqa: SLF001 - no public accessor; -1 means unlimited
+    return overflow >= 0 and pool.checkedout() >= pool.size() + overflow
 
 
 _AUTH_ACTIONS = {
@@ -530,7 +637,7 @@ def _run_sqlite(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows: 
 
         def authorize(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
             if action in _AUTH_ALLOWED:
-                if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in DENIED_FUNCTIONS:
+                if action == sqlite3.SQLITE_FUNCTION and is_denied_function(arg2 or ""):
                     denied.append(f"the function {arg2}()")
                     return sqlite3.SQLITE_DENY
                 return sqlite3.SQLITE_OK
@@ -636,23 +743,19 @@ def _run_duckdb(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows: 
 
 
 def _run_generic(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows: int) -> _Fetched:
-    """Best effort for server databases: a rolled-back transaction (PostgreSQL: read-only + timeout)."""
+    """Best effort for other server databases (MySQL, MSSQL, ...): a rolled-back transaction.
+
+    No server-side timeout is set here: a runaway query is reported as a timeout when it returns,
+    but it is not interrupted (see README, Safety).
+    """
     pooled = _checkout(engine, deadline)
     try:
         cursor = pooled.cursor()
         try:
-            if engine.dialect.name == "postgresql":
-                remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
-                cursor.execute("SET TRANSACTION READ ONLY")
-                cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms}")
             cursor.execute(sql)
             return _fetch(cursor, max_rows)
         finally:
             cursor.close()
-    except Exception as exc:
-        if "statement timeout" in str(exc) or "canceling statement" in str(exc):
-            raise _Timeout from exc
-        raise
     finally:
         try:
             pooled.rollback()
@@ -660,9 +763,167 @@ def _run_generic(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows:
             pooled.close()
 
 
+#: A superuser's queries run as this built-in role (PostgreSQL 14+): it may read every table but
+#: not call superuser-only functions (server files, adminpack, dblink_connect_u, replication
+#: slots, statistics resets, signals), so the server itself refuses what a deny-list might miss.
+_PG_READER_ROLE = "pg_read_all_data"
+_PG_SESSION_KEY = "route_graph.pg_session"  # in a pooled connection's info: (superuser, version)
+_PG_CANCEL_GRACE_S = 0.5  # the client cancels a query the server's own timeout has not stopped
+_PG_TIMEOUT_STATES = {"57014", "55P03"}  # query_canceled (statement timeout), lock_not_available
+_PG_REFUSED_STATES = {"25006", "42501"}  # read_only_sql_transaction, insufficient_privilege
+_WARNED_SUPERUSER: set[int] = set()
+_LOG = logging.getLogger("route_graph")
+
+
+def _pg_sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+
+
+def _pg_session(cursor: Any, info: dict[Any, Any]) -> tuple[bool, int]:
+    """(connected as superuser, server_version_num), asked once per pooled connection."""
+    known = info.get(_PG_SESSION_KEY)
+    if known is None:
+        cursor.execute("SELECT current_setting('is_superuser'), current_setting('server_version_num')")
+        superuser, version = cursor.fetchone()
+        known = info[_PG_SESSION_KEY] = (superuser == "on", int(version))
+    return known
+
+
+def _warn_superuser_once(engine: sqlalchemy.Engine) -> None:
+    if id(engine) in _WARNED_SUPERUSER:
+        return
+    _WARNED_SUPERUSER.add(id(engine))
+    _LOG.warning(
+        "route-graph is connected to PostgreSQL %s as a superuser. Model SQL runs in a read-only "
+        "transaction as the role %s with a statement timeout, and the guard refuses file, "
+        "connection and server-state functions; still, connect as a read-only role (README, "
+        "Safety: CREATE ROLE ... LOGIN; GRANT pg_read_all_data TO ...).",
+        engine.url.render_as_string(hide_password=True), _PG_READER_ROLE,
+    )
+
+
+def _run_postgres(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows: int) -> _Fetched:
+    """Run ``sql`` in a transaction this function opens itself, whatever the engine's isolation.
+
+    ``SET TRANSACTION READ ONLY`` and ``SET LOCAL statement_timeout`` only act inside a
+    transaction, and an engine made with ``isolation_level="AUTOCOMMIT"`` has none: each statement
+    would be its own, the settings void before the query runs. So the driver is switched to
+    autocommit for the duration and the transaction is explicit: ``BEGIN READ ONLY``, local
+    statement and lock timeouts, a superuser's role lowered to ``pg_read_all_data``, the query,
+    ``ROLLBACK``; then session advisory locks (which a rollback keeps) are released and the
+    driver's setting restored. A client-side cancel backs up the server's timeout.
+    """
+    bound_connect_timeout(engine)
+    pooled = _checkout(engine, deadline)
+    driver = pooled.driver_connection
+    was_autocommit = getattr(driver, "autocommit", None)
+    explicit = isinstance(was_autocommit, bool)
+    if explicit and not was_autocommit:
+        try:
+            driver.autocommit = True
+        except Exception:  # a transaction is open after all: let the driver keep its own
+            explicit = False
+    lock = threading.Lock()
+    state = {"done": False, "fired": False}
+
+    def cancel() -> None:
+        with lock:
+            if state["done"]:
+                return
+            state["fired"] = True
+        try:
+            driver.cancel()  # psycopg/psycopg2: a separate connection asks the server to cancel
+        except Exception:
+            pass
+
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()) + _PG_CANCEL_GRACE_S, cancel)
+    timer.daemon = True
+    cursor = pooled.cursor()
+    try:
+        cursor.execute("BEGIN READ ONLY" if explicit else "SET TRANSACTION READ ONLY")
+        remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+        cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms}")
+        cursor.execute(f"SET LOCAL lock_timeout = {remaining_ms}")
+        superuser, version = _pg_session(cursor, pooled.info)
+        if superuser:
+            _warn_superuser_once(engine)
+            if version >= 140000:
+                # Keep the name resolution the user had ("$user" would now mean the new role).
+                cursor.execute(
+                    "SELECT pg_catalog.set_config('search_path', coalesce((SELECT "
+                    "string_agg(pg_catalog.quote_ident(s), ',') FROM "
+                    "unnest(pg_catalog.current_schemas(false)) AS s), ''), true)"
+                )
+                cursor.execute(f"SET LOCAL ROLE {_PG_READER_ROLE}")
+        timer.start()
+        cursor.execute(sql)
+        return _fetch(cursor, max_rows)
+    except Exception as exc:
+        sqlstate = _pg_sqlstate(exc)
+        if state["fired"] or sqlstate in _PG_TIMEOUT_STATES or "statement timeout" in str(exc):
+            raise _Timeout from exc
+        if sqlstate in _PG_REFUSED_STATES:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise _Rejected(
+                f"Refused by the read-only transaction: {first}; only read-only SELECT queries may run."
+            ) from exc
+        raise
+    finally:
+        with lock:
+            state["done"] = True
+            timer.cancel()
+        _pg_finish(pooled, cursor, explicit, was_autocommit)
+
+
+def _pg_finish(pooled: Any, cursor: Any, explicit: bool, was_autocommit: Any) -> None:
+    """Roll back, drop session advisory locks, restore the driver; a broken connection is discarded."""
+    try:
+        if explicit:
+            cursor.execute("ROLLBACK")
+            cursor.execute("SELECT pg_catalog.pg_advisory_unlock_all()")
+            if not was_autocommit:
+                pooled.driver_connection.autocommit = False
+        else:
+            pooled.rollback()
+    except Exception:
+        pooled.invalidate()  # never hand a connection in an unknown state back to the pool
+    finally:
+        try:
+            cursor.close()
+        except Exception:
+            pass
+        pooled.close()
+
+
+#: Seconds a PostgreSQL connection attempt may take (libpq/psycopg ``connect_timeout``) when the
+#: engine's URL or connect_args set none: a server that accepts TCP and never answers must not
+#: hang opening the database or a run.
+PG_CONNECT_TIMEOUT_S = 10
+_CONNECT_TIMEOUT_KEY = "_route_graph_connect_timeout"
+
+
+def bound_connect_timeout(engine: sqlalchemy.Engine, seconds: int = PG_CONNECT_TIMEOUT_S) -> None:
+    """Give a PostgreSQL (psycopg/psycopg2) engine a connect timeout unless it has one; idempotent.
+
+    A listener adds ``connect_timeout`` to the driver's connect arguments only where the user's URL
+    and ``connect_args`` set none, so an explicit choice is kept. Other engines are left alone.
+    """
+    if engine.dialect.name != "postgresql" or engine.dialect.driver not in ("psycopg", "psycopg2"):
+        return
+    if getattr(engine, _CONNECT_TIMEOUT_KEY, False):
+        return
+
+    def add_timeout(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        cparams.setdefault("connect_timeout", seconds)
+
+    sqlalchemy.event.listen(engine, "do_connect", add_timeout)
+    setattr(engine, _CONNECT_TIMEOUT_KEY, True)
+
+
 _RUNNERS: dict[str, Callable[..., _Fetched]] = {
     "sqlite": _run_sqlite,
     "duckdb": _run_duckdb,
+    "postgresql": _run_postgres,
 }
 # Errors that mean "this SQL failed", as opposed to a bug in the caller.
 _VALUE_ERRORS = (ValueError, ArithmeticError, MemoryError, RecursionError)
@@ -703,10 +964,17 @@ def execute_sql(
     try:
         fetched = runner(engine, _strip_sql(sql), deadline, max_rows)
     except _NoConnection:
+        if _pool_is_full(engine):
+            return failed(
+                f"no database connection became free within the {float(timeout_s)} s limit (all are "
+                "busy with other queries), so the query did not run; run fewer questions at once or "
+                "raise the execution timeout",
+                "timeout",
+            )
         return failed(
-            f"no database connection became free within the {float(timeout_s)} s limit (all are busy "
-            "with other queries), so the query did not run; run fewer questions at once or raise "
-            "the execution timeout",
+            f"no database connection became free within the {float(timeout_s)} s limit: connecting "
+            "to the database did not finish (the server does not answer), so the query did not "
+            "run; check that the database server is up and reachable",
             "timeout",
         )
     except _Timeout:
@@ -716,7 +984,7 @@ def execute_sql(
     except (dbapi_error, sqlalchemy.exc.SQLAlchemyError, *_VALUE_ERRORS) as exc:
         orig = getattr(exc, "orig", None)
         return failed(str(orig if orig is not None else exc) or type(exc).__name__, "error")
-    if runner is _run_generic and time.perf_counter() - run_start > timeout_s:
+    if runner in (_run_generic, _run_postgres) and time.perf_counter() - run_start > timeout_s:
         return failed(timeout_message, "timeout")  # could not interrupt it; late still means failed
     elapsed = time.perf_counter() - start
     return ExecutionResult(
