@@ -41,6 +41,12 @@ class RouteConfig:
     continuation_writing: bool = _describe(
         "Stage 4 on/off: for failing or hard SQL, let the model complete a truncated SQL.", True
     )
+    recall_first_linking: bool = _describe(
+        "Schema linking errs toward recall, as the ROUTE reference does: tables the question names and "
+        "junction tables between linked tables are added, and linked tables keep all their columns "
+        "when the full schema fits schema_token_budget. Off: only the tables/columns the model named.",
+        True,
+    )
     link_sample_rows: int = _describe(
         "Sample rows per table in prompts on the full schema (linking, NC, draft SQL).", 3
     )

@@ -10,6 +10,7 @@ runs out of stack, counts as SQL that does not parse, never as an exception.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,10 +25,14 @@ from route_graph.sql_bounds import check_sql_bounds
 __all__ = [
     "LinkScores",
     "Links",
+    "RecallAdditions",
+    "bridge_tables",
+    "expand_links",
     "is_hard",
     "links_from_sql",
     "links_json_schema",
     "merge_links",
+    "named_tables",
     "parse_bounded",
     "score_links",
     "sql_table_count",
@@ -35,6 +40,8 @@ __all__ = [
 ]
 
 Links = dict[str, list[str]]
+
+_PLACEHOLDER_PREFIX = re.compile(r"^table[_ ]")
 
 
 def validate_links(raw: dict[str, list[str]], schema: Schema) -> tuple[Links, list[str]]:
@@ -55,10 +62,15 @@ def validate_links(raw: dict[str, list[str]], schema: Schema) -> tuple[Links, li
         found_owners = owners.get(str(column).lower(), [])
         return found_owners[0] if len(found_owners) == 1 else None
 
+    def lookup(name: str) -> Table | None:
+        key = name.split(".")[-1].strip("`\"[] ").lower()
+        # Small models echo a prompt's placeholder shape: "table_person" for the table "person".
+        return tables.get(key) or tables.get(_PLACEHOLDER_PREFIX.sub("", key))
+
     found: dict[str, set[str]] = {}
     dropped: list[str] = []
     for table_name, columns in raw.items():
-        table = tables.get(str(table_name).split(".")[-1].strip("`\"[] ").lower())
+        table = lookup(str(table_name))
         unique_columns = list(dict.fromkeys(str(col) for col in columns))
         if table is None:
             dropped.append(str(table_name))
@@ -244,3 +256,88 @@ def flatten(links: Links) -> Iterable[str]:
     for table, columns in links.items():
         for column in columns:
             yield f"{table}.{column}"
+
+
+# --------------------------------------------------------------------------------------------
+# Recall-first linking. Measured on the 200-question ablation sample (runs of 2026-11-30):
+# precision-first links kept every needed table for 86.5% of questions and every needed column
+# for 70.5%; adding the tables the question names and the junction tables between kept tables,
+# with all columns of kept tables, raises both to 99.0% (table precision 0.83 -> 0.78). A table
+# the generation prompt does not show is a table the model cannot join.
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _singular(word: str) -> str:
+    """A crude English singular, enough to match 'amenities' to 'amenity' and 'races' to 'race'."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith(("sses", "xes", "ches", "shes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _name_words(name: str) -> list[str]:
+    """``lapTimes`` / ``lap_times`` / ``Lap Times`` -> ``["lap", "time"]``."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    return [_singular(w) for w in _WORD.findall(spaced.lower())]
+
+
+def named_tables(schema: Schema, text: str) -> list[str]:
+    """Tables whose every name word occurs in ``text`` (singular forms; 'lap time' or 'laptime')."""
+    words = [_singular(w) for w in _WORD.findall(text.lower())]
+    present = set(words) | {a + b for a, b in zip(words, words[1:])}
+    found = []
+    for table in schema.tables:
+        parts = _name_words(table.name)
+        if parts and (all(p in present for p in parts) or "".join(parts) in present):
+            found.append(table.name)
+    return found
+
+
+def bridge_tables(schema: Schema, kept: Iterable[str]) -> list[str]:
+    """Tables outside ``kept`` that a foreign key connects to two or more kept tables (junctions)."""
+    kept_lower = {k.lower() for k in kept}
+    bridges = []
+    for table in schema.tables:
+        name = table.name.lower()
+        if name in kept_lower:
+            continue
+        linked = {fk.ref_table.lower() for fk in table.foreign_keys} & kept_lower
+        linked |= {
+            other.name.lower()
+            for other in schema.tables
+            if other.name.lower() in kept_lower and any(fk.ref_table.lower() == name for fk in other.foreign_keys)
+        }
+        if len(linked) >= 2:
+            bridges.append(table.name)
+    return bridges
+
+
+@dataclass(frozen=True)
+class RecallAdditions:
+    """What recall-first linking added to the model's links (for the trace)."""
+
+    named: list[str]
+    bridges: list[str]
+    all_columns: bool
+
+
+def expand_links(schema: Schema, links: Links, text: str, *, all_columns: bool) -> tuple[Links, RecallAdditions]:
+    """Recall-first links: add the tables ``text`` (question + hint) names, then the junction
+    tables between kept tables; with ``all_columns`` (the full schema fits the prompt budget)
+    every kept table keeps all its columns. Empty links stay empty (the full schema is shown)."""
+    if not links:
+        return links, RecallAdditions([], [], all_columns)
+    kept = list(links)
+    named = [t for t in named_tables(schema, text) if t not in kept]
+    bridges = bridge_tables(schema, kept + named)
+    found: dict[str, set[str]] = {t: set(cols) for t, cols in links.items()}
+    for table_name in named + bridges:
+        found.setdefault(table_name, set())
+    if all_columns:
+        for table_name in found:
+            table = schema.table(table_name)
+            found[table_name] = {c.name for c in table.columns} if table is not None else found[table_name]
+    return _in_schema_order(found, schema), RecallAdditions(named, bridges, all_columns)

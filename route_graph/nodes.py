@@ -37,6 +37,7 @@ from route_graph.database import Database
 from route_graph.errors import ConfigError, InputError, RouteGraphError
 from route_graph.execution import ExecutionResult, execute_sql, summarize_result
 from route_graph.linking import (
+    expand_links,
     is_hard,
     links_from_sql,
     links_json_schema,
@@ -48,7 +49,7 @@ from route_graph.model_capabilities import (
     continuing_model,
     model_failure_error,
 )
-from route_graph.rendering import stage_schema_text
+from route_graph.rendering import estimate_tokens, stage_schema_text
 from route_graph.repair import requalify_column
 from route_graph.results import answer_is_empty, vote_by_result
 from route_graph.state import RouteState
@@ -240,6 +241,13 @@ class RouteNodes:
         draft_sql = prompts.parse_sql(ts_text)
         draft_links = links_from_sql(draft_sql, self.db.schema, self.db.dialect) if draft_sql else None
         links = merge_links(self.db.schema, model_links, draft_links)
+        added: dict[str, Any] = {}
+        if cfg.recall_first_linking:
+            budget = cfg.schema_token_budget
+            fits = budget <= 0 or estimate_tokens(schema_text) <= budget
+            text = f"{state['question']} {state.get('hint') or ''}"
+            links, additions = expand_links(self.db.schema, links, text, all_columns=fits)
+            added = {"recall_added": {"named": additions.named, "bridges": additions.bridges, "all_columns": fits}}
         draft = self._execute(draft_sql, cfg)
         entry = {
             "stage": "schema_link",
@@ -247,6 +255,7 @@ class RouteNodes:
             "model_links": model_links,
             "hallucinated": dropped,
             "sql_links": draft_links or {},
+            **added,
             "links": links,
             "fallback_full_schema": not links,
             "proposed_sql": draft_sql,

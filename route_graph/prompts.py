@@ -186,8 +186,9 @@ def _sl_user(schema: str, question: str, hint: str | None, values: Values = None
     return (
         f"{_context(schema, question, hint, values)}\n\n"
         "Which tables and columns are needed to write the SQL query that answers the question? "
-        'Reply with a JSON object that maps each needed table to the list of its needed columns, '
-        'e.g. {"table_a": ["column_1", "column_2"]}.'
+        # No copyable placeholder: small models echoed '{"table_a": ...}' as "table_person".
+        "Reply with a JSON object whose keys are the needed tables, spelled as in the schema, and "
+        "whose values are the lists of their needed columns."
     )
 
 

@@ -56,7 +56,8 @@ def test_full_pipeline_nc_accepts_and_cw_skipped(db_path: Path) -> None:
     assert out["sql"] == SQL_FRENCH
     assert out["stage"] == "generate"
     assert out["result"]["ok"] and sorted(r[0] for r in out["result"]["rows"]) == ["Edith", "Jacques"]
-    assert out["links"] == {"singer": ["name", "country"]}
+    # Recall-first linking (the default): the linked table keeps all its columns (the schema fits).
+    assert out["links"] == {"singer": ["singer_id", "name", "country", "age"]}
     assert entry(out, "noise_correct")["verdict"] == "correct"
     assert out["sql_by_stage"]["draft"] == "SELECT name FROM singer"
     # The generation prompt saw only the reduced schema.
@@ -323,7 +324,7 @@ def test_answers_are_prefilled_and_joined(db_path: Path, monkeypatch: pytest.Mon
     graph = build_route_graph(llm, db_path, RouteConfig(noise_correction=False))
     out = graph.invoke({"question": "Which singers are from France?"})
     assert sorted(llm.prefills) == sorted(["{", "```sql\n", "```sql\n", "```sql\nSELECT"])
-    assert out["links"] == {"singer": ["name", "country"]}
+    assert out["links"] == {"singer": ["singer_id", "name", "country", "age"]}
     assert out["sql_by_stage"]["draft"] == "SELECT name FROM singer"
     assert entry(out, "generate")["proposed_sql"] == "SELECT nme FROM singer"
     assert out["sql"] == SQL_FRENCH and out["stage"] == "continue_write"

@@ -8,10 +8,13 @@ import pytest
 
 from route_graph.database import open_database
 from route_graph.linking import (
+    bridge_tables,
+    expand_links,
     is_hard,
     links_from_sql,
     links_json_schema,
     merge_links,
+    named_tables,
     score_links,
     sql_table_count,
     validate_links,
@@ -103,3 +106,41 @@ def test_score_links() -> None:
     assert (s.column_precision, s.column_recall) == (0.5, pytest.approx(1 / 3))
     assert not s.strict_recall
     assert score_links({"Singer": ["NAME", "age", "x"], "concert": ["year"]}, gold).strict_recall
+
+
+def test_placeholder_shaped_table_names_are_read_as_the_table(schema) -> None:
+    # Small models echo a prompt placeholder's shape: {"table_singer": [...]}.
+    links, dropped = validate_links({"table_singer": ["name"], "table_nothing": ["zzz"]}, schema)
+    assert links == {"singer": ["name"]}
+    assert dropped == ["table_nothing"]
+
+
+def test_named_tables_match_plurals_and_joined_words(tmp_path: Path) -> None:
+    db = open_database(
+        make_concert_db(tmp_path / "c.sqlite", ["CREATE TABLE lapTimes (id INTEGER)", "CREATE TABLE Has_Amenity (id INTEGER)"])
+    )
+    assert named_tables(db.schema, "Which singers played concerts?") == ["singer", "concert"]
+    assert "lapTimes" in named_tables(db.schema, "the driver with the longest lap time")
+    assert "lapTimes" in named_tables(db.schema, "drivers who had laptimes under 90")
+    assert "Has_Amenity" not in named_tables(db.schema, "dorms with amenities")  # 'has' is not named
+    assert named_tables(db.schema, "How old is the oldest person?") == []
+
+
+def test_bridge_tables_join_two_kept_tables(schema) -> None:
+    assert bridge_tables(schema, ["singer", "concert"]) == ["singer_in_concert"]
+    assert bridge_tables(schema, ["singer"]) == []  # nothing to bridge to
+    # concert references stadium and is referenced by singer_in_concert
+    assert bridge_tables(schema, ["stadium", "singer_in_concert"]) == ["concert"]
+
+
+def test_expand_links_is_recall_first(schema) -> None:
+    links, added = expand_links(schema, {"singer": ["name"]}, "Which singers gave a concert during 2014?", all_columns=True)
+    assert list(links) == ["singer", "concert", "singer_in_concert"]  # schema order
+    assert links["singer"] == ["singer_id", "name", "country", "age"]
+    assert added.named == ["concert"] and added.bridges == ["singer_in_concert"] and added.all_columns
+    # Over budget: the named columns stay as they are, the added tables bring no columns of their own
+    # (Schema.restrict adds their keys when the prompt is rendered).
+    links, _ = expand_links(schema, {"singer": ["name"]}, "Which singers gave a concert?", all_columns=False)
+    assert links == {"singer": ["name"], "concert": [], "singer_in_concert": []}
+    # No links means the full schema: nothing to expand.
+    assert expand_links(schema, {}, "singers in concerts", all_columns=True)[0] == {}
