@@ -7,11 +7,18 @@ engines: SQLAlchemy's default (the driver opens transactions) and ``isolation_le
 
 from __future__ import annotations
 
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
 import pytest
 import sqlalchemy
 
+from route_graph import execution
 from route_graph.database import Database, open_database
-from route_graph.execution import execute_sql
+from route_graph.execution import bound_connect_timeout, check_read_only, execute_sql
 from tests.postgres_server import SPIDER_PG_SQL
 
 ENGINE_KINDS = ["default", "autocommit"]
@@ -40,3 +47,300 @@ def test_server_is_live_and_superuser(pg_db: Database) -> None:
         assert conn.exec_driver_sql("SELECT current_setting('is_superuser')").scalar() == "on"
         extensions = {r[0] for r in conn.exec_driver_sql("SELECT extname FROM pg_extension")}
     assert {"adminpack", "dblink"} <= extensions
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _state(engine: sqlalchemy.Engine) -> dict:
+    """Everything model SQL could change on the server: table contents and server-side state."""
+    with engine.connect() as conn:
+        q = lambda sql: conn.exec_driver_sql(sql).scalar()  # noqa: E731
+        return {
+            "t": q("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM t"),
+            "singer": q("SELECT md5(string_agg(s::text, '|' ORDER BY singer_id)) FROM singer s"),
+            "tables": q("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"),
+            "large_objects": q("SELECT count(*) FROM pg_largeobject_metadata"),
+            "slots": q("SELECT count(*) FROM pg_replication_slots"),
+            "advisory_locks": q("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+            "sequence": q("SELECT last_value FROM seq_t"),
+            "stats_reset": q("SELECT stats_reset IS NULL FROM pg_stat_database WHERE datname = 'spider'"),
+            "work_mem": q("SELECT setting FROM pg_settings WHERE name = 'work_mem'"),
+        }
+
+
+def _hacked_files(server) -> list:
+    return sorted(p.name for p in server.data.rglob("pwned*")) + sorted(
+        p.name for p in Path("/tmp").glob("route_graph_pwned*")
+    )
+
+
+# Statements that did harm in issue 15's probe (paths are made unique to this test run).
+def _harmful(server) -> list[str]:
+    sock = server.socket_dir
+    return [
+        "SELECT pg_file_write('pwned_adminpack.txt', 'pwned', false)",
+        "SELECT pg_file_write('/tmp/route_graph_pwned.txt', 'pwned', false)",
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT pg_read_binary_file('/etc/passwd')",
+        "SELECT * FROM pg_ls_dir('.')",
+        "SELECT pg_stat_file('postgresql.conf')",
+        f"SELECT dblink_connect_u('c', 'host={sock} dbname=spider user=postgres')",
+        f"SELECT * FROM dblink('host={sock} dbname=spider user=postgres', "
+        "'UPDATE t SET name = ''pwned'' RETURNING id') AS x(id int)",
+        f"SELECT dblink_exec('host={sock} dbname=spider user=postgres', 'DELETE FROM t')",
+        "SELECT pg_create_physical_replication_slot('route_graph_slot')",
+        "SELECT pg_create_logical_replication_slot('route_graph_lslot', 'test_decoding')",
+        "SELECT pg_stat_reset()",
+        "SELECT pg_advisory_lock(42)",
+        "SELECT pg_try_advisory_lock(43)",
+        "SELECT lo_create(0)",
+        "SELECT lo_from_bytea(0, 'pwned')",
+        "SELECT lo_import('/etc/passwd')",
+        "SELECT pg_notify('route_graph', 'pwned')",
+        "SELECT nextval('seq_t')",
+        "SELECT setval('seq_t', 99)",
+        "SELECT set_config('work_mem', '1MB', false)",
+        "SELECT pg_reload_conf()",
+        "SELECT pg_logical_emit_message(false, 'p', 'pwned')",
+        "SELECT query_to_xml('SELECT pg_read_file(''/etc/passwd'')', true, true, '')",
+        "SELECT pg_switch_wal()",
+        "DELETE FROM t",
+        "UPDATE t SET name = 'pwned'",
+        "CREATE TABLE pwned (a int)",
+        "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+        "SELECT * FROM t FOR UPDATE",
+    ]
+
+
+@pytest.fixture
+def listener(pg_url: str):
+    """A LISTEN connection on channel route_graph: notifications that fire would arrive here."""
+    import psycopg
+
+    conninfo = sqlalchemy.make_url(pg_url)
+    conn = psycopg.connect(
+        host=conninfo.query["host"], user="postgres", dbname=conninfo.database, autocommit=True
+    )
+    conn.execute("LISTEN route_graph")
+    yield conn
+    conn.close()
+
+
+def _notifications(conn) -> list:
+    return [n.payload for n in conn.notifies(timeout=0.3, stop_after=1)]
+
+
+# --------------------------------------------------------------------------- the guard + the server
+
+
+def test_harmful_statements_are_refused_by_the_guard(pg_db: Database, postgres_server, listener) -> None:
+    before = _state(pg_db.engine)
+    for sql in _harmful(postgres_server):
+        assert check_read_only(sql, "postgres"), f"the guard allowed {sql!r}"
+        result = execute_sql(pg_db, sql, timeout_s=5)
+        assert (result.ok, result.error_kind) == (False, "rejected"), (sql, result)
+    assert _state(pg_db.engine) == before
+    assert _hacked_files(postgres_server) == []
+    assert _notifications(listener) == []
+
+
+def test_the_server_alone_holds_with_the_guard_off(
+    pg_db: Database, postgres_server, listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine-level half: a read-only transaction, run as pg_read_all_data, always rolled
+    back, advisory locks dropped. Nothing changes even when every statement reaches the server."""
+    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="postgres": None)
+    before = _state(pg_db.engine)
+    for sql in _harmful(postgres_server):
+        result = execute_sql(pg_db, sql, timeout_s=5)
+        if result.ok:  # ran, but did nothing that lasts (rolled back / released / no privilege)
+            assert sql.split("(")[0].split()[-1] in {
+                "pg_advisory_lock", "pg_try_advisory_lock", "lo_create", "lo_from_bytea", "pg_notify",
+                "set_config", "pg_logical_emit_message",
+            }, (sql, result)
+        else:
+            assert result.error_kind in ("rejected", "error"), (sql, result)
+        assert not any("root:" in str(v) for row in result.rows for v in row), sql
+    assert _state(pg_db.engine) == before
+    assert _hacked_files(postgres_server) == []
+    assert _notifications(listener) == []
+    after = execute_sql(pg_db, "SELECT count(*) FROM t")  # the pooled connection is still usable
+    assert after.ok and after.rows == [(3,)]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        'SELECT U&"pg_read_\\0066ile"(\'/etc/passwd\')',
+        'SELECT u&"pg_read_\\0066ile"(\'/etc/passwd\')',
+        'SELECT U&"\\0070g_read_file"(\'/etc/passwd\') AS x',
+        'SELECT * FROM U&"pg_ls_\\0064ir"(\'.\')',
+        'SELECT "pg_read_file"(\'/etc/passwd\')',
+        'SELECT "PG_READ_FILE"(\'/etc/passwd\')',
+        'SELECT Pg_Read_File(\'/etc/passwd\')',
+        'SELECT pg_catalog.pg_read_file(\'/etc/passwd\')',
+        'SELECT "pg_catalog"."pg_read_file"(\'/etc/passwd\')',
+        'SELECT pg_catalog . pg_read_file (\'/etc/passwd\')',
+        'SELECT (SELECT pg_read_file(\'/etc/passwd\'))',
+        'SELECT name FROM t WHERE name = pg_read_file(\'/etc/passwd\')',
+    ],
+)
+def test_function_names_are_matched_as_resolved(pg_db: Database, sql: str) -> None:
+    assert check_read_only(sql, "postgres")
+    result = execute_sql(pg_db, sql)
+    assert (result.ok, result.error_kind) == (False, "rejected"), result
+    assert "root:" not in str(result.rows)
+
+
+def test_unicode_strings_and_plain_names_still_allowed(pg_db: Database) -> None:
+    result = execute_sql(pg_db, "SELECT U&'d\\0061t\\+000061' AS word, count(*) FROM t WHERE name <> 'U&\"'")
+    assert result.ok and result.rows == [("data", 3)], result
+
+
+# --------------------------------------------------------------------------- timeouts
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count(*) FROM generate_series(1, 1e11)",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n FROM r",
+        "SELECT count(*) FROM big a, big b, big c",
+    ],
+)
+def test_runaway_queries_stop_at_the_timeout(pg_db: Database, sql: str) -> None:
+    start = time.monotonic()
+    result = execute_sql(pg_db, sql, timeout_s=1.5)
+    assert (result.ok, result.error_kind) == (False, "timeout"), result
+    assert time.monotonic() - start < 30  # it returned (the bound is generous on purpose)
+    again = execute_sql(pg_db, "SELECT count(*) FROM t")
+    assert again.ok and again.rows == [(3,)]
+
+
+def test_sleep_is_refused_and_bounded_without_the_guard(pg_db: Database, monkeypatch) -> None:
+    assert execute_sql(pg_db, "SELECT pg_sleep(30)").error_kind == "rejected"
+    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="postgres": None)
+    result = execute_sql(pg_db, "SELECT pg_sleep(30)", timeout_s=1)
+    assert result.error_kind == "timeout"
+    assert result.elapsed_s < 30
+
+
+def test_engine_settings_are_restored(pg_url: str) -> None:
+    """The executor's transaction is its own: the user's engines work as before afterwards."""
+    for kwargs, autocommit in (({}, False), ({"isolation_level": "AUTOCOMMIT"}, True)):
+        engine = sqlalchemy.create_engine(pg_url, pool_size=1, max_overflow=0, **kwargs)
+        db = Database(engine)
+        assert execute_sql(db, "SELECT count(*) FROM t").ok
+        assert execute_sql(db, "SELECT count(*) FROM generate_series(1, 1e11)", timeout_s=1).error_kind == "timeout"
+        with engine.connect() as conn:
+            assert conn.connection.driver_connection.autocommit is autocommit
+            assert conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "off"
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+            assert conn.exec_driver_sql("SELECT current_user").scalar() == "postgres"
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- who connects
+
+
+def test_superuser_warning_once_and_read_only_role_works(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    engine = sqlalchemy.create_engine(pg_url)
+    db = Database(engine)
+    with caplog.at_level(logging.WARNING, logger="route_graph"):
+        for _ in range(3):
+            assert execute_sql(db, "SELECT count(*) FROM singer").ok
+    warnings = [r for r in caplog.records if "superuser" in r.getMessage()]
+    assert len(warnings) == 1 and "read-only role" in warnings[0].getMessage()
+    with engine.begin() as conn:  # the README's read-only role
+        conn.exec_driver_sql("DROP ROLE IF EXISTS route_reader")
+        conn.exec_driver_sql("CREATE ROLE route_reader LOGIN")
+        conn.exec_driver_sql("GRANT pg_read_all_data TO route_reader")
+    engine.dispose()
+    reader = sqlalchemy.create_engine(pg_url.replace("postgres@", "route_reader@"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="route_graph"):
+        result = execute_sql(Database(reader), "SELECT name FROM singer WHERE age > 40 ORDER BY name")
+    assert result.rows == [("Joe Sharp",), ("Rose White",)]
+    assert not [r for r in caplog.records if "superuser" in r.getMessage()]
+    reader.dispose()
+
+
+# --------------------------------------------------------------------------- a server that never answers
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never says a word (issue 15: a 40 s+ hang)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # held open, never answered
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def _within(seconds: float, fn):
+    """fn() in a thread; fails instead of hanging the suite when it takes longer than ``seconds``."""
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("value", fn()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    return box["value"]
+
+
+def test_silent_server_does_not_hang_execution() -> None:
+    server = SilentServer()
+    try:
+        engine = sqlalchemy.create_engine(f"postgresql+psycopg://u@127.0.0.1:{server.port}/db")
+        db = Database(engine, dialect="postgres")
+        result = _within(30, lambda: execute_sql(db, "SELECT 1", timeout_s=1))
+        assert (result.ok, result.error_kind) == (False, "timeout")
+        assert "server does not answer" in (result.error or ""), result.error
+        assert server.accepted  # it really did connect and wait
+    finally:
+        server.close()
+
+
+def test_silent_server_connect_times_out() -> None:
+    """``bound_connect_timeout`` gives psycopg engines a connect timeout (``Database`` schema reads
+    and any other connect, not only the executor's bounded checkout)."""
+    server = SilentServer()
+    try:
+        engine = sqlalchemy.create_engine(f"postgresql+psycopg://u@127.0.0.1:{server.port}/db")
+        bound_connect_timeout(engine, seconds=2)
+        bound_connect_timeout(engine, seconds=2)  # idempotent
+
+        def connect() -> str:
+            try:
+                engine.connect().close()
+            except sqlalchemy.exc.OperationalError as exc:
+                return str(exc)
+            return "connected?"
+
+        message = _within(30, connect)
+        assert "timeout" in message.lower(), message
+        explicit = sqlalchemy.create_engine(
+            f"postgresql+psycopg://u@127.0.0.1:{server.port}/db?connect_timeout=3"
+        )
+        bound_connect_timeout(explicit)  # an explicit choice is kept
+        assert "connect_timeout" in str(explicit.url)
+    finally:
+        server.close()
