@@ -33,6 +33,7 @@ fetching stops once ``MAX_RESULT_CHARS`` are held (``truncated``, as when ``max_
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import math
 import os
@@ -715,6 +716,9 @@ def _run_duckdb(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows: 
     timer.daemon = True
     cursor = pooled.cursor()
     try:
+        reason = _duckdb_parser_check(cursor, sql)
+        if reason is not None:
+            raise _Rejected(reason)
         try:
             cursor.execute("BEGIN TRANSACTION")  # so a write that slipped through is undone
         except Exception:  # already inside a transaction opened by the driver
@@ -740,6 +744,54 @@ def _run_duckdb(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows: 
             pass
         cursor.close()
         pooled.close()
+
+
+_DUCKDB_QUERY_NODES = {"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"}
+
+
+def _duckdb_parser_check(cursor: Any, sql: str) -> str | None:
+    """The guard again, on DuckDB's own parse of ``sql`` (``json_serialize_sql``; nothing runs).
+
+    A user's engine may be read-write with external access on, and DuckDB cannot switch external
+    access off for one query without switching it off for the user's whole database for good. So
+    on DuckDB the statement is checked twice, by two independent parsers: sqlglot's tree
+    (``check_read_only``) and DuckDB's, which resolves names exactly as execution will (quoted
+    and mixed-case function names included). Exactly one SELECT, no denied function (files,
+    profiling/logging, SQL strings), no table that is a file path. Fails closed.
+    """
+    try:
+        cursor.execute("SELECT json_serialize_sql(?::VARCHAR)", (sql,))
+        tree = json.loads(cursor.fetchone()[0])
+    except Exception as exc:  # no json extension, or an odd driver: refuse rather than guess
+        return f"Cannot check the query with DuckDB's parser ({_short(str(exc), 200)}); it did not run."
+    if tree.get("error"):
+        detail = str(tree.get("error_message", ""))
+        if "Only SELECT" in detail:
+            return "Only a read-only SELECT query may run (DuckDB parsed another kind of statement)."
+        return f"DuckDB cannot parse the query: {_short(detail, 200)}"
+    statements = tree.get("statements") or []
+    if len(statements) != 1:
+        return f"Found {len(statements)} statements; only a single read-only SELECT query may run."
+    stack: list[Any] = [statements[0]]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        name = node.get("function_name")
+        if isinstance(name, str) and is_denied_function(name):
+            return f"The function {name.lower()}() is not allowed in queries."
+        if node.get("type") == "BASE_TABLE":
+            table = str(node.get("table_name", ""))
+            if any(ch in table for ch in "/\\:") or _DUCKDB_FILE_SUFFIX.search(table):
+                return f"Reading files ({table!r}) is not allowed; query the database's tables."
+        stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+    root = statements[0].get("node", {}) if isinstance(statements[0], dict) else {}
+    if root.get("type") not in _DUCKDB_QUERY_NODES:
+        return f"Only a read-only SELECT query may run (DuckDB parsed a {root.get('type', 'different')} statement)."
+    return None
 
 
 def _run_generic(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows: int) -> _Fetched:
