@@ -299,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model spec (default: the offline default model)")
     p.add_argument("--concurrency", type=int, default=4, help="questions in flight (default 4)")
     p.add_argument("--no-single-run", action="store_true", help="skip the measured --mode single run")
+    p.add_argument("--set", dest="config_overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a RouteConfig field for every run (route-sql eval --set), repeatable")
     p.add_argument("--variants", default="", help="extra stage sets run separately, ';'-separated (e.g. 'nc,cw;sl,cw')")
     p.add_argument("--throughput-n", type=int, default=8, help="questions for batched vs sequential timing (0 = skip)")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "runs" / "ablation"), help="directory for the runs")
@@ -323,7 +325,8 @@ def main(argv: Sequence[str] | None = None, *, llm: Any = None) -> int:
 
     def run(name: str, fresh: bool = False, **kw: Any) -> RunResult:
         base = {"data": str(data), "split": args.split, "limit": args.limit, "sample_seed": args.sample_seed,
-                "model": args.model or "default", "concurrency": args.concurrency, **kw}
+                "model": args.model or "default", "concurrency": args.concurrency,
+                "config_overrides": tuple(args.config_overrides), **kw}
         print(f"== {name}", file=sys.stderr, flush=True)
         return run_eval(EvalSettings(**base), out / name, llm=llm, progress=progress, overwrite=fresh, plots=not args.no_plots)
 

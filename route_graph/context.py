@@ -13,13 +13,13 @@ A per-run ``context`` overrides only the fields it names: LangGraph turns a cont
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Self
 
 from route_graph.errors import ConfigError
 
-__all__ = ["PromptStyle", "RouteConfig"]
+__all__ = ["PromptStyle", "RouteConfig", "parse_config_overrides"]
 
 PromptStyle = Literal["zero_shot", "few_shot"]
 
@@ -231,3 +231,37 @@ class RouteConfig:
     def field_descriptions(cls) -> dict[str, str]:
         """Field name -> description (for CLIs and docs)."""
         return {f.name: f.metadata.get("description", "") for f in fields(cls)}
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_config_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["value_retrieval=true", "schema_format=compact"]`` -> typed ``RouteConfig`` fields.
+
+    The command-line form of a per-run context (``route-sql eval --set``): each value is read as
+    its field's type (the default's type: bool, int, float or str).
+    """
+    defaults = {f.name: f.default for f in fields(RouteConfig)}
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or name not in defaults:
+            raise ConfigError(
+                f"--set {pair!r}: expected FIELD=VALUE with a RouteConfig field; known fields: {', '.join(defaults)}."
+            )
+        default = defaults[name]
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in _TRUE | _FALSE:
+                    raise ValueError("expected true or false")
+                values[name] = text.lower() in _TRUE
+            elif isinstance(default, (int, float)):
+                values[name] = type(default)(text)
+            else:
+                values[name] = text
+        except ValueError as exc:
+            raise ConfigError(f"--set {pair!r}: {name} takes a {type(default).__name__} ({exc}).") from exc
+    return values

@@ -299,3 +299,28 @@ def test_answers_that_finish_together_are_yielded_in_submission_order() -> None:
     with ThreadPoolExecutor(max_workers=1) as pool:
         order = [item for item, _ in _windowed(pool, items, finished, window=64)]
     assert order == items
+
+
+def test_set_overrides_route_config_fields_and_is_part_of_the_run(data: Path, tmp_path: Path) -> None:
+    s = settings(data, config_overrides=("value_retrieval=true", "schema_format=compact", "link_sample_rows=2"))
+    cfg = s.route_config()
+    assert cfg.value_retrieval is True and cfg.schema_format == "compact" and cfg.link_sample_rows == 2
+    out = tmp_path / "set"
+    run_eval(replace_limit(s, 2), out, llm=model(), progress=False, plots=False)
+    saved = json.loads((out / "run.json").read_text())["settings"]
+    assert saved["config_overrides"] == ["value_retrieval=true", "schema_format=compact", "link_sample_rows=2"]
+    assert saved["route_config"]["schema_format"] == "compact"
+    with pytest.raises(ConfigError, match="different settings"):  # another --set is another run
+        run_eval(replace_limit(settings(data), 2), out, llm=model(), progress=False, plots=False)
+    with pytest.raises(ConfigError, match="known fields"):
+        settings(data, config_overrides=("no_such_field=1",))
+    with pytest.raises(ConfigError, match="takes a bool"):
+        settings(data, config_overrides=("value_retrieval=maybe",))
+    with pytest.raises(ConfigError, match="takes a int"):
+        settings(data, config_overrides=("link_sample_rows=many",))
+
+
+def replace_limit(s: EvalSettings, limit: int) -> EvalSettings:
+    from dataclasses import replace
+
+    return replace(s, limit=limit)

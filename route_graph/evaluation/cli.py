@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "'openai:http://HOST:PORT/v1#NAME' for an OpenAI-compatible server, or a HF model dir/id)")
     p.add_argument("--prompt-style", choices=("zero_shot", "few_shot"), default="zero_shot",
                    help="few_shot adds a worked example (base models); zero_shot for fine-tuned ones")
+    p.add_argument("--set", dest="config_overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a RouteConfig field for this run, e.g. --set schema_format=compact "
+                   "--set value_retrieval=true (repeatable; applied after --stages)")
     p.add_argument("--concurrency", type=int, default=1,
                    help="questions in flight; local models batch concurrent calls (default 1)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per scoring query (default 10)")
@@ -75,6 +78,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         float_decimals=args.float_decimals,
         ves_repeats=args.ves_repeats,
         prompt_style=args.prompt_style,
+        config_overrides=tuple(args.config_overrides),
     )
 
 

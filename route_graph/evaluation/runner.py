@@ -25,11 +25,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from route_graph.context import RouteConfig
+from route_graph.context import RouteConfig, parse_config_overrides
 from route_graph.database import Database, open_database
 from route_graph.errors import ConfigError, PromptTooLongError, RouteGraphError
 from route_graph.evaluation.attribution import question_attribution
@@ -75,6 +75,8 @@ class EvalSettings:
     float_decimals: int = 6
     ves_repeats: int | None = None  # None = 10 for BIRD-format data, 0 (off) otherwise
     prompt_style: Literal["zero_shot", "few_shot"] = "zero_shot"
+    # RouteConfig fields as FIELD=VALUE (``--set``), applied after --stages and --prompt-style.
+    config_overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in ("single", "mcp"):
@@ -97,7 +99,8 @@ class EvalSettings:
 
     def route_config(self) -> RouteConfig:
         """The graph configuration of this run."""
-        return RouteConfig(prompt_style=self.prompt_style).with_stages(self.stages_effective)
+        config = RouteConfig(prompt_style=self.prompt_style).with_stages(self.stages_effective)
+        return replace(config, **parse_config_overrides(self.config_overrides))
 
     def scoring(self, dataset: Dataset) -> ScoringOptions:
         """How answers are scored; 'auto' picks BIRD's rules (and VES) for BIRD-format data."""
@@ -118,6 +121,9 @@ class EvalSettings:
         for key in ("data", "db_dir"):  # the same run, whatever directory the command runs from
             if out[key] is not None:
                 out[key] = str(Path(out[key]).expanduser().resolve())
+        out["config_overrides"] = list(self.config_overrides)  # as run.json holds it
+        if not self.config_overrides:
+            del out["config_overrides"]  # runs from before --set existed resume as they were
         out["stages_effective"] = self.stages_effective
         out["split_path"] = str(dataset.split_path)
         out["dataset_format"] = dataset.format
