@@ -95,6 +95,11 @@ class RouteConfig:
         "rows that are not all NULL). Off: a verdict is asked for every SQL.",
         True,
     )
+    nc_verdict: bool = _describe(
+        "Noise correction asks for a verdict on SQL that executes and returns rows (ROUTE's NC, which "
+        "MSFT trains). Off: only failing/empty SQL is repaired (nc_repair), no model call otherwise.",
+        True,
+    )
     requalify_columns: bool = _describe(
         "Before noise correction, fix 'no such column: T2.x' without a model: when exactly one table "
         "joined in the query has x, re-qualify it (sqlglot) and keep the SQL if it executes.",

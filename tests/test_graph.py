@@ -568,3 +568,16 @@ def test_requalify_can_be_switched_off(db_path: Path) -> None:
         RouteConfig(schema_linking=False, continuation_writing=False, requalify_columns=False),
     )
     assert "requalified" not in entry(out, "generate") and llm.tasks() == ["ts", "nc_repair"]
+
+
+def test_nc_verdict_off_asks_nothing_about_sql_that_returns_rows(db_path: Path) -> None:
+    # No "nc" script line: a verdict call would find none and fail the run's every-line check.
+    out, llm = run(
+        db_path,
+        {"sl": ['{"singer": ["name", "country"]}'], "ts": [fence("SELECT name FROM singer"), fence(SQL_FRENCH)]},
+        RouteConfig(nc_verdict=False),
+    )
+    nc = entry(out, "noise_correct")
+    assert nc["mode"] == "skipped" and "llm_calls" not in nc
+    assert [task for task, _ in llm.calls].count("nc") == 0
+    assert out["sql"] == SQL_FRENCH and out["sql_by_stage"]["noise_correct"] == SQL_FRENCH

@@ -218,7 +218,10 @@ def stage_table(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         ran = accepted = None
         trace_name = next((t for t, s in TRACE_STAGES.items() if s == stage), None)
         if trace_name is not None:
-            entries = [e for r in have for e in (r.get("trace") or ()) if e.get("stage") == trace_name]
+            entries = [
+                e for r in have for e in (r.get("trace") or ())
+                if e.get("stage") == trace_name and e.get("mode") != "skipped"  # nc_verdict off: no call
+            ]
             ran = len(entries)
             if trace_name in ("noise_correct", "continue_write"):
                 accepted = sum(bool(e.get("accepted")) for e in entries)
