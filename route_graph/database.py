@@ -3,6 +3,11 @@
 Built on SQLAlchemy (which LangChain's ``SQLDatabase`` wraps anyway), so langchain-community is
 an optional interop path, never a dependency. SQLite and DuckDB files we open ourselves are
 read-only at the connection level; model SQL additionally goes through ``execution.execute_sql``.
+
+Views are read as tables (columns, no keys). ``include_tables``/``ignore_tables`` narrow what the
+model sees, and ``schema=`` (PostgreSQL, DuckDB) reads one non-default schema: its connections get
+``search_path`` set to it, so the unqualified names the prompts show are the names SQL reaches.
+See docs/databases.md.
 """
 
 from __future__ import annotations
@@ -82,11 +87,15 @@ class ForeignKey:
 
 @dataclass(frozen=True)
 class Table:
-    """A table with its columns in database order."""
+    """A table (or a view: ``is_view``, no keys) with its columns in database order.
+
+    Prompts render a view exactly like a table: the model only needs to know what it can read.
+    """
 
     name: str
     columns: tuple[Column, ...]
     foreign_keys: tuple[ForeignKey, ...] = ()
+    is_view: bool = False
 
     def column(self, name: str) -> Column | None:
         """The column called ``name``, compared case-insensitively (SQL identifiers are)."""
@@ -144,7 +153,7 @@ class Schema:
                 and fk.column.lower() in cols
                 and fk.ref_column.lower() in keep_cols[fk.ref_table.lower()]
             )
-            out.append(Table(t.name, tuple(c for c in t.columns if c.name.lower() in cols), fks))
+            out.append(Table(t.name, tuple(c for c in t.columns if c.name.lower() in cols), fks, t.is_view))
         return Schema(tuple(out))
 
 
@@ -175,7 +184,15 @@ def quote_identifier(name: str, dialect: str = "sqlite") -> str:
 
 
 class Database:
-    """An engine plus what the prompts need from it: dialect, schema, sample rows, rendered DDL."""
+    """An engine plus what the prompts need from it: dialect, schema, sample rows, rendered DDL.
+
+    ``include_tables`` keeps only those tables/views (an allow-list: the model sees nothing else),
+    ``ignore_tables`` drops some; names are compared case-insensitively and a name the database
+    does not have is an error, not a silent no-op. ``schema`` (PostgreSQL, DuckDB) reads that
+    schema instead of the default one and sets the engine's ``search_path`` to it (then the
+    default schema), because the prompts show bare table names and model SQL must resolve them
+    there; the engine is changed for every user of it (see docs/databases.md).
+    """
 
     def __init__(
         self,
@@ -184,25 +201,33 @@ class Database:
         name: str | None = None,
         dialect: str | None = None,
         include_tables: Iterable[str] | None = None,
+        ignore_tables: Iterable[str] | None = None,
+        schema: str | None = None,
     ) -> None:
         self.engine = engine
         self.dialect = dialect or _sqlglot_dialect(engine.dialect.name)
         self.name = name or _display_name(engine.url)
-        self._include = None if include_tables is None else {t.lower() for t in include_tables}
+        self.include_tables = _name_list("include_tables", include_tables)
+        self.ignore_tables = _name_list("ignore_tables", ignore_tables)
+        self.schema_name = _check_schema_name(engine, schema)
+        if self.schema_name is not None:
+            _check_schema_exists(engine, self.schema_name, self.name)
+            _pin_search_path(engine, self.schema_name)
         self._samples: dict[str, tuple[int, list[str], list[tuple]]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Database(name={self.name!r}, dialect={self.dialect!r})"
+        where = f", schema={self.schema_name!r}" if self.schema_name else ""
+        return f"Database(name={self.name!r}, dialect={self.dialect!r}{where})"
 
     @cached_property
     def schema(self) -> Schema:
-        """Tables, columns, primary and foreign keys; introspected on first use, then cached."""
+        """Tables and views, columns, primary and foreign keys; read on first use, then cached."""
         try:
             if self.engine.dialect.name == "duckdb":
-                raw = _introspect_duckdb(self.engine)
+                raw = _introspect_duckdb(self.engine, self.schema_name)
             else:
-                raw = _introspect_sqlalchemy(self.engine)
+                raw = _introspect_sqlalchemy(self.engine, self.schema_name)
         except DatabaseError:
             raise
         except (sqlalchemy.exc.SQLAlchemyError, _dbapi_error(self.engine), OSError) as exc:
@@ -213,13 +238,18 @@ class Database:
                 else f"Cannot read the schema of {self.name}"
             )
             raise DatabaseError(f"{hint}: {orig}. Check the path or URL.") from exc
-        if self._include is not None:
-            raw = {t: v for t, v in raw.items() if t.lower() in self._include}
+        where = f"the schema {self.schema_name!r} of {self.name}" if self.schema_name else self.name
         if not raw:
+            if self.schema_name:
+                raise DatabaseError(
+                    f"The schema {self.schema_name!r} of {self.name} has no tables or views "
+                    "(or none this user may read); pass the schema that holds them."
+                )
             raise DatabaseError(
                 f"The database {self.name} has no tables; check the path or URL "
                 "(a new or empty file has none)."
             )
+        raw = _filter_tables(raw, self.include_tables, self.ignore_tables, where)
         return _build_schema(raw)
 
     def sample_rows(self, table: str, n: int) -> tuple[list[str], list[tuple]]:
@@ -282,47 +312,67 @@ class Database:
 
 # --------------------------------------------------------------------------- introspection
 
-# table -> (columns [(name, type)], primary key [names], foreign keys [(cols, ref_table, ref_cols)])
-_RawSchema = dict[str, tuple[list[tuple[str, str]], list[str], list[tuple[list[str], str, list[Any]]]]]
+# table -> (columns [(name, type)], primary key [names], foreign keys [(cols, ref_table, ref_cols)],
+# is a view)
+_RawSchema = dict[
+    str, tuple[list[tuple[str, str]], list[str], list[tuple[list[str], str, list[Any]]], bool]
+]
 
 
-def _introspect_sqlalchemy(engine: sqlalchemy.Engine) -> _RawSchema:
+def _introspect_sqlalchemy(engine: sqlalchemy.Engine, schema: str | None = None) -> _RawSchema:
     raw: _RawSchema = {}
     with warnings.catch_warnings():
         # Spider-style files have types such as INTEGER(11) that SQLAlchemy warns about.
         warnings.simplefilter("ignore", sqlalchemy.exc.SAWarning)
         inspector = sqlalchemy.inspect(engine)
-        for table in _creation_order(engine, inspector.get_table_names()):
+        tables = inspector.get_table_names(schema=schema)
+        views = list(inspector.get_view_names(schema=schema))
+        if engine.dialect.name == "postgresql":
+            views += [v for v in inspector.get_materialized_view_names(schema=schema) if v not in views]
+        views = [v for v in views if v not in tables]
+        for table in _creation_order(engine, [*tables, *views]):
             columns = [
-                (c["name"], _type_text(c["type"], engine.dialect)) for c in inspector.get_columns(table)
+                (c["name"], _type_text(c["type"], engine.dialect))
+                for c in inspector.get_columns(table, schema=schema)
             ]
-            pk = inspector.get_pk_constraint(table).get("constrained_columns") or []
+            if table in views:  # a view has no keys of its own
+                raw[table] = (columns, [], [], True)
+                continue
+            pk = inspector.get_pk_constraint(table, schema=schema).get("constrained_columns") or []
             fks = [
                 (fk["constrained_columns"], fk["referred_table"], fk["referred_columns"])
-                for fk in inspector.get_foreign_keys(table)
+                for fk in inspector.get_foreign_keys(table, schema=schema)
+                if fk.get("referred_schema") in (None, schema)  # keys into another schema: not shown
             ]
-            raw[table] = (columns, list(pk), fks)
+            raw[table] = (columns, list(pk), fks, False)
     return raw
 
 
 def _creation_order(engine: sqlalchemy.Engine, names: list[str]) -> list[str]:
-    """SQLite: tables in the order they were created (Spider's "schema order"); else as given."""
+    """SQLite: tables and views in creation order (Spider's "schema order"); else as given."""
     if engine.dialect.name != "sqlite":
         return names
     with engine.connect() as conn:
-        created = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'").scalars()
+        created = conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+        ).scalars()
         rank = {name: i for i, name in enumerate(created)}
     return sorted(names, key=lambda n: rank.get(n, len(rank)))
 
 
-def _introspect_duckdb(engine: sqlalchemy.Engine) -> _RawSchema:
+def _introspect_duckdb(engine: sqlalchemy.Engine, schema: str | None = None) -> _RawSchema:
     # duckdb-engine's Inspector relies on pg_catalog details DuckDB lacks; read its own catalog.
-    where = "WHERE database_name = current_database() AND schema_name = current_schema()"
+    where = "WHERE database_name = current_database() AND schema_name = " + (
+        "current_schema()" if schema is None else "'" + schema.replace("'", "''") + "'"
+    )
     pooled = engine.raw_connection()
     try:
         cursor = pooled.cursor()
         cursor.execute(f"SELECT table_name FROM duckdb_tables() {where} ORDER BY table_oid")
-        raw: _RawSchema = {row[0]: ([], [], []) for row in cursor.fetchall()}
+        raw: _RawSchema = {row[0]: ([], [], [], False) for row in cursor.fetchall()}
+        cursor.execute(f"SELECT view_name FROM duckdb_views() {where} AND NOT internal ORDER BY view_oid")
+        for (view,) in cursor.fetchall():
+            raw.setdefault(view, ([], [], [], True))
         cursor.execute(
             f"SELECT table_name, column_name, data_type FROM duckdb_columns() {where} "
             "ORDER BY table_name, column_index"
@@ -369,7 +419,7 @@ def _build_schema(raw: _RawSchema) -> Schema:
     """Frozen schema with foreign keys resolved to the real spelling of tables and columns."""
     by_lower = {t.lower(): t for t in raw}
     tables = []
-    for name, (columns, pk, fks) in raw.items():
+    for name, (columns, pk, fks, is_view) in raw.items():
         pk_lower = {p.lower() for p in pk}
         cols = tuple(Column(c, t, c.lower() in pk_lower) for c, t in columns)
         col_names = {c.lower(): c for c, _ in columns}
@@ -384,8 +434,139 @@ def _build_schema(raw: _RawSchema) -> Schema:
                 s, d = col_names.get(str(src).lower()), ref_col_names.get(str(dst).lower())
                 if s and d and ForeignKey(s, ref, d) not in keys:
                     keys.append(ForeignKey(s, ref, d))
-        tables.append(Table(name, cols, tuple(keys)))
+        tables.append(Table(name, cols, tuple(keys), is_view))
     return Schema(tuple(tables))
+
+
+def _name_list(what: str, names: Iterable[str] | None) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):  # "orders" would otherwise be read as the names o, r, d, ...
+        raise TypeError(f"{what} must be a list of table names, not the string {names!r}")
+    return tuple(str(n) for n in names)
+
+
+def _filter_tables(
+    raw: _RawSchema, include: tuple[str, ...] | None, ignore: tuple[str, ...] | None, where: str
+) -> _RawSchema:
+    """``raw`` narrowed to ``include`` minus ``ignore``; names it does not have are an error."""
+    by_lower = {t.lower(): t for t in raw}
+    for what, names in (("include_tables", include), ("ignore_tables", ignore)):
+        unknown = [n for n in names or () if n.lower() not in by_lower]
+        if unknown:
+            raise DatabaseError(
+                f"{what} names {', '.join(map(repr, unknown))}, not a table or view of {where}; "
+                f"it has: {', '.join(raw)}. Fix the names (case does not matter)."
+            )
+    keep = set(by_lower) if include is None else {n.lower() for n in include}
+    keep -= {n.lower() for n in ignore or ()}
+    out = {t: v for t, v in raw.items() if t.lower() in keep}
+    if not out:
+        raise DatabaseError(
+            f"include_tables/ignore_tables leave no table of {where}; keep at least one."
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- schemas
+
+_SCHEMA_DIALECTS = ("postgresql", "duckdb")
+_PINNED_SCHEMA = "_route_graph_schema"  # on an engine: the schema its search_path is pinned to
+_SEARCH_PATH_KEY = "route_graph.search_path"  # in a pooled connection's info: the statement run
+
+
+def _check_schema_name(engine: sqlalchemy.Engine, schema: str | None) -> str | None:
+    if schema is None:
+        return None
+    if not isinstance(schema, str) or not schema.strip():
+        raise DatabaseError(f"schema must be a non-empty schema name, got {schema!r}.")
+    if engine.dialect.name not in _SCHEMA_DIALECTS:
+        raise DatabaseError(
+            f"schema={schema!r} is supported on PostgreSQL and DuckDB, not {engine.dialect.name}: "
+            "leave it out and connect to the database that holds the tables instead."
+        )
+    return schema
+
+
+def _search_path_statement(dialect: str, schema: str) -> str:
+    """The session statement that makes ``schema`` where bare names resolve, the default after it.
+
+    The default schema stays on the path so functions installed there (extensions) still resolve.
+    """
+    if dialect == "postgresql":
+        return f"SET search_path TO {quote_identifier(schema, 'postgres')}, public"
+    quoted = exp.to_identifier(schema, quoted=True).sql(dialect="duckdb").replace("'", "''")
+    return f"SET search_path = '{quoted},main'"
+
+
+def _pin_search_path(engine: sqlalchemy.Engine, schema: str) -> None:
+    """Set ``search_path`` to ``schema`` on every connection ``engine`` hands out; idempotent.
+
+    Why the search path and not qualified names in the prompts: the model copies the names the
+    prompt shows, schema linking and the evaluation compare bare table names, and LangChain's
+    ``SQLDatabase`` does the same (it sets the path before each query). A pool ``checkout``
+    listener runs the statement once per DB-API connection (remembered in its ``info``, which a
+    reconnect clears), so connections already in the pool are covered too. On PostgreSQL it runs
+    in its own committed statement: a ``SET`` inside a transaction that is rolled back (as every
+    query the executor runs is) would be undone. The executor keeps this path when it lowers a
+    superuser to ``pg_read_all_data``.
+    """
+    pinned = getattr(engine, _PINNED_SCHEMA, None)
+    if pinned is not None:
+        if pinned != schema:
+            raise DatabaseError(
+                f"This engine already reads the schema {pinned!r} for another Database; make a "
+                f"separate engine (sqlalchemy.create_engine) for the schema {schema!r}."
+            )
+        return
+    statement = _search_path_statement(engine.dialect.name, schema)
+
+    def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if record.info.get(_SEARCH_PATH_KEY) == statement:
+            return
+        autocommit = getattr(dbapi_connection, "autocommit", None)
+        switch = autocommit is False  # psycopg/psycopg2 outside autocommit: make the SET stick
+        if switch:
+            dbapi_connection.autocommit = True
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(statement)
+            finally:
+                cursor.close()
+        finally:
+            if switch:
+                dbapi_connection.autocommit = False
+        record.info[_SEARCH_PATH_KEY] = statement
+
+    sqlalchemy.event.listen(engine, "checkout", on_checkout)
+    setattr(engine, _PINNED_SCHEMA, schema)
+
+
+def _check_schema_exists(engine: sqlalchemy.Engine, schema: str, name: str) -> None:
+    """Fail before the engine is touched: DuckDB refuses a search_path naming a missing schema
+    (every later checkout of the user's engine would fail); PostgreSQL silently ignores one."""
+    try:
+        if engine.dialect.name == "duckdb":
+            with engine.connect() as conn:
+                names = [
+                    str(r)
+                    for r in conn.exec_driver_sql(
+                        "SELECT DISTINCT schema_name FROM duckdb_schemas() WHERE database_name = "
+                        "current_database() ORDER BY 1"
+                    ).scalars()
+                ]
+        else:
+            names = sqlalchemy.inspect(engine).get_schema_names()
+    except (sqlalchemy.exc.SQLAlchemyError, _dbapi_error(engine), OSError) as exc:
+        orig = getattr(exc, "orig", None) or exc
+        raise DatabaseError(f"Cannot read the schemas of {name}: {orig}. Check the URL.") from exc
+    if schema not in names:
+        shown = [n for n in names if n != "information_schema" and not n.startswith("pg_")]
+        raise DatabaseError(
+            f"No schema {schema!r} in {name}; its schemas are: {', '.join(shown) or 'none readable'} "
+            "(schema names are case-sensitive)."
+        )
 
 
 # --------------------------------------------------------------------------- opening
@@ -539,22 +720,41 @@ def _open_url(text: str) -> Database:
     return Database(engine, name=_display_name(url))
 
 
-def open_database(db: str | os.PathLike[str] | sqlalchemy.Engine | Database | SQLDatabase) -> Database:
+def open_database(
+    db: str | os.PathLike[str] | sqlalchemy.Engine | Database | SQLDatabase,
+    *,
+    schema: str | None = None,
+    include_tables: Iterable[str] | None = None,
+    ignore_tables: Iterable[str] | None = None,
+) -> Database:
     """Open ``db`` (file path, SQLAlchemy URL, Engine, ``Database`` or LangChain ``SQLDatabase``).
 
-    Files are opened read-only; the schema is read here so a wrong path fails now, with a
-    ``DatabaseError`` that says what to pass instead. A ``Database`` is returned as is.
+    Files are opened read-only; the schema is read here so a wrong path, schema or table name
+    fails now, with a ``DatabaseError`` that says what to pass instead. Views are read as tables.
+    ``schema`` (PostgreSQL, DuckDB) reads that schema instead of the default one;
+    ``include_tables`` keeps only the named tables/views, ``ignore_tables`` drops some (see
+    ``Database``). A ``SQLDatabase`` brings its own schema and usable tables; options given here
+    win. A ``Database`` is returned as is when no option is given, else a new one on its engine.
     """
+    options = {"schema": schema, "include_tables": include_tables, "ignore_tables": ignore_tables}
     if isinstance(db, Database):
-        return db
-    if isinstance(db, sqlalchemy.Engine):
-        database = Database(db)
+        if all(v is None for v in options.values()):
+            return db
+        database = _with_options(db, options)
+    elif isinstance(db, sqlalchemy.Engine):
+        database = Database(db, **options)
     elif isinstance(getattr(db, "_engine", None), sqlalchemy.Engine):  # langchain SQLDatabase
         usable = getattr(db, "get_usable_table_names", None)
-        database = Database(db._engine, include_tables=usable() if callable(usable) else None)  # type: ignore[union-attr]
+        if options["include_tables"] is None and options["ignore_tables"] is None and callable(usable):
+            options["include_tables"] = list(usable())
+        if options["schema"] is None:
+            options["schema"] = getattr(db, "_schema", None)
+        database = Database(db._engine, **options)  # type: ignore[union-attr]
     elif isinstance(db, (str, os.PathLike)):
         text = os.fsdecode(os.fspath(db))
         database = _open_url(text) if "://" in text else _open_path(Path(text))
+        if any(v is not None for v in options.values()):
+            database = _with_options(database, options)
     else:
         raise TypeError(
             "open_database expects a file path, a SQLAlchemy URL or Engine, a Database or a "
@@ -562,3 +762,14 @@ def open_database(db: str | os.PathLike[str] | sqlalchemy.Engine | Database | SQ
         )
     database.schema  # noqa: B018 - fail now, not in the middle of a graph run
     return database
+
+
+def _with_options(database: Database, options: dict[str, Any]) -> Database:
+    """A new ``Database`` on ``database``'s engine; options not given keep ``database``'s."""
+    kept = {
+        "schema": database.schema_name,
+        "include_tables": database.include_tables,
+        "ignore_tables": database.ignore_tables,
+    }
+    kept.update({k: v for k, v in options.items() if v is not None})
+    return Database(database.engine, name=database.name, dialect=database.dialect, **kept)

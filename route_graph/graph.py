@@ -4,6 +4,7 @@ difficulty-driven edges, optional human review, the chat reply; compile."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
@@ -30,6 +31,9 @@ def build_route_graph(
     *,
     checkpointer: Any = None,
     name: str = GRAPH_NAME,
+    schema: str | None = None,
+    include_tables: Iterable[str] | None = None,
+    ignore_tables: Iterable[str] | None = None,
 ) -> CompiledStateGraph:
     """Compile ROUTE's multitask collaboration pipeline for one chat model and one database.
 
@@ -40,8 +44,11 @@ def build_route_graph(
     ``stage``, ``trace`` (this question's) and ``messages`` (the reply appended). With a
     ``checkpointer``, one thread answers many questions (follow-ups rewritten from the history) and
     ``review_before_execution`` can pause for a human (``Command(resume=...)``).
+
+    ``schema``, ``include_tables`` and ``ignore_tables`` are ``open_database``'s: read one
+    PostgreSQL/DuckDB schema, show the model only some tables/views (docs/databases.md).
     """
-    database = open_database(db)
+    database = open_database(db, schema=schema, include_tables=include_tables, ignore_tables=ignore_tables)
     nodes = RouteNodes(llm, database, config or RouteConfig())
     graph = StateGraph(RouteState, context_schema=RouteConfig, input_schema=RouteInput, output_schema=RouteOutput)
     graph.add_node("new_question", nodes.new_question)

@@ -352,3 +352,148 @@ def test_spider_college_2_details(data_dir: Path) -> None:
     assert [t.name for t in sub.tables] == ["instructor", "student", "advisor"]  # creation order
     assert len(sub.table("advisor").foreign_keys) == 2
     assert "3 example rows from table advisor:\ns_ID\ti_ID\n" in db.render_schema(sub)
+
+
+# --------------------------------------------------------------------------- views, allow-lists, schemas
+
+VIEW_SQL = """
+CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, city TEXT);
+CREATE VIEW london_customers AS SELECT id, name FROM customers WHERE city = 'London';
+CREATE TABLE orders (order_id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id), total REAL);
+INSERT INTO customers VALUES (1, 'Ada', 'London'), (2, 'Grace', 'New York');
+INSERT INTO orders VALUES (10, 1, 25.5);
+"""
+
+
+def test_sqlite_view_is_read_as_a_table(make_db) -> None:
+    db = open_database(make_db(VIEW_SQL))
+    assert [t.name for t in db.schema.tables] == ["customers", "london_customers", "orders"]
+    view = db.schema.table("london_customers")
+    assert view.is_view and not db.schema.table("customers").is_view
+    assert [c.name for c in view.columns] == ["id", "name"]
+    assert view.foreign_keys == () and not any(c.primary_key for c in view.columns)
+    rendered = db.render_schema()
+    assert "CREATE TABLE london_customers (\n  id INTEGER,\n  name TEXT\n);" in rendered
+    assert "1 example row from table london_customers:\nid\tname\n1\tAda" in rendered
+    assert db.schema.restrict({"london_customers": ["name"]}).tables[0].is_view
+    assert execute_sql(db, "SELECT name FROM london_customers").rows == [("Ada",)]
+
+
+def test_include_and_ignore_tables(make_db) -> None:
+    path = make_db(VIEW_SQL)
+    only = open_database(path, include_tables=["ORDERS", "london_customers"])
+    assert [t.name for t in only.schema.tables] == ["london_customers", "orders"]
+    # A key to a table left out is not shown (the model cannot join to what it cannot see).
+    assert only.schema.table("orders").foreign_keys == ()
+    assert "customers (" not in only.render_schema(sample_rows=0).replace("london_customers (", "")
+    ignored = open_database(path, ignore_tables=["london_customers"])
+    assert [t.name for t in ignored.schema.tables] == ["customers", "orders"]
+    both = open_database(path, include_tables=["customers", "orders"], ignore_tables=["orders"])
+    assert [t.name for t in both.schema.tables] == ["customers"]
+    # On an open Database: a new one on the same engine, the old one unchanged.
+    full = open_database(path)
+    narrowed = open_database(full, include_tables=["orders"])
+    assert narrowed is not full and narrowed.engine is full.engine
+    assert len(full.schema.tables) == 3 and [t.name for t in narrowed.schema.tables] == ["orders"]
+
+
+def test_unknown_include_or_ignore_names_are_named(make_db) -> None:
+    path = make_db(VIEW_SQL)
+    with pytest.raises(DatabaseError, match=r"include_tables names 'ordrs', 'nope', not a table or view of db") as info:
+        open_database(path, include_tables=["orders", "ordrs", "nope"])
+    assert "it has: customers, london_customers, orders" in str(info.value)
+    with pytest.raises(DatabaseError, match="ignore_tables names 'x'"):
+        open_database(path, ignore_tables=["x"])
+    with pytest.raises(DatabaseError, match="leave no table"):
+        open_database(path, include_tables=["orders"], ignore_tables=["orders"])
+    with pytest.raises(TypeError, match="list of table names"):
+        open_database(path, include_tables="orders")
+
+
+def test_schema_is_refused_on_sqlite(make_db) -> None:
+    with pytest.raises(DatabaseError, match="supported on PostgreSQL and DuckDB, not sqlite"):
+        open_database(make_db(VIEW_SQL), schema="sales")
+
+
+def test_build_route_graph_passes_database_options(make_db) -> None:
+    from route_graph import build_route_graph
+    from tests.fakes import ScriptedChatModel
+
+    graph = build_route_graph(ScriptedChatModel(scripts={}), make_db(VIEW_SQL), include_tables=["orders"])
+    assert graph is not None
+    with pytest.raises(DatabaseError, match="include_tables names 'nope'"):
+        build_route_graph(ScriptedChatModel(scripts={}), make_db(VIEW_SQL, name="b.sqlite"), include_tables=["nope"])
+
+
+def test_langchain_sqldatabase_keeps_its_usable_tables(make_db) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        utilities = pytest.importorskip("langchain_community.utilities", reason="optional extra")
+    engine = sqlalchemy.create_engine(f"sqlite:///{make_db(VIEW_SQL)}")
+    no_views = open_database(utilities.SQLDatabase(engine, ignore_tables=["orders"]))
+    assert [t.name for t in no_views.schema.tables] == ["customers"]
+    # Options given to open_database win over the SQLDatabase's.
+    mine = open_database(utilities.SQLDatabase(engine), include_tables=["orders"])
+    assert [t.name for t in mine.schema.tables] == ["orders"]
+
+
+DUCKDB_SALES_SQL = """
+CREATE TABLE main.note (id INTEGER);
+CREATE SCHEMA sales;
+CREATE TABLE sales.customers (id INTEGER PRIMARY KEY, name VARCHAR);
+CREATE TABLE sales.orders (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES sales.customers(id), total DOUBLE);
+CREATE VIEW sales.big_orders AS SELECT id, total FROM sales.orders WHERE total > 50;
+INSERT INTO sales.customers VALUES (1, 'Ada'), (2, 'Grace');
+INSERT INTO sales.orders VALUES (10, 1, 25.5), (11, 2, 100.0);
+"""
+
+
+@pytest.fixture
+def sales_duckdb(tmp_path: Path) -> Path:
+    duckdb = pytest.importorskip("duckdb", reason="optional extra route-graph[duckdb]")
+    path = tmp_path / "shop.duckdb"
+    conn = duckdb.connect(str(path))
+    conn.execute(DUCKDB_SALES_SQL)
+    conn.close()
+    return path
+
+
+def test_duckdb_schema_and_view(sales_duckdb: Path) -> None:
+    default = open_database(sales_duckdb)
+    assert [t.name for t in default.schema.tables] == ["note"]
+    db = open_database(sales_duckdb, schema="sales")
+    assert db.schema_name == "sales" and "schema='sales'" in repr(db)
+    assert [t.name for t in db.schema.tables] == ["customers", "orders", "big_orders"]
+    assert db.schema.table("big_orders").is_view
+    assert db.schema.table("orders").foreign_keys == (ForeignKey("customer_id", "customers", "id"),)
+    # Bare names in model SQL reach the schema (search_path), through the guarded executor.
+    result = execute_sql(db, "SELECT c.name, b.total FROM big_orders b JOIN orders o ON o.id = b.id "
+                             "JOIN customers c ON c.id = o.customer_id")
+    assert result.ok, result.error
+    assert result.rows == [("Grace", 100.0)]
+    assert "2 example rows from table customers" in db.render_schema()
+    assert "1 example row from table big_orders" in db.render_schema()
+    # Still read-only.
+    assert not execute_sql(db, "DELETE FROM orders").ok
+    only = open_database(sales_duckdb, schema="sales", include_tables=["big_orders"])
+    assert [t.name for t in only.schema.tables] == ["big_orders"]
+
+
+def test_duckdb_unknown_schema_lists_the_schemas(sales_duckdb: Path) -> None:
+    engine = sqlalchemy.create_engine(f"duckdb:///{sales_duckdb}", connect_args={"read_only": True})
+    with pytest.raises(DatabaseError, match=r"No schema 'sale' in shop; its schemas are: main, sales"):
+        open_database(engine, schema="sale")
+    # The user's engine is left as it was (DuckDB would refuse every later query otherwise).
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM note").scalar() == 0
+    engine.dispose()
+
+
+def test_engine_pinned_to_one_schema(sales_duckdb: Path) -> None:
+    engine = sqlalchemy.create_engine(f"duckdb:///{sales_duckdb}", connect_args={"read_only": True})
+    db = open_database(engine, schema="sales")
+    assert execute_sql(db, "SELECT count(*) FROM orders").rows == [(2,)]
+    assert open_database(engine, schema="sales").schema == db.schema  # same schema: fine
+    with pytest.raises(DatabaseError, match="already reads the schema 'sales'"):
+        open_database(engine, schema="main")
+    engine.dispose()
