@@ -340,7 +340,13 @@ def _tokenizes_as_single_query(sql: str, dialect: str) -> bool:
     return not any(t.token_type == TokenType.SEMICOLON for t in tokens)
 
 
-_NAME_TOKENS = frozenset({TokenType.VAR, TokenType.IDENTIFIER})
+# Literal tokens: a word in one of these is data, never a function name.
+_LITERAL_TOKENS = frozenset(
+    getattr(TokenType, name)
+    for name in ("STRING", "NATIONAL_STRING", "RAW_STRING", "BYTE_STRING", "HEX_STRING", "BIT_STRING",
+                 "UNICODE_STRING", "HEREDOC_STRING", "NUMBER")
+    if hasattr(TokenType, name)
+)
 
 
 def _check_tokens(text: str, dialect: str) -> str | None:
@@ -369,10 +375,10 @@ def _check_tokens(text: str, dialect: str) -> str | None:
                 'e.g. "pg_class" instead of U&"pg_\\0063lass".'
             )
         if (
-            token.token_type in _NAME_TOKENS
-            and following.token_type == TokenType.L_PAREN
+            following.token_type == TokenType.L_PAREN
+            and token.token_type not in _LITERAL_TOKENS
             and is_denied_function(token.text)
-        ):
+        ):  # keyword tokens too: sqlglot tokenizes some function names (GLOB, ...) as keywords
             return f"The function {token.text.lower()}() is not allowed in queries."
     return None
 
@@ -435,7 +441,7 @@ def _check_tree(parsed: list[exp.Expression | None], text: str, dialect: str) ->
             )
         if isinstance(node, exp.Func) and is_denied_function(_function_name(node)):
             return f"The function {_function_name(node)}() is not allowed in queries."
-        if dialect == "duckdb" and isinstance(node, exp.Table):
+        if isinstance(node, exp.Table):  # DuckDB reads such "tables" from files; no real table is named so
             name = node.name
             if any(ch in name for ch in "/\\:") or _DUCKDB_FILE_SUFFIX.search(name):
                 return f"Reading files ({name!r}) is not allowed; query the database's tables."
@@ -780,6 +786,9 @@ def _duckdb_parser_check(cursor: Any, sql: str) -> str | None:
             continue
         if not isinstance(node, dict):
             continue
+        kind = node.get("type")
+        if isinstance(kind, str) and kind.endswith("_NODE") and kind not in _DUCKDB_QUERY_NODES:
+            return f"Only a read-only SELECT query may run (DuckDB parsed a {kind} inside it)."
         name = node.get("function_name")
         if isinstance(name, str) and is_denied_function(name):
             return f"The function {name.lower()}() is not allowed in queries."

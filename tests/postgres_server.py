@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["PG_BIN", "PostgresServer", "SPIDER_PG_SQL", "postgres_missing_reason"]
+__all__ = ["PG_BIN", "PostgresServer", "SPIDER_PG_SQL", "postgres_missing_reason", "server_state"]
 
 PG_BIN = Path(os.environ.get("ROUTE_GRAPH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SKIP_ENV = "ROUTE_GRAPH_SKIP_POSTGRES"
@@ -65,6 +65,31 @@ def postgres_missing_reason() -> str | None:
     except ImportError:
         return f"the psycopg driver is missing: pip install 'psycopg[binary]' (or set {SKIP_ENV}=1)"
     return None
+
+
+def server_state(engine) -> dict:
+    """Everything model SQL could change on the server: table contents and server-side state."""
+    with engine.connect() as conn:
+        def q(sql: str):
+            return conn.exec_driver_sql(sql).scalar()
+
+        return {
+            "t": q("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM t"),
+            "singer": q("SELECT md5(string_agg(s::text, '|' ORDER BY singer_id)) FROM singer s"),
+            "relations": q("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"),
+            "functions": q("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"),
+            "roles": q("SELECT count(*) FROM pg_roles"),
+            "large_objects": q("SELECT count(*) FROM pg_largeobject_metadata"),
+            "slots": q("SELECT count(*) FROM pg_replication_slots"),
+            "origins": q("SELECT count(*) FROM pg_replication_origin"),
+            "advisory_locks": q("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+            "sequence": q("SELECT last_value FROM seq_t"),
+            "stats_reset": q("SELECT stats_reset IS NULL FROM pg_stat_database WHERE datname = current_database()"),
+            "work_mem": q("SELECT setting FROM pg_settings WHERE name = 'work_mem'"),
+            "auto_conf": q("SELECT count(*) FROM pg_file_settings WHERE right(sourcefile, 9) = 'auto.conf'"),
+            "acl": q("SELECT relacl::text FROM pg_class WHERE relname = 't'"),
+            "comment": q("SELECT obj_description('t'::regclass)"),
+        }
 
 
 class PostgresServer:

@@ -19,7 +19,7 @@ import sqlalchemy
 from route_graph import execution
 from route_graph.database import Database, open_database
 from route_graph.execution import bound_connect_timeout, check_read_only, execute_sql
-from tests.postgres_server import SPIDER_PG_SQL
+from tests.postgres_server import SPIDER_PG_SQL, server_state
 
 ENGINE_KINDS = ["default", "autocommit"]
 
@@ -50,23 +50,6 @@ def test_server_is_live_and_superuser(pg_db: Database) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _state(engine: sqlalchemy.Engine) -> dict:
-    """Everything model SQL could change on the server: table contents and server-side state."""
-    with engine.connect() as conn:
-        q = lambda sql: conn.exec_driver_sql(sql).scalar()  # noqa: E731
-        return {
-            "t": q("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM t"),
-            "singer": q("SELECT md5(string_agg(s::text, '|' ORDER BY singer_id)) FROM singer s"),
-            "tables": q("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"),
-            "large_objects": q("SELECT count(*) FROM pg_largeobject_metadata"),
-            "slots": q("SELECT count(*) FROM pg_replication_slots"),
-            "advisory_locks": q("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
-            "sequence": q("SELECT last_value FROM seq_t"),
-            "stats_reset": q("SELECT stats_reset IS NULL FROM pg_stat_database WHERE datname = 'spider'"),
-            "work_mem": q("SELECT setting FROM pg_settings WHERE name = 'work_mem'"),
-        }
 
 
 def _hacked_files(server) -> list:
@@ -135,12 +118,12 @@ def _notifications(conn) -> list:
 
 
 def test_harmful_statements_are_refused_by_the_guard(pg_db: Database, postgres_server, listener) -> None:
-    before = _state(pg_db.engine)
+    before = server_state(pg_db.engine)
     for sql in _harmful(postgres_server):
         assert check_read_only(sql, "postgres"), f"the guard allowed {sql!r}"
         result = execute_sql(pg_db, sql, timeout_s=5)
         assert (result.ok, result.error_kind) == (False, "rejected"), (sql, result)
-    assert _state(pg_db.engine) == before
+    assert server_state(pg_db.engine) == before
     assert _hacked_files(postgres_server) == []
     assert _notifications(listener) == []
 
@@ -151,7 +134,7 @@ def test_the_server_alone_holds_with_the_guard_off(
     """The engine-level half: a read-only transaction, run as pg_read_all_data, always rolled
     back, advisory locks dropped. Nothing changes even when every statement reaches the server."""
     monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="postgres": None)
-    before = _state(pg_db.engine)
+    before = server_state(pg_db.engine)
     for sql in _harmful(postgres_server):
         result = execute_sql(pg_db, sql, timeout_s=5)
         if result.ok:  # ran, but did nothing that lasts (rolled back / released / no privilege)
@@ -162,7 +145,7 @@ def test_the_server_alone_holds_with_the_guard_off(
         else:
             assert result.error_kind in ("rejected", "error"), (sql, result)
         assert not any("root:" in str(v) for row in result.rows for v in row), sql
-    assert _state(pg_db.engine) == before
+    assert server_state(pg_db.engine) == before
     assert _hacked_files(postgres_server) == []
     assert _notifications(listener) == []
     after = execute_sql(pg_db, "SELECT count(*) FROM t")  # the pooled connection is still usable
