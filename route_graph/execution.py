@@ -1,16 +1,22 @@
 """SQLer: run model-written SQL read-only, time-limited and row-capped, and describe the result.
 
-Model SQL is untrusted. Two independent guards stand between it and the database file:
+Model SQL is untrusted. Two independent guards stand between it and the database:
 
 1. ``check_read_only`` parses the statement with sqlglot and allows exactly one SELECT (or set
-   operation / WITH ... SELECT) that contains no DML, DDL, command or deny-listed function.
-2. The connection itself refuses writes. SQLite: the file is opened ``mode=ro`` with
-   ``PRAGMA query_only=ON`` (see ``database.open_database``), and every execution installs an
-   authorizer that allows only SELECT/READ/FUNCTION/RECURSIVE, limits ATTACH to zero databases
-   and caps value sizes; a progress handler enforces the deadline. DuckDB: read-only files
-   without external access, an explicit transaction that is always rolled back, and
-   ``interrupt()`` at the deadline. Other engines: the statement runs in a transaction that is
-   always rolled back (PostgreSQL: ``READ ONLY`` with ``statement_timeout``).
+   operation / WITH ... SELECT) that contains no DML, DDL, command or denied function. Function
+   names are matched as the database resolves them, on the tree and on the tokens, by name and
+   by family (``is_denied_function``); Unicode-escaped identifiers are refused outright.
+2. The connection or server refuses what slips through. SQLite: the file is opened ``mode=ro``
+   with ``PRAGMA query_only=ON`` (see ``database.open_database``), and every execution installs
+   an authorizer that allows only SELECT/READ/FUNCTION/RECURSIVE, limits ATTACH to zero
+   databases and caps value sizes; a progress handler enforces the deadline. DuckDB: read-only
+   files without external access when we open them; on any DuckDB engine (a user's read-write
+   one included) the statement is checked again on DuckDB's own parse, runs in a transaction
+   that is always rolled back, and is interrupted at the deadline. PostgreSQL: an explicit
+   ``READ ONLY`` transaction opened here whatever the engine's isolation level, local statement
+   and lock timeouts, a superuser's queries run as ``pg_read_all_data``, always rolled back
+   (``_run_postgres``). Other engines: a transaction that is always rolled back, no timeout
+   that interrupts the server.
 
 Bad SQL never raises: rejections, errors and timeouts come back as an ``ExecutionResult`` with
 ``ok=False``, which is exactly the feedback the noise-correction prompt needs.
