@@ -12,6 +12,7 @@ See docs/databases.md.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
@@ -31,7 +32,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from route_graph.errors import DatabaseError
-from route_graph.execution import execute_sql, format_value, quiet_duckdb
+from route_graph.execution import bound_connect_timeout, execute_sql, format_value, quiet_duckdb
 
 if TYPE_CHECKING:  # optional extra; duck-typed at run time
     from langchain_community.utilities import SQLDatabase
@@ -210,6 +211,8 @@ class Database:
         self.include_tables = _name_list("include_tables", include_tables)
         self.ignore_tables = _name_list("ignore_tables", ignore_tables)
         self.schema_name = _check_schema_name(engine, schema)
+        bound_connect_timeout(engine)  # a silent PostgreSQL server must not hang the schema read
+        _warn_unbounded_once(engine)
         if self.schema_name is not None:
             _check_schema_exists(engine, self.schema_name, self.name)
             _pin_search_path(engine, self.schema_name)
@@ -466,6 +469,29 @@ def _filter_tables(
             f"include_tables/ignore_tables leave no table of {where}; keep at least one."
         )
     return out
+
+
+# --------------------------------------------------------------------------- engines without a timeout
+
+#: Dialects whose queries the executor can interrupt at the timeout (execution.py has a runner each).
+BOUNDED_DIALECTS = ("sqlite", "duckdb", "postgresql")
+_WARNED_UNBOUNDED: set[int] = set()
+_LOG = logging.getLogger("route_graph")
+
+
+def _warn_unbounded_once(engine: sqlalchemy.Engine) -> None:
+    """Say once per engine that its queries cannot be stopped at the timeout (never a silent gap)."""
+    if engine.dialect.name in BOUNDED_DIALECTS or id(engine) in _WARNED_UNBOUNDED:
+        return
+    _WARNED_UNBOUNDED.add(id(engine))
+    _LOG.warning(
+        "route-graph cannot interrupt queries on %s: model SQL is checked read-only and rolled "
+        "back, but a slow query runs on the server until it finishes (the timeout is only reported "
+        "when it returns). Connect as a read-only user with a server-side limit (MySQL: "
+        "max_execution_time; SQL Server: a Resource Governor or query governor cost limit); see "
+        "docs/databases.md.",
+        engine.dialect.name,
+    )
 
 
 # --------------------------------------------------------------------------- schemas

@@ -497,3 +497,19 @@ def test_engine_pinned_to_one_schema(sales_duckdb: Path) -> None:
     with pytest.raises(DatabaseError, match="already reads the schema 'sales'"):
         open_database(engine, schema="main")
     engine.dispose()
+
+
+def test_engines_without_a_timeout_are_named_once(caplog: pytest.LogCaptureFixture, make_db) -> None:
+    """MySQL/MSSQL queries cannot be interrupted (execution._run_generic): say so, never silently."""
+    from types import SimpleNamespace
+
+    from route_graph import database
+
+    mysql = SimpleNamespace(dialect=SimpleNamespace(name="mysql"))
+    with caplog.at_level("WARNING", logger="route_graph"):
+        database._warn_unbounded_once(mysql)  # type: ignore[arg-type]
+        database._warn_unbounded_once(mysql)  # type: ignore[arg-type]
+        open_database(make_db(VIEW_SQL))  # SQLite: bounded, no warning
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1, messages
+    assert "cannot interrupt queries on mysql" in messages[0] and "docs/databases.md" in messages[0]
