@@ -11,7 +11,13 @@ does, through its HTTP API (with ``langgraph-sdk``):
   ``RouteConfig`` field, with its description, as the context (Studio's configuration panel);
 - one question, streamed with ``stream_mode="updates"``, yields one update per node
   (``new_question``, ``schema_link``, ``generate``, ..., ``finalize``, ``respond``), honours a
-  context override, and leaves ``sql``, its ``result`` and the chat reply in the thread's state.
+  context override, and leaves ``sql``, its ``result`` and the chat reply in the thread's state;
+- three questions in one thread (a second server, serving ``tests/studio_fake_graph.py`` with a
+  fake model keyed by question, so it needs no real model and is not ``slow``): after each run the
+  thread holds that question's SQL, result and trace only, even when its SQL fails, and the
+  messages of every question so far.
+
+The real-model tests are ``slow``; ``pytest tests/test_studio.py -m "not slow"`` runs the fake one.
 
 Environment: ``ROUTE_GRAPH_SKIP_STUDIO=1`` skips the module; ``ROUTE_GRAPH_STUDIO_TIMEOUT``
 seconds to wait for the server (default 300); ``ROUTE_GRAPH_STUDIO_RUN_TIMEOUT`` for the run
@@ -21,6 +27,7 @@ seconds to wait for the server (default 300); ``ROUTE_GRAPH_STUDIO_RUN_TIMEOUT``
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -38,7 +45,7 @@ import pytest
 from route_graph import RouteConfig
 from route_graph.demo import DEMO_QUESTIONS, demo_database_path
 
-pytestmark = [pytest.mark.slow, pytest.mark.server]
+pytestmark = [pytest.mark.server]
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = float(os.environ.get("ROUTE_GRAPH_STUDIO_TIMEOUT", "300"))
@@ -106,15 +113,16 @@ def _wait_ready(server: DevServer) -> None:
     pytest.fail(f"langgraph dev not ready after {START_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
 
 
-@pytest.fixture(scope="module")
-def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+@contextlib.contextmanager
+def _dev_server(workdir: Path, config: str | Path) -> Iterator[DevServer]:
+    """``langgraph dev`` on ``config`` (a langgraph.json), from the repository root; stopped after."""
     try:
         import langgraph_api  # noqa: F401  (the inmem extra: the server itself)
         import langgraph_cli  # noqa: F401
     except ImportError as exc:
         pytest.fail(f"langgraph-cli[inmem] is not installed ({exc}); pip install -e '.[studio]'")
     port = _free_port()
-    log = tmp_path_factory.mktemp("studio") / "langgraph-dev.log"
+    log = workdir / "langgraph-dev.log"
     env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
     env.update(OFFLINE_ENV)
     env["PYTHONUNBUFFERED"] = "1"  # the log file shows the server's tracebacks as they happen
@@ -122,7 +130,7 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     env.pop("ROUTE_GRAPH_MODEL", None)  # the offline default model
     cmd = [
         sys.executable, "-m", "langgraph_cli", "dev",
-        "--config", "langgraph.json",
+        "--config", str(config),
         "--host", "127.0.0.1",
         "--port", str(port),
         "--no-browser",
@@ -142,10 +150,40 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
 
 
 @pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """The repository's langgraph.json: the real graph factory and the offline default model."""
+    with _dev_server(tmp_path_factory.mktemp("studio"), "langgraph.json") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def client(dev_server: DevServer):
     from langgraph_sdk import get_sync_client
 
     return get_sync_client(url=dev_server.url, api_key=None, timeout=RUN_TIMEOUT_S)
+
+
+FAKE_GRAPH_ID = "route_fake"
+
+
+@pytest.fixture(scope="module")
+def fake_dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """A langgraph.json of its own serving tests/studio_fake_graph.py (fake model, demo database)."""
+    workdir = tmp_path_factory.mktemp("studio_fake")
+    config = workdir / "langgraph.json"
+    config.write_text(json.dumps({
+        "dependencies": ["."],
+        "graphs": {FAKE_GRAPH_ID: f"{ROOT / 'tests' / 'studio_fake_graph.py'}:make_graph"},
+    }))
+    with _dev_server(workdir, config) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fake_client(fake_dev_server: DevServer):
+    from langgraph_sdk import get_sync_client
+
+    return get_sync_client(url=fake_dev_server.url, api_key=None, timeout=RUN_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +205,7 @@ def _server_error(exc: Exception, server: DevServer) -> str:
     return f"{type(exc).__name__}: {exc}{hint}\n--- langgraph dev log (tail) ---\n{tail}"
 
 
+@pytest.mark.slow
 def test_schemas_expose_input_and_route_config(client, assistant, dev_server: DevServer) -> None:
     try:
         schemas = client.assistants.get_schemas(assistant["assistant_id"])
@@ -188,6 +227,7 @@ def test_schemas_expose_input_and_route_config(client, assistant, dev_server: De
     assert "sql" in (schemas.get("output_schema") or {}).get("properties", {})
 
 
+@pytest.mark.slow
 def test_one_question_streams_node_updates(client, assistant, dev_server: DevServer) -> None:
     thread = client.threads.create()
     nodes: list[str] = []
@@ -232,3 +272,64 @@ def test_route_config_field_names_are_studio_safe() -> None:
     """Studio renders the context schema as a form: only JSON-schema-friendly scalar fields."""
     for f in fields(RouteConfig):
         assert isinstance(getattr(RouteConfig(), f.name), (bool, int, float, str)), f.name
+
+
+def _stream_run(client, thread_id: str, assistant_id: str, server: DevServer, **kwargs) -> list[str]:
+    """One run streamed with ``stream_mode="updates"``; the nodes in the order they reported."""
+    nodes: list[str] = []
+    errors = []
+    try:
+        for part in client.runs.stream(thread_id, assistant_id, stream_mode="updates", **kwargs):
+            if part.event == "error":
+                errors.append(part.data)
+            elif part.event == "updates":
+                nodes.extend((part.data or {}).keys())
+    except Exception as exc:  # noqa: BLE001 - report the server's side of it
+        pytest.fail(_server_error(exc, server))
+    assert not errors, f"run failed: {errors}\n{server.log_tail()}"
+    return nodes
+
+
+def test_three_questions_in_one_thread_through_the_api(fake_client, fake_dev_server: DevServer) -> None:
+    """Issue 14 item 1 through langgraph dev: each run answers its own question, nothing stale."""
+    from tests.studio_fake_graph import ANSWERS
+
+    found = fake_client.assistants.search(graph_id=FAKE_GRAPH_ID)
+    assert found, f"no assistant for graph {FAKE_GRAPH_ID!r}:\n{fake_dev_server.log_tail()}"
+    assistant_id = found[0]["assistant_id"]
+    thread_id = fake_client.threads.create()["thread_id"]
+    questions = list(ANSWERS)
+    contexts = [
+        {},  # every stage
+        {"schema_linking": False},  # a per-run override, as Studio's panel sets it
+        {"noise_correction": False, "continuation_writing": False},  # the SQL fails: nothing to fall back to
+    ]
+    for number, (question, context) in enumerate(zip(questions, contexts, strict=True), start=1):
+        sql = ANSWERS[question][1]
+        others = [ANSWERS[q][1] for q in questions if q != question]
+        nodes = _stream_run(
+            fake_client, thread_id, assistant_id, fake_dev_server, input={"question": question}, context=context
+        )
+        assert nodes[0] == "new_question" and nodes[-2:] == ["finalize", "respond"], nodes
+        values = fake_client.threads.get_state(thread_id)["values"]
+        assert values["question"] == question
+        assert values["sql"] == sql, f"question {number} answered with {values['sql']!r}"
+        assert values["result"]["sql"] == sql
+        trace = values["trace"]
+        assert [step["stage"] for step in trace] == nodes[1:-1], (nodes, trace)  # this run's only
+        trace_text = json.dumps(trace)
+        assert not any(other in trace_text for other in others), trace_text
+        assert set(values["sql_by_stage"].values()) <= {sql}, values["sql_by_stage"]
+        humans = [m["content"] for m in values["messages"] if m["type"] == "human"]
+        assert humans == questions[:number]
+        assert [m["type"] for m in values["messages"]] == ["human", "ai"] * number
+        assert sql in values["messages"][-1]["content"]
+        if number == 1:
+            assert nodes[1:3] == ["schema_link", "generate"] and values["result"]["rows"] == [[3]]
+        if number == 2:
+            assert "schema_link" not in nodes and values["links"] == {}
+            assert values["result"]["rows"] == [["Americanah"]]
+        if number == 3:
+            assert nodes[1:] == ["schema_link", "generate", "finalize", "respond"], nodes
+            assert not values["result"]["ok"] and "nme" in values["result"]["error"]
+            assert "fallback" not in trace[-1], trace[-1]
