@@ -15,7 +15,7 @@ Model SQL is untrusted. Two independent guards stand between it and the database
    that is always rolled back, and is interrupted at the deadline. PostgreSQL: an explicit
    ``READ ONLY`` transaction opened here whatever the engine's isolation level, local statement
    and lock timeouts, a superuser's queries run as ``pg_read_all_data``, always rolled back
-   (``_run_postgres``). Other engines: a transaction that is always rolled back, no timeout
+   (``_run_postgres``), rows streamed from a server-side cursor (psycopg 3). Other engines: a transaction that is always rolled back, no timeout
    that interrupts the server.
 
 Bad SQL never raises: rejections, errors and timeouts come back as an ``ExecutionResult`` with
@@ -923,8 +923,8 @@ def _run_postgres(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows
                 )
                 cursor.execute(f"SET LOCAL ROLE {_PG_READER_ROLE}")
         timer.start()
-        cursor.execute(sql)
-        return _fetch(cursor, max_rows)
+        rows = _pg_rows(driver, cursor, sql)
+        return _fetch(rows, max_rows)
     except Exception as exc:
         sqlstate = _pg_sqlstate(exc)
         if state["fired"] or sqlstate in _PG_TIMEOUT_STATES or "statement timeout" in str(exc):
@@ -940,6 +940,47 @@ def _run_postgres(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows
             state["done"] = True
             timer.cancel()
         _pg_finish(pooled, cursor, explicit, was_autocommit)
+
+
+class _Batches:
+    """A DB-API-like cursor over a psycopg 3 server-side cursor: ``fetchone`` from batches.
+
+    A client-side cursor holds the whole result in memory before the first row is read (the row
+    cap would come too late: ``SELECT repeat('x', 10^8) FROM generate_series(1, 100)`` is 10 GB).
+    A server-side cursor sends rows when asked; batches grow while rows are small and drop to
+    one row at a time once a row is large, so at most about one large row is held uncapped.
+    """
+
+    _MAX_BATCH = 256
+    _LARGE_ROW = 1 << 20  # characters/bytes
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+        self._batch: list[Any] = []
+        self._size = 1
+        self.description = cursor.description
+
+    def fetchone(self) -> Any:
+        if not self._batch:
+            self._batch = list(self._cursor.fetchmany(self._size))[::-1]
+            if not self._batch:
+                return None
+            largest = max(
+                sum(len(v) for v in row if isinstance(v, (str, bytes, bytearray, memoryview)))
+                for row in self._batch
+            )
+            self._size = 1 if largest > self._LARGE_ROW else min(self._MAX_BATCH, self._size * 4)
+        return self._batch.pop()
+
+
+def _pg_rows(driver: Any, cursor: Any, sql: str) -> Any:
+    """Execute ``sql``; a server-side cursor with psycopg 3 (bounded memory), else ``cursor``."""
+    if type(driver).__module__.split(".")[0] == "psycopg" and hasattr(driver, "cursor"):
+        server_side = driver.cursor(name="route_graph_query")
+        server_side.execute(sql)
+        return _Batches(server_side)
+    cursor.execute(sql)
+    return cursor
 
 
 def _pg_finish(pooled: Any, cursor: Any, explicit: bool, was_autocommit: Any) -> None:
