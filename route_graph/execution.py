@@ -72,9 +72,9 @@ __all__ = [
     "ErrorKind",
     "ExecutionResult",
     "SqlTarget",
+    "bound_connect_timeout",
     "check_read_only",
     "execute_sql",
-    "bound_connect_timeout",
     "format_value",
     "is_denied_function",
     "quiet_duckdb",
@@ -555,7 +555,7 @@ def _pool_is_full(engine: sqlalchemy.Engine) -> bool:
     pool = engine.pool
     if not isinstance(pool, QueuePool):
         return False
-    overflow = pool._max_overflow  # noqa: SLF001 - no public accessor; -1 means unlimited
+    overflow = pool._max_overflow  # no public accessor; -1 means unlimited
     return overflow >= 0 and pool.checkedout() >= pool.size() + overflow
 
 

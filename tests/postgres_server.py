@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["PG_BIN", "PostgresServer", "SPIDER_PG_SQL", "postgres_missing_reason", "server_state"]
+__all__ = ["PG_BIN", "SPIDER_PG_SQL", "PostgresServer", "postgres_missing_reason", "server_state"]
 
 PG_BIN = Path(os.environ.get("ROUTE_GRAPH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SKIP_ENV = "ROUTE_GRAPH_SKIP_POSTGRES"

@@ -124,7 +124,7 @@ def test_user_read_write_engine_reads_and_writes_no_file(user_duckdb, monkeypatc
 
 
 def test_user_engine_still_serves_the_user(user_duckdb) -> None:
-    db, path, work, _ = user_duckdb
+    db, *_ = user_duckdb
     assert execute_sql(db, "SELECT count(*) FROM t").rows == [(2,)]
     with db.engine.begin() as conn:  # their own writes and settings still work
         conn.exec_driver_sql("INSERT INTO t VALUES (3, 'c')")

@@ -70,8 +70,10 @@ def _harmful(server) -> list[str]:
         "SELECT * FROM pg_ls_dir('.')",
         "SELECT pg_stat_file('postgresql.conf')",
         f"SELECT dblink_connect_u('c', 'host={sock} dbname=spider user=postgres')",
-        f"SELECT * FROM dblink('host={sock} dbname=spider user=postgres', "
-        "'UPDATE t SET name = ''pwned'' RETURNING id') AS x(id int)",
+        (
+            f"SELECT * FROM dblink('host={sock} dbname=spider user=postgres', "
+            "'UPDATE t SET name = ''pwned'' RETURNING id') AS x(id int)"
+        ),
         f"SELECT dblink_exec('host={sock} dbname=spider user=postgres', 'DELETE FROM t')",
         "SELECT pg_create_physical_replication_slot('route_graph_slot')",
         "SELECT pg_create_logical_replication_slot('route_graph_lslot', 'test_decoding')",
