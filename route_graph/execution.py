@@ -898,8 +898,9 @@ def _run_postgres(engine: sqlalchemy.Engine, sql: str, deadline: float, max_rows
             if state["done"]:
                 return
             state["fired"] = True
-        try:
-            driver.cancel()  # psycopg/psycopg2: a separate connection asks the server to cancel
+        try:  # psycopg/psycopg2: a separate connection asks the server to cancel the query
+            cancel_safe = getattr(driver, "cancel_safe", None)  # psycopg >= 3.2; cancel() is older
+            cancel_safe(timeout=5) if cancel_safe is not None else driver.cancel()
         except Exception:
             pass
 

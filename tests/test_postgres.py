@@ -234,6 +234,28 @@ def test_sleep_is_refused_and_bounded_without_the_guard(pg_db: Database, monkeyp
     assert result.elapsed_s < 30
 
 
+def test_the_client_cancels_when_the_server_does_not(pg_db: Database, monkeypatch) -> None:
+    """The client-side cancel backs up ``statement_timeout`` (e.g. behind a pooler that drops it):
+    made to fire first here, it stops the query and reports a timeout."""
+    monkeypatch.setattr(execution, "_PG_CANCEL_GRACE_S", -1.0)
+    result = execute_sql(pg_db, "SELECT count(*) FROM generate_series(1, 1e11)", timeout_s=2)
+    assert (result.ok, result.error_kind) == (False, "timeout"), result
+    assert result.elapsed_s < 30
+    assert execute_sql(pg_db, "SELECT count(*) FROM t").rows == [(3,)]
+
+
+def test_concurrent_queries_share_the_pool(pg_db: Database) -> None:
+    """100 threads through SQLAlchemy's default pool (5 + 10 overflow): every query succeeds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sql = "SELECT count(*) FROM generate_series(1, 200000)"
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        results = list(pool.map(lambda _: execute_sql(pg_db, sql, timeout_s=60), range(100)))
+    failed = [r.error for r in results if not r.ok]
+    assert failed == []
+    assert all(r.rows == [(200000,)] for r in results)
+
+
 def test_engine_settings_are_restored(pg_url: str) -> None:
     """The executor's transaction is its own: the user's engines work as before afterwards."""
     for kwargs, autocommit in (({}, False), ({"isolation_level": "AUTOCOMMIT"}, True)):
