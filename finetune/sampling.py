@@ -20,7 +20,7 @@ from langchain_core.language_models import BaseChatModel
 from finetune.config import SynthConfig
 from finetune.records import Record
 from finetune.synthesis import gold_sql_of
-from finetune.views import full_schema_text, linked_schema_text
+from finetune.views import full_schema_text, linked_schema_text, question_values
 from route_graph import prompts
 from route_graph.context import RouteConfig
 from route_graph.database import Database
@@ -28,6 +28,7 @@ from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
 from route_graph.execution import execute_sql, summarize_result
 from route_graph.linking import links_from_sql
+from route_graph.rendering import recall_first_links
 
 __all__ = ["SampleReport", "sample_nc_records"]
 
@@ -60,10 +61,14 @@ def sample_nc_records(
         prompts_batch = []
         for example in chunk:
             db = open_db(example.db_id)
-            links = links_from_sql(gold_sql_of(example, cfg), db.schema, db.dialect) or None
-            text = linked_schema_text(db, route, links)
+            links = links_from_sql(gold_sql_of(example, cfg), db.schema, db.dialect) or {}
+            links, _ = recall_first_links(db, route, links, f"{example.question} {example.hint or ''}")
+            text = linked_schema_text(db, route, links or None)
+            values = question_values(db, route, example.question, example.hint)
             prompts_batch.append(
-                prompts.ts_messages(example.question, text, hint=example.hint, dialect=db.dialect, style=route.prompt_style)
+                prompts.ts_messages(
+                    example.question, text, hint=example.hint, dialect=db.dialect, style=route.prompt_style, values=values
+                )
             )
         answers = llm.batch(prompts_batch)
         for example, answer in zip(chunk, answers):
@@ -87,6 +92,7 @@ def sample_nc_records(
             prompt = prompts.nc_messages(
                 example.question, full_schema_text(db, route), sql, feedback,
                 hint=example.hint, dialect=db.dialect, style=route.prompt_style,
+                values=question_values(db, route, example.question, example.hint),
             )
             answer_text = prompts.nc_completion(correct, None if correct else gold)
             variant = "model:correct" if correct else "model:incorrect"

@@ -29,7 +29,7 @@ from finetune.config import SynthConfig
 from finetune.corruption import corrupt_sql, render_sql
 from finetune.records import Record
 from finetune.sqltext import clause_boundaries, cut_prefix, normalize_sql
-from finetune.views import full_schema_text, linked_schema_text
+from finetune.views import full_schema_text, linked_schema_text, question_values
 from route_graph import prompts
 from route_graph.context import RouteConfig
 from route_graph.database import Database
@@ -37,6 +37,7 @@ from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
 from route_graph.execution import ExecutionResult, execute_sql, summarize_result
 from route_graph.linking import links_from_sql, merge_links
+from route_graph.rendering import recall_first_links
 
 __all__ = ["ExampleRecords", "SynthReport", "Synthesizer", "gold_sql_of"]
 
@@ -130,7 +131,12 @@ class Synthesizer:
         tasks = set(self.cfg.tasks)
         links = links_from_sql(gold, db.schema, db.dialect) or {}
         view_links = self._view_links(links, db, rng) if links else {}
-        kwargs = {"hint": example.hint, "dialect": db.dialect, "style": self.route.prompt_style}
+        # Generation at inference sees recall-first links (rendering.recall_first_links): so does training.
+        view_links, _ = recall_first_links(db, self.route, view_links, f"{example.question} {example.hint or ''}")
+        kwargs = {
+            "hint": example.hint, "dialect": db.dialect, "style": self.route.prompt_style,
+            "values": question_values(db, self.route, example.question, example.hint),
+        }
         full_text = self._full_schema(db)
         q = example.question
         make = lambda task, variant, prompt, answer: Record.of(task, example.db_id, example.id, variant, prompt, answer)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 
 import sqlglot
 from sqlglot import exp
@@ -287,7 +288,7 @@ def _name_words(name: str) -> list[str]:
 def named_tables(schema: Schema, text: str) -> list[str]:
     """Tables whose every name word occurs in ``text`` (singular forms; 'lap time' or 'laptime')."""
     words = [_singular(w) for w in _WORD.findall(text.lower())]
-    present = set(words) | {a + b for a, b in zip(words, words[1:])}
+    present = set(words) | {a + b for a, b in pairwise(words)}
     found = []
     for table in schema.tables:
         parts = _name_words(table.name)
@@ -337,7 +338,8 @@ def expand_links(schema: Schema, links: Links, text: str, *, all_columns: bool) 
     for table_name in named + bridges:
         found.setdefault(table_name, set())
     if all_columns:
-        for table_name in found:
+        for table_name, columns in found.items():
             table = schema.table(table_name)
-            found[table_name] = {c.name for c in table.columns} if table is not None else found[table_name]
+            if table is not None:
+                columns.update(c.name for c in table.columns)
     return _in_schema_order(found, schema), RecallAdditions(named, bridges, all_columns)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import asdict
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -37,7 +38,6 @@ from route_graph.database import Database
 from route_graph.errors import ConfigError, InputError, RouteGraphError
 from route_graph.execution import ExecutionResult, execute_sql, summarize_result
 from route_graph.linking import (
-    expand_links,
     is_hard,
     links_from_sql,
     links_json_schema,
@@ -49,7 +49,7 @@ from route_graph.model_capabilities import (
     continuing_model,
     model_failure_error,
 )
-from route_graph.rendering import estimate_tokens, stage_schema_text
+from route_graph.rendering import recall_first_links, stage_schema_text
 from route_graph.repair import requalify_column
 from route_graph.results import answer_is_empty, vote_by_result
 from route_graph.state import RouteState
@@ -242,12 +242,10 @@ class RouteNodes:
         draft_links = links_from_sql(draft_sql, self.db.schema, self.db.dialect) if draft_sql else None
         links = merge_links(self.db.schema, model_links, draft_links)
         added: dict[str, Any] = {}
-        if cfg.recall_first_linking:
-            budget = cfg.schema_token_budget
-            fits = budget <= 0 or estimate_tokens(schema_text) <= budget
-            text = f"{state['question']} {state.get('hint') or ''}"
-            links, additions = expand_links(self.db.schema, links, text, all_columns=fits)
-            added = {"recall_added": {"named": additions.named, "bridges": additions.bridges, "all_columns": fits}}
+        text = f"{state['question']} {state.get('hint') or ''}"
+        links, additions = recall_first_links(self.db, cfg, links, text, schema_text)
+        if additions is not None:
+            added = {"recall_added": asdict(additions)}
         draft = self._execute(draft_sql, cfg)
         entry = {
             "stage": "schema_link",

@@ -24,10 +24,12 @@ from route_graph.execution import format_value
 if TYPE_CHECKING:
     from route_graph.context import RouteConfig
     from route_graph.database import Database, Schema, Table
+    from route_graph.linking import RecallAdditions
 
 __all__ = [
     "CHARS_PER_TOKEN",
-    "COMPACT_VALUE_CHARS", "SchemaFormat", "estimate_tokens", "render_schema_text", "stage_schema_text"]
+    "COMPACT_VALUE_CHARS", "SchemaFormat", "estimate_tokens", "recall_first_links", "render_schema_text",
+    "stage_schema_text"]
 
 SchemaFormat = Literal["ddl", "compact"]
 
@@ -63,6 +65,22 @@ def stage_schema_text(db: Database, cfg: RouteConfig, links: Mapping[str, Sequen
         db, db.schema.restrict(dict(links)), fmt=fmt, sample_rows=cfg.generate_sample_rows,
         value_chars=cfg.feedback_value_chars, token_budget=budget, keep=links,
     )
+
+
+def recall_first_links(
+    db: Database, cfg: RouteConfig, links: Mapping[str, Sequence[str]], text: str, full_text: str | None = None
+) -> tuple[dict[str, list[str]], RecallAdditions | None]:
+    """The links generation sees under ``cfg.recall_first_linking`` (``linking.expand_links``):
+    kept tables keep all their columns when the full schema (``full_text``, rendered if not given)
+    fits ``schema_token_budget``. The graph and fine-tuning both call this, so they agree."""
+    from route_graph.linking import expand_links
+
+    if not getattr(cfg, "recall_first_linking", False) or not links:
+        return dict(links), None
+    budget = getattr(cfg, "schema_token_budget", 0)
+    full = full_text if full_text is not None else stage_schema_text(db, cfg)
+    fits = budget <= 0 or estimate_tokens(full) <= budget
+    return expand_links(db.schema, dict(links), text, all_columns=fits)
 
 
 def render_schema_text(

@@ -19,6 +19,7 @@ from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
 from route_graph.execution import execute_sql, summarize_result
 from route_graph.linking import links_from_sql, validate_links
+from route_graph.rendering import recall_first_links
 from tests.fakes import ScriptedChatModel, make_concert_db
 
 THREE_TABLES = (
@@ -249,7 +250,10 @@ def test_prompts_are_exactly_what_the_graph_sends(db, tmp_path: Path) -> None:
     sent = {}
     for task, text in llm.calls:
         sent.setdefault(task, []).append(text)
-    assert out["links"] == links
+    # Recall-first linking: the graph's links and the linked-schema records both show the kept
+    # tables with all their columns (rendering.recall_first_links).
+    expanded, _ = recall_first_links(db, route, links, example.question)
+    assert out["links"] == expanded
     assert sent["sl"] == [by_example(records, "sl")[4].prompt[-1]["content"]]
     assert sent["ts"][0] == by_example(records, "ts", "full_schema")[4].prompt[-1]["content"]
     assert sent["ts"][1] == by_example(records, "ts", "linked_schema")[4].prompt[-1]["content"]
@@ -264,7 +268,7 @@ def test_prompts_are_exactly_what_the_graph_sends(db, tmp_path: Path) -> None:
     reduced = replace(route, cw_full_schema=False)
     reduced_records, _ = synthesize(db, cfg, route=reduced)
     assert by_example(reduced_records, "cw")[4].prompt == prompts.cw_messages(
-        example.question, linked_schema_text(db, reduced, links), route.continuation_prefix
+        example.question, linked_schema_text(db, reduced, expanded), route.continuation_prefix
     )
 
 
@@ -272,3 +276,13 @@ def test_few_shot_style_follows_the_route_config(db) -> None:
     records, _ = synthesize(db, route=replace(RouteConfig(), prompt_style="few_shot"))
     # system, example user, example answer(s), user: NC's verdict has one correct and one wrong example
     assert all(len(r.prompt) == (6 if r.task == "nc" else 4) for r in records)
+
+
+def test_value_retrieval_reaches_the_records_as_the_graph_shows_it(db) -> None:
+    route = RouteConfig(value_retrieval=True)
+    records, _ = synthesize(db, SynthConfig(extra_table_prob=0.0), route=route)
+    france = by_example(records, "ts", "full_schema")[0].prompt[-1]["content"]
+    assert "-- singer.country: 'France'" in france
+    # Without the option the records carry no values block.
+    plain, _ = synthesize(db, SynthConfig(extra_table_prob=0.0))
+    assert "Values in the database" not in by_example(plain, "ts", "full_schema")[0].prompt[-1]["content"]
