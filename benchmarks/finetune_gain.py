@@ -112,24 +112,31 @@ def _train_lines(train_dir: Path) -> list[str]:
     return ["### Training", "", markdown_table(["", ""], rows), ""]
 
 
-def render_section(base: Side, tuned: Side, *, command: str, train_dir: Path | None = None) -> str:
-    """The Markdown section for benchmarks/RESULTS.md."""
+def render_section(
+    base: Side, tuned: Side, *, command: str, train_dir: Path | None = None, labels: tuple[str, str] = ("base", "tuned")
+) -> str:
+    """The Markdown section for benchmarks/RESULTS.md (``labels`` name the two sides, e.g. two
+    graph configurations of the same model: ``("old default", "new default")``)."""
+    lb, lt = labels
     common = _common_questions(base, tuned)
     ids = [r["id"] for r in base.records if r.get("status") != "gold_error"]
     n = len(ids)
     partial = (f"Compared on the {len(common)} of {max(base.selected, tuned.selected)} sampled questions that both runs "
-               "have finished (one run is still in progress).  ") if len(common) < max(base.selected, tuned.selected) else ""
+               "have finished (one run is incomplete).  ") if len(common) < max(base.selected, tuned.selected) else ""
     today = _dt.date.today().isoformat()
     lines = [
-        f"## Fine-tuning gain: base vs tuned model, same MCP settings ({n} questions, seed {base.settings.get('sample_seed')}) — {today}",
+        (f"## Fine-tuning gain: base vs tuned model, same MCP settings ({n} questions, seed {base.settings.get('sample_seed')}) — {today}"
+         if labels == ("base", "tuned") else
+         f"## {lb} vs {lt}, same model ({n} questions, seed {base.settings.get('sample_seed')}) — {today}"),
         "",
         f"{partial}Command: `{command}`  ",
-        f"Base run: `{base.dir}` (model `{base.settings.get('model')}`); tuned run: `{tuned.dir}` (model `{tuned.settings.get('model')}`).",
+        f"{lb} run: `{base.dir}` (model `{base.settings.get('model')}`, --set {base.settings.get('config_overrides') or 'none'}); "
+        f"{lt} run: `{tuned.dir}` (model `{tuned.settings.get('model')}`, --set {tuned.settings.get('config_overrides') or 'none'}).",
         "",
     ]
     if train_dir is not None:
         lines += _train_lines(train_dir)
-    lines += ["### EX by variant: tuned vs base", ""]
+    lines += [f"### EX by variant: {lt} vs {lb}", ""]
     table = []
     verdicts = []
     for checkpoint, row_b in base.rows.items():
@@ -141,14 +148,14 @@ def render_section(base: Side, tuned: Side, *, command: str, train_dir: Path | N
                       f"{100 * cmp.ci_low:+.1f} to {100 * cmp.ci_high:+.1f}", cmp.only_b, cmp.only_a,
                       f"{cmp.p_value:.3g}", pct(row_b["executable"]), pct(row_t["executable"])])
         verdicts.append((row_b["variant"], cmp))
-    lines += [markdown_table(["variant", "base EX (%)", "tuned EX (%)", "gain (points)", "paired bootstrap 95% CI",
-                              "only tuned right", "only base right", "McNemar p", "base executable (%)",
-                              "tuned executable (%)"], table), ""]
+    lines += [markdown_table(["variant", f"{lb} EX (%)", f"{lt} EX (%)", "gain (points)", "paired bootstrap 95% CI",
+                              f"only {lt} right", f"only {lb} right", "McNemar p", f"{lb} executable (%)",
+                              f"{lt} executable (%)"], table), ""]
     for variant, cmp in verdicts:
         if cmp.ci_low > 0:
-            verdict = "**the tuned model is better by more than the noise**"
+            verdict = f"**{lt} is better by more than the noise**"
         elif cmp.ci_high < 0:
-            verdict = "**the tuned model is worse by more than the noise**"
+            verdict = f"**{lt} is worse by more than the noise**"
         else:
             verdict = "the difference is within the noise"
         lines.append(f"- {variant}: {verdict} "
@@ -157,16 +164,16 @@ def render_section(base: Side, tuned: Side, *, command: str, train_dir: Path | N
 
     lines += ["### Per-stage attribution", "", "fixed / broken = answers that went wrong→right / right→wrong against the stage above.", ""]
     stages = []
-    for label, side in (("base", base), ("tuned", tuned)):
+    for label, side in ((lb, base), (lt, tuned)):
         for r in stage_table(side.records):
             stages.append([label, r["stage"], pct(r["ex"]), pct(r["exec_error_rate"]), r["ran"] if r["ran"] is not None else "–",
                            r["accepted"] if r["accepted"] is not None else "–",
                            r["fixed"] if r["fixed"] is not None else "–", r["broken"] if r["broken"] is not None else "–"])
-    lines += [markdown_table(["model", "after stage", "EX (%)", "exec errors (%)", "ran", "accepted", "fixed", "broken"], stages), ""]
+    lines += [markdown_table(["run", "after stage", "EX (%)", "exec errors (%)", "ran", "accepted", "fixed", "broken"], stages), ""]
 
     lines += ["### Schema linking, cost and failures", ""]
     other = []
-    for label, side in (("base", base), ("tuned", tuned)):
+    for label, side in ((lb, base), (lt, tuned)):
         link = linking_summary(side.records) or {}
         cost = cost_summary(side.records)["per_question"]
         kinds = error_kinds(side.records)
@@ -174,7 +181,7 @@ def render_section(base: Side, tuned: Side, *, command: str, train_dir: Path | N
                       pct(link.get("columns_kept")), f"{cost.get('llm_calls', 0):.2f}",
                       f"{cost.get('input_tokens', 0):,.0f} / {cost.get('output_tokens', 0):,.0f}",
                       "; ".join(f"{k} ×{v}" for k, v in kinds.most_common(4)) or "none"])
-    lines += [markdown_table(["model", "table R", "column R", "strict recall", "columns kept", "LLM calls/q",
+    lines += [markdown_table(["run", "table R", "column R", "strict recall", "columns kept", "LLM calls/q",
                               "tokens in / out per q", "final answers that fail (kind ×count)"], other), ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -185,13 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuned", required=True, type=Path, help="ablation --out directory (or run directory) of the tuned model")
     p.add_argument("--train-dir", type=Path, default=None, help="the fine-tuning run's train/ directory (train_summary.json)")
     p.add_argument("--results", default=None, help="append the Markdown section to this file (e.g. benchmarks/RESULTS.md)")
+    p.add_argument("--labels", default="base,tuned",
+                   help="names of the two sides, comma-separated (e.g. 'old default,new default' for two graph configurations)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     command = "python benchmarks/finetune_gain.py " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
-    section = render_section(load_side(args.base), load_side(args.tuned), command=command, train_dir=args.train_dir)
+    labels = tuple(part.strip() for part in args.labels.split(",", 1))
+    if len(labels) != 2 or not all(labels):
+        raise SystemExit("--labels takes two names separated by a comma, e.g. 'old default,new default'.")
+    section = render_section(load_side(args.base), load_side(args.tuned), command=command, train_dir=args.train_dir,
+                             labels=labels)
     append_section(section, args.results)
     return 0
 

@@ -102,5 +102,12 @@ def test_finetune_gain_partial_run_and_different_samples(data: Path, tmp_path: P
     capsys.readouterr()
     assert gain.main(["--base", str(tmp_path / "a"), "--tuned", str(tmp_path / "partial")]) == 0
     assert "Compared on the 2 of 4 sampled questions" in capsys.readouterr().out
+    # Two graph configurations of one model: the sides carry the given names.
+    assert gain.main(["--base", str(tmp_path / "a"), "--tuned", str(tmp_path / "partial"), "--labels", "old default,new default"]) == 0
+    text = capsys.readouterr().out
+    assert "## old default vs new default, same model" in text and "### EX by variant: new default vs old default" in text
+    assert "| new default | final |" in text and "| tuned |" not in text
+    with pytest.raises(SystemExit, match="two names"):
+        gain.main(["--base", str(tmp_path / "a"), "--tuned", str(tmp_path / "b"), "--labels", "only-one"])
     with pytest.raises(SystemExit, match="not a finished evaluation run"):
         gain.main(["--base", str(tmp_path / "missing"), "--tuned", str(tmp_path / "b")])

@@ -373,3 +373,25 @@ def test_silent_server_connect_times_out() -> None:
         assert "connect_timeout" in str(explicit.url)
     finally:
         server.close()
+
+
+def test_silent_server_fails_building_the_graph_with_a_clear_error() -> None:
+    """Issue 15: ``build_route_graph`` on a server that never answers hung 40 s+; now the schema read
+    gives up at the 10 s connect timeout with one error that says what to check."""
+    from route_graph import build_route_graph
+    from route_graph.errors import RouteGraphError
+    from tests.fakes import ScriptedChatModel
+
+    server = SilentServer()
+    try:
+        def build() -> str:
+            try:
+                build_route_graph(ScriptedChatModel(scripts={}), f"postgresql+psycopg://u@127.0.0.1:{server.port}/db")
+            except RouteGraphError as exc:
+                return f"{type(exc).__name__}: {exc}"
+            return "built?"
+
+        message = _within(40, build)
+        assert message.startswith("DatabaseError") and "timeout" in message.lower(), message
+    finally:
+        server.close()
