@@ -8,9 +8,10 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, TextIO
 
-from route_graph.context import RouteConfig
+from route_graph.context import RouteConfig, parse_config_overrides
 from route_graph.demo import DEMO_QUESTIONS, demo_database_path
 from route_graph.errors import RouteGraphError
 
@@ -125,12 +126,14 @@ def _ask(args: argparse.Namespace) -> int:
     db = args.db or str(demo_database_path())
     question = " ".join(args.question) if args.question else DEMO_QUESTIONS[0]
     config = RouteConfig(prompt_style=args.prompt_style).with_stages(args.stages)
+    config = replace(config, **parse_config_overrides(args.config_overrides))
+    tables = [t.strip() for t in args.include_tables.split(",") if t.strip()] if args.include_tables else None
     show_progress = not args.json and not args.quiet and sys.stderr.isatty()
     with _Progress(sys.stderr, show_progress) as progress:
         if not args.json and not args.quiet:
             print(f"Database: {db}\nQuestion: {question}", file=sys.stderr)
         llm = load_chat_model(args.model, max_new_tokens=args.max_new_tokens)
-        graph = build_route_graph(llm, db, config)
+        graph = build_route_graph(llm, db, config, schema=args.schema, include_tables=tables)
         progress.label = _STAGE_LABELS["schema_link" if config.schema_linking else "generate"]
         state: dict[str, Any] = {}
         for mode, chunk in graph.stream({"question": question, "hint": args.hint}, stream_mode=["updates", "values"]):
@@ -174,6 +177,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("--hint", default=None, help="extra knowledge for the question (BIRD's evidence)")
     ask.add_argument("--stages", default=None, help="MCP stages to run, subset of sl,nc,cw (default: all)")
+    ask.add_argument("--schema", default=None, help="PostgreSQL/DuckDB schema to read (default: the connection's)")
+    ask.add_argument("--include-tables", default=None, metavar="T1,T2",
+                     help="only these tables/views are shown to the model (comma-separated)")
+    ask.add_argument("--set", dest="config_overrides", action="append", default=[], metavar="FIELD=VALUE",
+                     help="a RouteConfig field, e.g. --set value_retrieval=true (repeatable)")
     ask.add_argument("--prompt-style", choices=["zero_shot", "few_shot"], default="zero_shot")
     ask.add_argument("--max-new-tokens", type=int, default=384)
     ask.add_argument("--show-rows", type=int, default=20, help="result rows to print")

@@ -1,0 +1,39 @@
+"""``route-sql ask`` with a scripted model: database options and ``--set`` reach the graph."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from route_graph.cli import main as cli_main
+from tests.fakes import ScriptedChatModel, make_concert_db
+
+FRENCH = "SELECT name FROM singer WHERE country = 'France'"
+
+
+def test_ask_passes_include_tables_and_set_to_the_graph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    llm = ScriptedChatModel(
+        scripts={"sl": ['{"singer": ["name", "country"]}'], "ts": [f"```sql\n{FRENCH}\n```"] * 2}
+    )  # no "nc" line: --set nc_verdict=false means no verdict is asked of SQL that returns rows
+    monkeypatch.setattr("route_graph.models.load_chat_model", lambda *args, **kwargs: llm)
+    db = make_concert_db(tmp_path / "concert.sqlite")
+    code = cli_main(["ask", "--json", "--db", str(db), "--include-tables", "singer,concert",
+                     "--set", "nc_verdict=false", "Which singers are from France?"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    assert out["sql"] == FRENCH and sorted(r[0] for r in out["result"]["rows"]) == ["Edith", "Jacques"]
+    first_prompt = llm.calls[0][1]
+    assert "CREATE TABLE singer" in first_prompt and "CREATE TABLE concert" in first_prompt
+    assert "CREATE TABLE stadium" not in first_prompt  # not among --include-tables
+    assert "nc" not in llm.tasks()
+
+
+def test_ask_rejects_an_unknown_set_field(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("route_graph.models.load_chat_model", lambda *args, **kwargs: pytest.fail("no model needed"))
+    code = cli_main(["ask", "--set", "no_such_field=1", "How many?"])
+    assert code != 0
+    assert "no_such_field" in capsys.readouterr().err
