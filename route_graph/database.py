@@ -18,6 +18,7 @@ import re
 import sqlite3
 import threading
 import warnings
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -475,15 +476,16 @@ def _filter_tables(
 
 #: Dialects whose queries the executor can interrupt at the timeout (execution.py has a runner each).
 BOUNDED_DIALECTS = ("sqlite", "duckdb", "postgresql")
-_WARNED_UNBOUNDED: set[int] = set()
+# Weak, not id(): a new engine can reuse a collected one's id.
+_WARNED_UNBOUNDED: weakref.WeakSet[sqlalchemy.Engine] = weakref.WeakSet()
 _LOG = logging.getLogger("route_graph")
 
 
 def _warn_unbounded_once(engine: sqlalchemy.Engine) -> None:
     """Say once per engine that its queries cannot be stopped at the timeout (never a silent gap)."""
-    if engine.dialect.name in BOUNDED_DIALECTS or id(engine) in _WARNED_UNBOUNDED:
+    if engine.dialect.name in BOUNDED_DIALECTS or engine in _WARNED_UNBOUNDED:
         return
-    _WARNED_UNBOUNDED.add(id(engine))
+    _WARNED_UNBOUNDED.add(engine)
     _LOG.warning(
         "route-graph cannot interrupt queries on %s: model SQL is checked read-only and rolled "
         "back, but a slow query runs on the server until it finishes (the timeout is only reported "

@@ -47,6 +47,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -838,7 +839,8 @@ _PG_SESSION_KEY = "route_graph.pg_session"  # in a pooled connection's info: (su
 _PG_CANCEL_GRACE_S = 0.5  # the client cancels a query the server's own timeout has not stopped
 _PG_TIMEOUT_STATES = {"57014", "55P03"}  # query_canceled (statement timeout), lock_not_available
 _PG_REFUSED_STATES = {"25006", "42501"}  # read_only_sql_transaction, insufficient_privilege
-_WARNED_SUPERUSER: set[int] = set()
+# Weak, not id(): a new engine can reuse a collected one's id and would never be warned.
+_WARNED_SUPERUSER: weakref.WeakSet[sqlalchemy.Engine] = weakref.WeakSet()
 _LOG = logging.getLogger("route_graph")
 
 
@@ -857,9 +859,9 @@ def _pg_session(cursor: Any, info: dict[Any, Any]) -> tuple[bool, int]:
 
 
 def _warn_superuser_once(engine: sqlalchemy.Engine) -> None:
-    if id(engine) in _WARNED_SUPERUSER:
+    if engine in _WARNED_SUPERUSER:
         return
-    _WARNED_SUPERUSER.add(id(engine))
+    _WARNED_SUPERUSER.add(engine)
     _LOG.warning(
         "route-graph is connected to PostgreSQL %s as a superuser. Model SQL runs in a read-only "
         "transaction as the role %s with a statement timeout, and the guard refuses file, "

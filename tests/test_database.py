@@ -505,7 +505,10 @@ def test_engines_without_a_timeout_are_named_once(caplog: pytest.LogCaptureFixtu
 
     from route_graph import database
 
-    mysql = SimpleNamespace(dialect=SimpleNamespace(name="mysql"))
+    class MySQLEngine:  # what the warning reads of an engine (pymysql is not installed here)
+        dialect = SimpleNamespace(name="mysql")
+
+    mysql = MySQLEngine()
     with caplog.at_level("WARNING", logger="route_graph"):
         database._warn_unbounded_once(mysql)  # type: ignore[arg-type]
         database._warn_unbounded_once(mysql)  # type: ignore[arg-type]
