@@ -1,7 +1,8 @@
 """LangGraph Studio / ``langgraph dev`` entry: a graph factory that takes only ``config``.
 
-The database and model come from the run's ``configurable`` (``db``, ``model``) or the environment
-(``ROUTE_GRAPH_DB``, ``ROUTE_GRAPH_MODEL``); the defaults are the demo database and the offline
+The database and model come from the run's ``configurable`` (``db``, ``model``, and ``schema`` /
+``include_tables`` for the database) or the environment (``ROUTE_GRAPH_DB``, ``ROUTE_GRAPH_MODEL``,
+``ROUTE_GRAPH_SCHEMA``, ``ROUTE_GRAPH_INCLUDE_TABLES`` as ``a,b``); the defaults are the demo database and the offline
 default model. Stage switches and thresholds are the graph's context (``RouteConfig``) fields.
 """
 
@@ -21,16 +22,26 @@ __all__ = ["make_graph"]
 
 
 @lru_cache(maxsize=4)
-def _graph_for(db: str, model: str) -> CompiledStateGraph:
+def _graph_for(db: str, model: str, schema: str, tables: tuple[str, ...]) -> CompiledStateGraph:
     from route_graph.models import load_chat_model
 
-    return build_route_graph(load_chat_model(model or None), db)
+    return build_route_graph(
+        load_chat_model(model or None), db, schema=schema or None, include_tables=list(tables) or None
+    )
+
+
+def _names(value: object) -> tuple[str, ...]:
+    """``"a, b"`` or ``["a", "b"]`` -> ``("a", "b")``."""
+    parts = value.split(",") if isinstance(value, str) else list(value or ())  # type: ignore[call-overload]
+    return tuple(str(p).strip() for p in parts if str(p).strip())
 
 
 def _graph_from(configurable: dict) -> CompiledStateGraph:
     db = configurable.get("db") or os.environ.get("ROUTE_GRAPH_DB") or str(demo_database_path())
     model = configurable.get("model") or os.environ.get("ROUTE_GRAPH_MODEL") or ""
-    return _graph_for(str(db), str(model))
+    schema = configurable.get("schema") or os.environ.get("ROUTE_GRAPH_SCHEMA") or ""
+    tables = _names(configurable.get("include_tables") or os.environ.get("ROUTE_GRAPH_INCLUDE_TABLES") or ())
+    return _graph_for(str(db), str(model), str(schema), tables)
 
 
 async def make_graph(config: RunnableConfig | None = None) -> CompiledStateGraph:

@@ -37,3 +37,31 @@ def test_ask_rejects_an_unknown_set_field(monkeypatch: pytest.MonkeyPatch, capsy
     code = cli_main(["ask", "--set", "no_such_field=1", "How many?"])
     assert code != 0
     assert "no_such_field" in capsys.readouterr().err
+
+
+def test_studio_takes_include_tables_from_configurable_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from route_graph import graph as graph_module
+    from route_graph import studio
+
+    monkeypatch.setattr("route_graph.models.load_chat_model", lambda *args, **kwargs: ScriptedChatModel(scripts={}))
+    seen: list[dict] = []
+
+    def build(llm, db, config=None, **kwargs):
+        seen.append(kwargs)
+        return graph_module.build_route_graph(llm, db, config, **kwargs)
+
+    monkeypatch.setattr(studio, "build_route_graph", build)
+    db = str(make_concert_db(tmp_path / "concert.sqlite"))
+    studio._graph_for.cache_clear()
+    studio._graph_from({"db": db, "include_tables": "singer, concert"})
+    monkeypatch.setenv("ROUTE_GRAPH_INCLUDE_TABLES", "stadium")
+    studio._graph_from({"db": db})
+    assert seen == [
+        {"schema": None, "include_tables": ["singer", "concert"]},
+        {"schema": None, "include_tables": ["stadium"]},
+    ]
+    with pytest.raises(Exception, match="nowhere"):  # an unknown table is named in the error
+        studio._graph_from({"db": db, "include_tables": ["nowhere"]})
+    studio._graph_for.cache_clear()
