@@ -230,7 +230,7 @@ def fence(sql: str) -> str:
 def test_prompts_are_exactly_what_the_graph_sends(db, tmp_path: Path) -> None:
     """Script the graph with the gold answers; its SL, draft-TS, generate-TS, NC and CW prompts
     must equal the synthesized records' prompts for the same question."""
-    route = RouteConfig()
+    route = RouteConfig(nc_verdict=True)  # the verdict prompt is compared too
     cfg = SynthConfig(extra_table_prob=0.0, cw_bare_prefix_ratio=1.0, nc_incorrect_ratio=1.0)
     records, _ = synthesize(db, cfg, route=route)
     example = concert_examples()[4]  # three tables: hard, so CW runs too

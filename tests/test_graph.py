@@ -27,6 +27,9 @@ def fence(sql: str) -> str:
 
 
 def run(db_path: Path, scripts: dict[str, list[str]], config: RouteConfig | None = None, **invoke_kwargs):
+    if "nc" in scripts and (config is None or "nc_verdict" not in config.named_fields):
+        # A scripted verdict is a test of the verdict path, which is off by default (nc_verdict).
+        config = (config or RouteConfig()).override({"nc_verdict": True})
     llm = ScriptedChatModel(scripts=scripts)
     graph = build_route_graph(llm, db_path, config)
     out = graph.invoke({"question": "Which singers are from France?"}, **invoke_kwargs)
@@ -56,8 +59,7 @@ def test_full_pipeline_nc_accepts_and_cw_skipped(db_path: Path) -> None:
     assert out["sql"] == SQL_FRENCH
     assert out["stage"] == "generate"
     assert out["result"]["ok"] and sorted(r[0] for r in out["result"]["rows"]) == ["Edith", "Jacques"]
-    # Recall-first linking (the default): the linked table keeps all its columns (the schema fits).
-    assert out["links"] == {"singer": ["singer_id", "name", "country", "age"]}
+    assert out["links"] == {"singer": ["name", "country"]}
     assert entry(out, "noise_correct")["verdict"] == "correct"
     assert out["sql_by_stage"]["draft"] == "SELECT name FROM singer"
     # The generation prompt saw only the reduced schema.
@@ -173,7 +175,7 @@ def test_cw_on_hard_sql_rejected_when_result_empty(db_path: Path) -> None:
     ],
 )
 def test_each_stage_switched_off(db_path: Path, stages_on: str, scripts: dict, expected: list[str]) -> None:
-    out, _ = run(db_path, scripts, RouteConfig().with_stages(stages_on))
+    out, _ = run(db_path, scripts, RouteConfig(nc_verdict="nc" in scripts).with_stages(stages_on))
     assert stages(out) == expected
     assert out["result"]["ok"]
 
@@ -324,7 +326,7 @@ def test_answers_are_prefilled_and_joined(db_path: Path, monkeypatch: pytest.Mon
     graph = build_route_graph(llm, db_path, RouteConfig(noise_correction=False))
     out = graph.invoke({"question": "Which singers are from France?"})
     assert sorted(llm.prefills) == sorted(["{", "```sql\n", "```sql\n", "```sql\nSELECT"])
-    assert out["links"] == {"singer": ["singer_id", "name", "country", "age"]}
+    assert out["links"] == {"singer": ["name", "country"]}
     assert out["sql_by_stage"]["draft"] == "SELECT name FROM singer"
     assert entry(out, "generate")["proposed_sql"] == "SELECT nme FROM singer"
     assert out["sql"] == SQL_FRENCH and out["stage"] == "continue_write"

@@ -84,6 +84,7 @@ def test_mcp_calls_are_named_verdict_path(db_path: Path) -> None:
             "nc": ["The SQL is correct."],
             "cw": [fence("SELECT DISTINCT T1.name " + SQL_THREE_TABLES[len("SELECT T1.name "):])],
         },
+        RouteConfig(nc_verdict=True),
     )
     assert handler.names() == sorted(
         ["schema_link.links", "schema_link.draft", "generate", "noise_correct.verdict", "continue_write"]
