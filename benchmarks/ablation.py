@@ -42,9 +42,9 @@ from route_graph.evaluation.datasets import load_dataset
 from route_graph.evaluation.report import append_section, markdown_table, pct
 from route_graph.evaluation.runner import EvalSettings, RunResult, run_eval
 from route_graph.evaluation.stats import paired_comparison, wilson_interval
-from route_graph.evaluation.summary import read_predictions
+from route_graph.evaluation.summary import read_predictions, summarize
 
-__all__ = ["default_data_dir", "machine_info", "main"]
+__all__ = ["default_data_dir", "machine_info", "main", "saved_run"]
 
 
 def default_data_dir() -> Path:
@@ -83,6 +83,17 @@ def machine_info() -> dict[str, str]:
 
 def _records(result: RunResult) -> list[dict[str, Any]]:
     return sorted(read_predictions(result.predictions), key=lambda r: r["id"])
+
+
+def saved_run(path: Path) -> RunResult:
+    """A run as it is on disk, finished or stopped part-way (``--report-only``)."""
+    try:
+        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"{path} holds no run.json: run the ablation first (without --report-only).") from None
+    records = read_predictions(path / "predictions.jsonl")
+    summary = summarize(records, settings=run.get("settings"), sessions=run.get("sessions", ()))
+    return RunResult(out_dir=path, summary=summary, new_questions=0)
 
 
 def _cost_until(records: Sequence[Mapping[str, Any]], checkpoint: str) -> dict[str, float] | None:
@@ -210,21 +221,24 @@ def render_section(
     if comparisons:
         name, c = comparisons[0]
         noise_pts = abs(noise["ex_gap"]) if noise else 0.0
+        # Without a measured single-pass run there is no run-to-run noise figure: say so, claim none.
+        noise_text = (f"more than the measured run-to-run noise ({pct(noise_pts)} points)" if noise
+                      else "(run-to-run noise not measured: no --mode single run)")
         if c.gain > noise_pts and c.ci_low > 0:
             verdict = (
-                f"**Full MCP beats {name} by {pct(c.gain)} points**, more than the measured run-to-run noise "
-                f"({pct(noise_pts)} points), and the paired 95% interval excludes 0."
+                f"**Full MCP beats {name} by {pct(c.gain)} points**, {noise_text}, and the paired 95% interval "
+                f"({pct(c.ci_low)} to {pct(c.ci_high)}) excludes 0."
             )
         elif c.gain > noise_pts:
             verdict = (
-                f"**Full MCP gains {pct(c.gain)} points over {name}**, more than the measured run-to-run noise "
-                f"({pct(noise_pts)} points), but the paired 95% interval ({pct(c.ci_low)} to {pct(c.ci_high)}) "
-                f"still includes 0 at this sample size. {_worst_stage(s['stages'])}"
+                f"**Full MCP gains {pct(c.gain)} points over {name}**, {noise_text}, but the paired 95% interval "
+                f"({pct(c.ci_low)} to {pct(c.ci_high)}) still includes 0 at this sample size. {_worst_stage(s['stages'])}"
             )
         else:
+            noise_part = f"noise {pct(noise_pts)} points, " if noise else ""
             verdict = (
                 f"**Full MCP does not beat {name} by more than the noise** (gain {pct(c.gain)} points, "
-                f"noise {pct(noise_pts)} points, 95% CI {pct(c.ci_low)} to {pct(c.ci_high)}). {_worst_stage(s['stages'])}"
+                f"{noise_part}95% CI {pct(c.ci_low)} to {pct(c.ci_high)}). {_worst_stage(s['stages'])}"
             )
         lines += [verdict, ""]
 
@@ -299,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model spec (default: the offline default model)")
     p.add_argument("--concurrency", type=int, default=4, help="questions in flight (default 4)")
     p.add_argument("--no-single-run", action="store_true", help="skip the measured --mode single run")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write the section from the runs in --out as they are (also a stopped run)")
     p.add_argument("--set", dest="config_overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="a RouteConfig field for every run (route-sql eval --set), repeatable")
     p.add_argument("--variants", default="", help="extra stage sets run separately, ';'-separated (e.g. 'nc,cw;sl,cw')")
@@ -317,6 +333,14 @@ def main(argv: Sequence[str] | None = None, *, llm: Any = None) -> int:
     args.dataset_label = f"{data.name}/{args.split}"
     out = Path(args.out)
     command = "python benchmarks/ablation.py " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
+    if args.report_only:  # the section from what --out holds now (a stopped run: its answered questions)
+        single_dir = out / "single"
+        section = render_section(args=args, command=command, mcp=saved_run(out / "mcp"),
+                                 single=saved_run(single_dir) if (single_dir / "run.json").is_file() else None,
+                                 variants={}, throughput={}, machine=machine_info())
+        (out / "ablation.md").write_text(section, encoding="utf-8")
+        append_section(section, args.results)
+        return 0
     if llm is None:
         from route_graph import load_chat_model
 

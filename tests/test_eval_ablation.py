@@ -42,6 +42,22 @@ def test_ablation_script(data: Path, tmp_path: Path) -> None:  # noqa: F811
         assert (tmp_path / "runs" / run / "summary.json").is_file(), run
 
 
+def test_report_only_writes_the_section_of_a_stopped_run_without_a_model(data: Path, tmp_path: Path) -> None:  # noqa: F811
+    ablation = load_ablation()
+    common = ["--data", str(data), "--split", "dev.json", "--limit", "6", "--throughput-n", "0", "--no-single-run",
+              "--no-progress", "--no-plots", "--out", str(tmp_path / "runs")]
+    assert ablation.main(common, llm=model()) == 0
+    lines = (tmp_path / "runs" / "mcp" / "predictions.jsonl").read_text().splitlines()
+    (tmp_path / "runs" / "mcp" / "predictions.jsonl").write_text("\n".join(lines[:4]) + "\n")  # stopped after 4
+    (tmp_path / "runs" / "ablation.md").unlink()
+    assert ablation.main([*common, "--report-only"], llm=None) == 0  # no model is loaded
+    section = (tmp_path / "runs" / "ablation.md").read_text()
+    assert "(4 questions, seed 0)" in section and "+SL+NC+CW (full MCP)" in section
+    assert "run-to-run noise not measured" in section or "does not beat" in section
+    with pytest.raises(SystemExit, match="no run.json"):
+        ablation.main([*common[:-1], str(tmp_path / "empty"), "--report-only"], llm=None)
+
+
 def test_machine_info_and_default_data(monkeypatch) -> None:
     ablation = load_ablation()
     info = ablation.machine_info()
