@@ -81,7 +81,9 @@ def _common_questions(base: Side, tuned: Side) -> list[int]:
     differ = [k for k in keys if base.settings.get(k) != tuned.settings.get(k)]
     ids_a = {r["id"] for r in base.records}
     ids_b = {r["id"] for r in tuned.records}
-    if differ or not (ids_a <= ids_b or ids_b <= ids_a):
+    # Stopped runs answer different subsets of the same sample: compare on what both answered.
+    partial = len(ids_a) < base.selected or len(ids_b) < tuned.selected
+    if differ or not (ids_a <= ids_b or ids_b <= ids_a or (partial and ids_a & ids_b)):
         raise SystemExit(f"the two runs are not on the same questions/settings (differ: {differ or 'question ids'}); "
                          "re-run the ablation with the same --limit/--sample-seed.")
     common = ids_a & ids_b
