@@ -159,7 +159,6 @@ def test_graph_answers_a_question_on_a_table_in_schema_sales(shop_url: str) -> N
         scripts={
             "sl": ['{"customers": ["name", "country"]}'],
             "ts": [fence("SELECT name FROM customers"), fence(SQL_FRENCH)],
-            "nc": ["The SQL is correct."],
         }
     )
     graph = build_route_graph(llm, shop_url, schema="sales", include_tables=["customers", "orders"])
