@@ -342,7 +342,8 @@ class RouteNodes:
         if cfg.nc_repair and problem is not None:
             return self._repair(state, cfg, config, meter, schema_text, feedback, problem)
         if not cfg.nc_verdict:
-            entry = {"stage": "noise_correct", "mode": "skipped", "reason": "the SQL returns rows; nc_verdict is off"}
+            entry = {"stage": "noise_correct", "mode": "skipped", "reason": "the SQL returns rows; nc_verdict is off",
+                     **meter.cost()}
             return {"sql_by_stage": {"noise_correct": state.get("sql") or ""}, "trace": [entry]}
         msgs = prompts.nc_messages(
             state["question"], schema_text, state.get("sql") or "", feedback, **self._prompt_kwargs(state, cfg)
