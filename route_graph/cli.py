@@ -54,6 +54,9 @@ def format_trace(trace: Sequence[dict[str, Any]]) -> str:
                 extra += f"; vote: {groups}"
             lines.append(f"  finalize        answer from: {entry.get('winner')}{extra}")
             continue
+        if entry.get("mode") == "skipped":
+            lines.append(f"  {stage:<15} skipped ({entry.get('reason')})")
+            continue
         status = "executes" if entry.get("executed") else f"fails: {entry.get('error')}"
         if entry.get("proposed_sql") is None:
             status = "no SQL proposed"

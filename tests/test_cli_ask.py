@@ -65,3 +65,12 @@ def test_studio_takes_include_tables_from_configurable_or_environment(
     with pytest.raises(Exception, match="nowhere"):  # an unknown table is named in the error
         studio._graph_from({"db": db, "include_tables": ["nowhere"]})
     studio._graph_for.cache_clear()
+
+
+def test_ask_trace_shows_a_skipped_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    llm = ScriptedChatModel(scripts={"sl": ['{"singer": ["name", "country"]}'], "ts": [f"```sql\n{FRENCH}\n```"] * 2})
+    monkeypatch.setattr("route_graph.models.load_chat_model", lambda *args, **kwargs: llm)
+    db = make_concert_db(tmp_path / "concert.sqlite")
+    assert cli_main(["ask", "--db", str(db), "Which singers are from France?"]) == 0
+    out = capsys.readouterr()
+    assert "noise_correct   skipped (the SQL returns rows; nc_verdict is off)" in out.out + out.err
