@@ -236,7 +236,17 @@ class RouteNodes:
             ts_future: Future = pool.submit(
                 self._ask, meter, ts_msgs, prompts.answer_prefill("ts"), cfg, config, name="schema_link.draft"
             )
-            sl_text, ts_text = sl_future.result(), ts_future.result()
+            ts_text = ts_future.result()
+            try:
+                sl_text = sl_future.result()
+            except RouteGraphError:
+                raise  # the backend itself failed (ModelError): the user's to fix
+            except Exception as exc:  # noqa: BLE001 - an unreadable SL answer must not end the run
+                # e.g. JSON-schema decoding cut at the length limit (openai.LengthFinishReasonError):
+                # link from the draft SQL alone, and say so in the trace.
+                sl_text, added_error = "", {"links_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            else:
+                added_error = {}
         model_links, dropped = validate_links(prompts.parse_links(sl_text), self.db.schema)
         draft_sql = prompts.parse_sql(ts_text)
         draft_links = links_from_sql(draft_sql, self.db.schema, self.db.dialect) if draft_sql else None
@@ -253,6 +263,7 @@ class RouteNodes:
             "model_links": model_links,
             "hallucinated": dropped,
             "sql_links": draft_links or {},
+            **added_error,
             **added,
             "links": links,
             "fallback_full_schema": not links,

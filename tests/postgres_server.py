@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["PG_BIN", "SPIDER_PG_SQL", "PostgresServer", "postgres_missing_reason", "server_state"]
+__all__ = ["PG_BIN", "SPIDER_PG_SQL", "PostgresServer", "copy_sqlite_database", "postgres_missing_reason", "server_state"]
 
 PG_BIN = Path(os.environ.get("ROUTE_GRAPH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SKIP_ENV = "ROUTE_GRAPH_SKIP_POSTGRES"
@@ -152,3 +152,37 @@ class PostgresServer:
             self._run(PG_BIN / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", check=False)
             self.started = False
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def copy_sqlite_database(sqlite_path: Path, pg_url: str) -> None:
+    """Load a Spider SQLite database into PostgreSQL as a user would port it: lower-case, unquoted
+    names (Spider's SQL spells them in any case), declared types mapped to INTEGER/REAL/TEXT, keys kept."""
+    import sqlalchemy
+    from sqlalchemy import Column, Float, ForeignKeyConstraint, Integer, MetaData, Table, Text
+
+    source = sqlalchemy.create_engine(f"sqlite:///file:{sqlite_path}?mode=ro&uri=true")
+    found = MetaData()
+    found.reflect(source)
+    target = MetaData()
+
+    def kind(column_type: object) -> type:
+        name = str(column_type).lower()
+        return Integer if "int" in name else Float if any(t in name for t in ("real", "float", "double", "numeric")) else Text
+
+    for table in found.sorted_tables:
+        columns = [Column(c.name.lower(), kind(c.type), primary_key=c.primary_key) for c in table.columns]
+        fks = [ForeignKeyConstraint([e.parent.name.lower() for e in fk.elements],
+                                    [f"{fk.referred_table.name.lower()}.{e.column.name.lower()}" for e in fk.elements])
+               for fk in table.foreign_key_constraints]
+        Table(table.name.lower(), target, *columns, *fks)
+    engine = sqlalchemy.create_engine(pg_url)
+    try:
+        target.create_all(engine)
+        with source.connect() as src, engine.begin() as dst:
+            for table in found.sorted_tables:
+                rows = [dict(zip([c.lower() for c in r._fields], r)) for r in src.execute(table.select())]
+                if rows:
+                    dst.execute(target.tables[table.name.lower()].insert(), rows)
+    finally:
+        engine.dispose()
+        source.dispose()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from route_graph import RouteConfig, build_route_graph
-from tests.fakes import ScriptedChatModel, make_concert_db
+from tests.fakes import ScriptedChatModel, make_concert_db, task_of
 
 SQL_FRENCH = "SELECT name FROM singer WHERE country = 'France'"
 SQL_THREE_TABLES = (
@@ -583,3 +583,22 @@ def test_nc_verdict_off_asks_nothing_about_sql_that_returns_rows(db_path: Path) 
     assert nc["mode"] == "skipped" and nc["llm_calls"] == 0
     assert [task for task, _ in llm.calls].count("nc") == 0
     assert out["sql"] == SQL_FRENCH and out["sql_by_stage"]["noise_correct"] == SQL_FRENCH
+
+
+class _SLAnswerUnreadable(ScriptedChatModel):
+    """The SL call fails the way an OpenAI-compatible server does when JSON-schema decoding hits
+    the token limit (openai.LengthFinishReasonError, a plain Exception for the graph)."""
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        if task_of(messages) == "sl":
+            raise ValueError("Could not parse response content as the length limit was reached")
+        return super()._generate(messages, stop, run_manager, **kwargs)
+
+
+def test_an_unreadable_sl_answer_falls_back_to_the_draft_links(db_path: Path) -> None:
+    llm = _SLAnswerUnreadable(scripts={"ts": [fence(SQL_FRENCH), fence(SQL_FRENCH)]})
+    out = build_route_graph(llm, db_path).invoke({"question": "Which singers are from France?"})
+    sl = entry(out, "schema_link")
+    assert "length limit" in sl["links_error"] and sl["model_links"] == {}
+    assert out["links"] == {"singer": ["name", "country"]}  # from the draft SQL
+    assert out["sql"] == SQL_FRENCH and out["result"]["ok"]

@@ -174,6 +174,9 @@ def running_vllm(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=ROOT,
+            # 1 GiB of KV cache (~87k tokens) is plenty for these tests; two servers run at once in
+            # the finetune test, next to the test process's own models, on a 24 GiB machine.
+            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")},
         )
     atexit.register(_stop_group, proc)  # even if pytest is interrupted
     try:
