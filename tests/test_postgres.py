@@ -283,11 +283,11 @@ def test_superuser_warning_once_and_read_only_role_works(pg_url: str, caplog: py
     warnings = [r for r in caplog.records if "superuser" in r.getMessage()]
     assert len(warnings) == 1 and "read-only role" in warnings[0].getMessage()
     with engine.begin() as conn:  # the README's read-only role
-        conn.exec_driver_sql("DROP ROLE IF EXISTS route_reader")
-        conn.exec_driver_sql("CREATE ROLE route_reader LOGIN")
-        conn.exec_driver_sql("GRANT pg_read_all_data TO route_reader")
+        conn.exec_driver_sql("DROP ROLE IF EXISTS executor_reader")
+        conn.exec_driver_sql("CREATE ROLE executor_reader LOGIN")
+        conn.exec_driver_sql("GRANT pg_read_all_data TO executor_reader")
     engine.dispose()
-    reader = sqlalchemy.create_engine(pg_url.replace("postgres@", "route_reader@"))
+    reader = sqlalchemy.create_engine(pg_url.replace("postgres@", "executor_reader@"))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="route_graph"):
         result = execute_sql(Database(reader), "SELECT name FROM singer WHERE age > 40 ORDER BY name")
