@@ -96,3 +96,10 @@ def postgres_server():
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Run the vLLM server tests first. Two vLLM servers (~5 GB each) run at once in them; later
+    in the session the test process itself holds several in-process models, and on a 24 GB
+    machine the two together were OOM-killed (2026-12-01). Order is otherwise unchanged."""
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_openai_server.py") else 1)
