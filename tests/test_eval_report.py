@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import struct
+import sys
 from pathlib import Path
 
 import pytest
 
 from route_graph.evaluation import report as report_module
 from route_graph.evaluation.report import (
+    CI_PLOTS,
+    ci_plot_data,
     markdown_table,
+    model_label,
     pct,
     render_markdown,
+    run_caption,
+    write_ci_plots,
     write_report,
 )
 from route_graph.evaluation.stats import (
@@ -92,3 +101,155 @@ def test_stats() -> None:
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(6, 0) == pytest.approx(2 / 64)
     same = paired_comparison([1, 2, 3], {1, 2}, {1, 2})
     assert (same.gain, same.only_a, same.only_b, same.p_value, same.ci_low, same.ci_high) == (0, 0, 0, 1.0, 0, 0)
+
+
+# --------------------------------------------------------------------------- plots with 95% CIs
+
+PLOT_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "plot_ablation.py"
+
+
+def _record(i: int, draft: bool, generate: bool, final: bool, hardness: str = "easy", status: str | None = None) -> dict:
+    """A predictions.jsonl record of a full-MCP run whose draft / generate / final SQL is right or not."""
+    sqls = {"draft": f"SELECT {i} -- draft", "generate": f"SELECT {i} -- generate", "final": f"SELECT {i} -- final"}
+    ok = {"draft": draft, "generate": generate, "final": final}
+    return {
+        "id": i,
+        "hardness": hardness,
+        "status": status or ("correct" if final else "wrong"),
+        "correct": final,
+        "pred_sql": sqls["final"],
+        "ex": {"executed": True, "correct": final},
+        "stage_sql": {"draft": sqls["draft"], "generate": sqls["generate"], "noise_correct": sqls["generate"],
+                      "continue_write": sqls["final"], "final": sqls["final"]},
+        "executions": {sql: {"status": "correct" if ok[k] else "wrong", "correct": ok[k], "executed": True}
+                       for k, sql in sqls.items()},
+        "trace": [],
+    }
+
+
+def _records() -> list[dict]:
+    """40 questions: draft right on 16, generate on 22, final on 26 (final fixes 12, breaks 2 vs draft)."""
+    records = []
+    for i in range(40):
+        draft = i < 16
+        generate = i < 14 or 20 <= i < 28
+        final = i < 14 or 20 <= i < 32
+        records.append(_record(i, draft, generate, final, hardness=("easy", "medium", "hard", "extra")[i % 4]))
+    records.append(_record(99, True, True, True, status="gold_error"))  # left out everywhere
+    return records
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", path
+    return struct.unpack(">II", data[16:24])
+
+
+def test_ci_plot_data_numbers_and_whiskers() -> None:
+    data = ci_plot_data(_records())
+    assert data["n"] == 40
+    variants = {v["variant"]: v for v in data["variants"]}
+    assert list(variants) == ["single prompt (MCP draft)", "+SL", "+SL+NC", "+SL+NC+CW (full MCP)"]
+    assert (variants["single prompt (MCP draft)"]["correct"], variants["+SL"]["correct"],
+            variants["+SL+NC+CW (full MCP)"]["correct"]) == (16, 22, 26)
+    assert data["baseline"] == "single prompt (MCP draft)" and data["final"] == "+SL+NC+CW (full MCP)"
+    for v in data["variants"] + data["hardness"]:
+        assert v["ci_low"] < v["ex"] < v["ci_high"], v
+        assert (v["ci_low"], v["ci_high"]) == pytest.approx(wilson_interval(v["correct"], v["n"]))
+    diffs = {d["variant"]: d for d in data["differences"]}
+    assert list(diffs) == ["+SL", "+SL+NC", "+SL+NC+CW (full MCP)"]
+    full = diffs["+SL+NC+CW (full MCP)"]
+    assert full["vs"] == "single prompt (MCP draft)"
+    assert full["gain"] == pytest.approx(10 / 40) and (full["only_b"], full["only_a"]) == (12, 2)
+    assert full["p_value"] == pytest.approx(mcnemar_exact(12, 2))
+    assert full["ci_low"] > 0  # 12 fixed vs 2 broken out of 40: the interval excludes 0
+    for d in data["differences"]:
+        assert d["ci_low"] <= d["gain"] <= d["ci_high"] and d["ci_low"] < d["ci_high"], d
+    assert {h["hardness"]: h["n"] for h in data["hardness"]} == {"easy": 10, "medium": 10, "hard": 10, "extra": 10}
+
+
+def test_a_variant_identical_to_the_baseline_differs_by_zero() -> None:
+    records = [_record(i, draft=i % 3 == 0, generate=i % 3 == 0, final=i % 3 == 0) for i in range(30)]
+    data = ci_plot_data(records)
+    assert len(data["differences"]) == 3
+    for d in data["differences"]:
+        assert (d["gain"], d["ci_low"], d["ci_high"], d["only_a"], d["only_b"], d["p_value"]) == (0, 0, 0, 0, 0, 1.0)
+
+
+def test_ci_plots_are_small_valid_pngs(tmp_path: Path) -> None:
+    names = write_ci_plots(ci_plot_data(_records()), tmp_path / "images", subtitle="spider_train/valid.json, n = 40",
+                           footnote="Run: test", dpi=50)
+    assert names == list(CI_PLOTS)
+    for name in names:
+        path = tmp_path / "images" / name
+        width, height = _png_size(path)
+        assert width == 400 and 100 < height < 400, (name, width, height)  # 8-inch wide figures at dpi 50
+        assert 2_000 < path.stat().st_size < 100_000
+    # nothing to compare with a single variant: no gain plot, but the bars are drawn
+    only = {"variants": ci_plot_data(_records())["variants"][:1], "differences": [], "hardness": []}
+    assert write_ci_plots(only, tmp_path / "one") == [CI_PLOTS[1]]
+
+
+def test_ex_bars_whiskers_contain_the_bar() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    rows = ci_plot_data(_records())["variants"]
+    fig, ax = plt.subplots()
+    report_module._ex_bars(ax, [r["variant"] for r in rows], rows)
+    heights = [bar.get_height() for bar in ax.patches]
+    segments = ax.containers[-1].lines[2][0].get_segments()  # the error bars' vertical lines
+    plt.close(fig)
+    assert heights == pytest.approx([100 * r["ex"] for r in rows])
+    for height, segment, row in zip(heights, segments, rows):
+        (_, low), (_, high) = segment
+        assert low < height < high
+        assert (low, high) == pytest.approx((100 * row["ci_low"], 100 * row["ci_high"]))
+
+
+def test_run_caption_says_data_set_n_seed_and_model() -> None:
+    settings = {"data": "/work/shared/data/spider_train", "split": "valid.json", "limit": 400, "selected": 400,
+                "sample_seed": 0, "model": "default"}
+    caption = run_caption(settings, 160)
+    assert caption == ("spider_train/valid.json, seed-0 sample: n = 160 of 400 questions · "
+                       "model: Qwen2.5-Coder-0.5B-Instruct (offline default)")
+    assert run_caption(settings, 400, sep="\n").startswith("spider_train/valid.json, seed-0 sample: n = 400 questions\nmodel: ")
+    assert run_caption({"data": "/d/bird", "split": "dev.json", "model": "qwen2.5-coder-1.5b"}, 7) == (
+        "bird/dev.json: n = 7 questions · model: Qwen2.5-Coder-1.5B-Instruct")
+    assert model_label("openai:http://localhost:8000/v1#Qwen/Qwen2.5-Coder-7B-Instruct") == "Qwen/Qwen2.5-Coder-7B-Instruct"
+    assert model_label("./merged-model/") == "merged-model"
+
+
+def _plot_script():
+    spec = importlib.util.spec_from_file_location("route_graph_plot_ablation", PLOT_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plot_ablation_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "ablation" / "mcp"
+    run.mkdir(parents=True)
+    settings = {"data": "/x/spider_train", "split": "valid.json", "limit": 400, "selected": 400, "sample_seed": 0,
+                "model": "default", "mode": "mcp", "stages_effective": "sl,nc,cw", "config_overrides": ["nc_verdict=false"]}
+    (run / "run.json").write_text(json.dumps({"settings": settings}))
+    lines = [json.dumps(r) for r in _records()]
+    (run / "predictions.jsonl").write_text("\n".join(lines) + '\n{"id": 41, "torn')  # a run still writing
+    before = sorted(p.name for p in run.iterdir())
+    module = _plot_script()
+    assert module.main([str(tmp_path / "ablation"), "--out", str(tmp_path / "images"), "--resamples", "500"]) == 0
+    assert sorted(p.name for p in run.iterdir()) == before  # the run is only read
+    for name in CI_PLOTS:
+        _png_size(tmp_path / "images" / name)
+    out = capsys.readouterr().out
+    assert "n = 40 of 400 questions" in out and "Qwen2.5-Coder-0.5B-Instruct" in out
+    assert "+SL+NC+CW (full MCP)         vs single prompt (MCP draft): 25.0 points" in out
+    assert "![EX gain over the single prompt with paired 95% CIs](" in out and f"{CI_PLOTS[0]})" in out
+    assert module.footnote(settings) == "Run: route-sql eval --mode mcp, stages sl,nc,cw, --set nc_verdict=false"
+    with pytest.raises(SystemExit):
+        module.main([str(run), "--out", str(run / "images")])
+    with pytest.raises(SystemExit):
+        module.main([str(tmp_path / "nothing")])

@@ -1,18 +1,40 @@
 """The human-readable side of a run: report.md with tables, and matplotlib PNG plots.
 
 Plots use the Agg backend (files only, never a display) and are skipped with a note in the report
-when matplotlib is not installed (``pip install 'route-graph[eval]'``).
+when matplotlib is not installed (``pip install 'route-graph[eval]'``). Every EX bar carries its
+95% Wilson interval (``stats.wilson_interval``, the interval the tables print).
+
+``ci_plot_data`` + ``write_ci_plots`` draw the README's plots from a run's per-question records
+(``benchmarks/plot_ablation.py`` is the command): EX per ablation variant, the paired EX
+difference of each variant against the single prompt (``stats.paired_comparison``: paired
+bootstrap 95% CI, exact McNemar p) and full MCP's EX by Spider hardness.
 """
 
 from __future__ import annotations
 
 import os
-
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_section", "markdown_table", "pct", "render_markdown", "write_plots", "write_report"]
+from route_graph.evaluation.attribution import ablation_rows
+from route_graph.evaluation.hardness import HARDNESS_LEVELS
+from route_graph.evaluation.stats import paired_comparison, wilson_interval
+from route_graph.evaluation.summary import bucket_table
+
+__all__ = [
+    "CI_PLOTS",
+    "append_section",
+    "ci_plot_data",
+    "markdown_table",
+    "model_label",
+    "pct",
+    "render_markdown",
+    "run_caption",
+    "write_ci_plots",
+    "write_plots",
+    "write_report",
+]
 
 _STAGE_LABELS = {
     "draft": "draft (single-pass, full schema)",
@@ -244,15 +266,10 @@ def write_plots(summary: Mapping[str, Any], out_dir: Path) -> list[str]:
 
     written: list[str] = []
 
-    def bars(name: str, labels: list[str], values: list[float], title: str, ylabel: str) -> None:
+    def bars(name: str, labels: list[str], rows: Sequence[Mapping[str, Any]], title: str) -> None:
         fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-        ax.bar(range(len(labels)), values, color="#4C72B0")
-        ax.set_xticks(range(len(labels)), labels, rotation=15, ha="right")
+        _ex_bars(ax, labels, [_with_ci(r) for r in rows])
         ax.set_title(title)
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(0, max([100.0, *values]) * 1.08)
-        for i, v in enumerate(values):
-            ax.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom", fontsize=8)
         fig.tight_layout()
         fig.savefig(out_dir / name)
         plt.close(fig)
@@ -263,9 +280,8 @@ def write_plots(summary: Mapping[str, Any], out_dir: Path) -> list[str]:
         bars(
             "accuracy_by_hardness.png",
             [f"{r['hardness']} (n={r['n']})" for r in hardness],
-            [100 * r["ex"] for r in hardness],
-            "EX by Spider hardness",
-            "EX (%)",
+            hardness,
+            "EX by Spider hardness (95% Wilson CI)",
         )
     stages = summary.get("ablation") or summary.get("stages") or []
     if stages:
@@ -273,9 +289,8 @@ def write_plots(summary: Mapping[str, Any], out_dir: Path) -> list[str]:
         bars(
             "accuracy_by_stage.png",
             [str(r[key]) for r in stages],
-            [100 * (r["ex"] or 0) for r in stages],
-            "EX by pipeline stage",
-            "EX (%)",
+            stages,
+            "EX by pipeline stage (95% Wilson CI)",
         )
     cost = (summary.get("cost") or {}).get("by_stage") or {}
     if cost:
@@ -312,3 +327,198 @@ def write_report(summary: Mapping[str, Any], out_dir: Path, *, plots: bool = Tru
     path = out_dir / "report.md"
     path.write_text(render_markdown(summary, names, note), encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- plots with 95% CIs
+
+#: The files ``write_ci_plots`` writes, the key plot first.
+CI_PLOTS: tuple[str, ...] = ("eval_gain_ci.png", "eval_ex_by_variant_ci.png", "eval_ex_by_hardness_ci.png")
+_BLUE, _GREY, _GREEN, _RED = "#4C72B0", "#9A9A9A", "#2E8B57", "#C44E52"
+
+
+def _with_ci(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row with n and correct (or ex) plus its 95% Wilson interval as ci_low / ci_high."""
+    out = dict(row)
+    if "ci_low" not in out:
+        n = int(row.get("n") or 0)
+        correct = row.get("correct")
+        correct = round((row.get("ex") or 0.0) * n) if correct is None else int(correct)
+        out["ci_low"], out["ci_high"] = wilson_interval(correct, n)
+    return out
+
+
+def _ex_bars(ax: Any, labels: Sequence[str], rows: Sequence[Mapping[str, Any]], colours: Sequence[str] | None = None,
+             rotation: float = 15) -> None:
+    """EX bars (%) with 95% CI whiskers (rows hold ex, ci_low, ci_high), each labelled with its EX."""
+    ex = [100 * (r.get("ex") or 0.0) for r in rows]
+    low = [100 * r["ci_low"] for r in rows]
+    high = [100 * r["ci_high"] for r in rows]
+    xs = range(len(rows))
+    ax.bar(xs, ex, color=list(colours) if colours else _BLUE, width=0.6)
+    ax.errorbar(xs, ex, yerr=[[e - lo for e, lo in zip(ex, low)], [hi - e for e, hi in zip(ex, high)]],
+                fmt="none", ecolor="black", elinewidth=1.2, capsize=5)
+    for x, e, hi in zip(xs, ex, high):
+        ax.annotate(f"{e:.1f}", (x, hi), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(list(xs), list(labels), rotation=rotation, ha="right" if rotation else "center")
+    ax.set_ylabel("EX (%)")
+    ax.set_ylim(0, 108)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def ci_plot_data(
+    records: Sequence[Mapping[str, Any]],
+    stages: Sequence[str] = ("sl", "nc", "cw"),
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The numbers behind ``write_ci_plots``, from one run's per-question records.
+
+    Variants are the run's cumulative ablation rows (``attribution.ablation_rows``: the MCP draft
+    is the single prompt, the run's answer is the last row), each with its EX and 95% Wilson
+    interval; ``differences`` compares every later variant with the first on the same questions
+    (``stats.paired_comparison``: gain, paired bootstrap 95% CI, McNemar p); ``hardness`` is the
+    run's final answer by Spider hardness. Questions whose gold SQL fails are left out everywhere.
+    """
+    scored = [r for r in records if r.get("status") != "gold_error"]
+    ids = [int(r["id"]) for r in scored]
+    rows = ablation_rows(records, stages)
+    variants = []
+    for i, row in enumerate(rows):
+        label = row["variant"]
+        if i == 0:
+            label = "single prompt (MCP draft)" if row["checkpoint"] == "draft" else "single prompt"
+        variants.append(_with_ci({"variant": label, **{k: row[k] for k in ("checkpoint", "n", "correct", "ex")}}))
+    differences = []
+    if rows:
+        base = set(rows[0]["correct_ids"])
+        for row, variant in zip(rows[1:], variants[1:]):
+            c = paired_comparison(ids, base, set(row["correct_ids"]), resamples=resamples, seed=seed)
+            differences.append({"variant": variant["variant"], "vs": variants[0]["variant"], **c.to_dict()})
+    return {
+        "n": len(ids),
+        "baseline": variants[0]["variant"] if variants else None,
+        "final": variants[-1]["variant"] if variants else None,
+        "variants": variants,
+        "differences": differences,
+        "hardness": [_with_ci(b) for b in bucket_table(scored, "hardness", HARDNESS_LEVELS)],
+    }
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def write_ci_plots(
+    data: Mapping[str, Any],
+    out_dir: Path,
+    *,
+    subtitle: str = "",
+    footnote: str = "",
+    dpi: int = 100,
+) -> list[str]:
+    """Write ``CI_PLOTS`` from ``ci_plot_data``'s numbers; returns the file names written.
+
+    ``subtitle`` (under each title) should say the data set, n and the model; ``footnote`` the
+    run's settings. A plot without data (e.g. no second variant to compare) is not written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+
+    def finish(fig: Any, ax: Any, title: str, name: str) -> None:
+        ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+        if footnote:
+            fig.text(0.01, 0.01, footnote, fontsize=7, color="#555555", ha="left", va="bottom")
+        fig.tight_layout(rect=(0, 0.04 if footnote else 0, 1, 1))
+        fig.savefig(out_dir / name, dpi=dpi)
+        plt.close(fig)
+        written.append(name)
+
+    def wrap(label: str) -> str:
+        return label.replace(" (", "\n(")
+
+    diffs = list(data.get("differences") or [])
+    if diffs:
+        fig, ax = plt.subplots(figsize=(8, 1.9 + 0.62 * len(diffs)))
+        ys = list(range(len(diffs)))[::-1]  # first variant on top
+        gains = [100 * d["gain"] for d in diffs]
+        lows = [100 * d["ci_low"] for d in diffs]
+        highs = [100 * d["ci_high"] for d in diffs]
+        for y, d, g, lo, hi in zip(ys, diffs, gains, lows, highs):
+            colour = _GREEN if d["ci_low"] > 0 else _RED if d["ci_high"] < 0 else _GREY
+            ax.errorbar([g], [y], xerr=[[g - lo], [hi - g]], fmt="o", color=colour, ecolor=colour,
+                        elinewidth=2, capsize=6, markersize=7)
+            ax.annotate(
+                f"{_points(d['gain'])} points (95% CI {_points(d['ci_low'])} to {_points(d['ci_high'])})\n"
+                f"fixes {d['only_b']}, breaks {d['only_a']} questions; McNemar p = {d['p_value']:.2g}",
+                (hi, y), xytext=(10, 0), textcoords="offset points", ha="left", va="center", fontsize=8,
+            )
+        ax.axvline(0, color="black", linewidth=1, linestyle="--")
+        span = max(max(highs), 0) - min(min(lows), 0) or 1.0
+        ax.set_xlim(min(min(lows), 0) - 0.1 * span, max(max(highs), 0) + 1.1 * span)
+        ax.set_ylim(-0.6, len(diffs) - 0.4)
+        ax.set_yticks(ys, [d["variant"] for d in diffs])
+        ax.set_xlabel("EX difference on the same questions (percentage points)\n"
+                      "whisker: paired bootstrap 95% CI; dashed line: no difference", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        finish(fig, ax, f"EX gain over the {data.get('baseline')}, paired per question", CI_PLOTS[0])
+
+    variants = list(data.get("variants") or [])
+    if variants:
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        colours = [_GREY] + [_BLUE] * (len(variants) - 1)
+        _ex_bars(ax, [wrap(v["variant"]) for v in variants], variants, colours, rotation=0)
+        finish(fig, ax, "EX per variant, all from one run (95% Wilson CI)", CI_PLOTS[1])
+
+    hardness = list(data.get("hardness") or [])
+    if hardness:
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        _ex_bars(ax, [f"{h['hardness']}\n(n={h['n']})" for h in hardness], hardness, rotation=0)
+        finish(fig, ax, f"EX by Spider hardness, {data.get('final') or 'final answer'} (95% Wilson CI)", CI_PLOTS[2])
+    return written
+
+
+def model_label(spec: str | None) -> str:
+    """A model spec as a reader knows it: the offline default -> 'Qwen2.5-Coder-0.5B-Instruct (offline default)',
+    'openai:URL#NAME' -> NAME, a directory or file -> its name."""
+    from route_graph._cache import OFFLINE_MODELS
+    from route_graph.model_capabilities import DEFAULT_MODEL
+
+    name = str(spec or "default")
+    for prefix in ("llamacpp:", "transformers:", "hf:"):
+        name = name.removeprefix(prefix)
+    if name == "default":
+        name = DEFAULT_MODEL
+    if name in OFFLINE_MODELS:
+        label = OFFLINE_MODELS[name].description.split(",")[0]
+        return label + (" (offline default)" if name == DEFAULT_MODEL else "")
+    if name.startswith("openai:"):
+        return name.rsplit("#", 1)[1] if "#" in name else name
+    return Path(name.rstrip("/")).name or name
+
+
+def run_caption(settings: Mapping[str, Any], n: int, sep: str = " · ") -> str:
+    """'spider_train/valid.json, seed-0 sample: n = 160 of 400 questions · model <model>' for a run's
+    settings (``sep`` between the two parts: a newline under a plot title)."""
+    split = str(settings.get("split") or "")
+    data = settings.get("data")
+    if data and split and not Path(split).is_absolute():
+        dataset = f"{Path(str(data)).name}/{split}"
+    else:
+        dataset = Path(str(settings.get("split_path") or split or "dataset")).name
+    limit = settings.get("limit")
+    if limit:
+        sample = settings.get("selected") or limit
+        seed = settings.get("sample_seed", 0)
+        where = (f"{dataset}, seed-{seed} sample: n = {n} questions" if n == sample
+                 else f"{dataset}, seed-{seed} sample: n = {n} of {sample} questions")
+    else:
+        where = f"{dataset}: n = {n} questions"
+    return f"{where}{sep}model: {model_label(settings.get('model'))}"
