@@ -475,7 +475,7 @@ def _filter_tables(
 # --------------------------------------------------------------------------- engines without a timeout
 
 #: Dialects whose queries the executor can interrupt at the timeout (execution.py has a runner each).
-BOUNDED_DIALECTS = ("sqlite", "duckdb", "postgresql")
+BOUNDED_DIALECTS = ("sqlite", "duckdb", "postgresql", "mysql", "mariadb")
 # Weak, not id(): a new engine can reuse a collected one's id.
 _WARNED_UNBOUNDED: weakref.WeakSet[sqlalchemy.Engine] = weakref.WeakSet()
 _LOG = logging.getLogger("route_graph")
@@ -489,8 +489,8 @@ def _warn_unbounded_once(engine: sqlalchemy.Engine) -> None:
     _LOG.warning(
         "route-graph cannot interrupt queries on %s: model SQL is checked read-only and rolled "
         "back, but a slow query runs on the server until it finishes (the timeout is only reported "
-        "when it returns). Connect as a read-only user with a server-side limit (MySQL: "
-        "max_execution_time; SQL Server: a Resource Governor or query governor cost limit); see "
+        "when it returns). Connect as a read-only user with a server-side limit (SQL Server: a "
+        "Resource Governor or query governor cost limit); see "
         "docs/databases.md.",
         engine.dialect.name,
     )

@@ -98,6 +98,27 @@ def postgres_server():
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def mysql_server():
+    """A live throwaway MariaDB server (see tests/mysql_server.py), root access over a Unix socket.
+
+    Fails when the server binaries or pymysql are missing, so CI cannot pass without the live
+    tests; skips only when ROUTE_GRAPH_SKIP_MYSQL=1 is set explicitly.
+    """
+    from tests.mysql_server import SKIP_ENV, MariaDBServer, mysql_missing_reason
+
+    if os.environ.get(SKIP_ENV) == "1":
+        pytest.skip(f"live MySQL/MariaDB tests skipped because {SKIP_ENV}=1 is set")
+    reason = mysql_missing_reason()
+    if reason is not None:
+        pytest.fail(reason, pytrace=False)
+    server = MariaDBServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Run the vLLM server tests first. Two vLLM servers (~5 GB each) run at once in them; later
     in the session the test process itself holds several in-process models, and on a 24 GB
