@@ -42,6 +42,7 @@ _FLAG_FIELDS = {
     "max_length": "train.max_length",
     "batch_size": "train.batch_size",
     "resume": "train.resume",
+    "deadline": "train.deadline",
     "dtype": "export.dtype",
 }
 
@@ -70,6 +71,9 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--resume", help="'auto' (default), a checkpoint dir, or 'none'.")
+    parser.add_argument(
+        "--deadline", help="Stop training with a checkpoint before this: '2h30m', '45m' from now, or an ISO time."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,7 +169,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         records = args.records or [str(paths.records)]
         result = train(records, paths.train_dir, cfg.train)
         _print({"adapter_dir": result.adapter_dir, "model_dir": result.model_dir, "steps": result.steps,
-                "train_loss": result.train_loss, "seconds": round(result.seconds, 1), "summary": result.summary_path})
+                "finished": result.finished, "train_loss": result.train_loss, "seconds": round(result.seconds, 1),
+                "summary": result.summary_path})
         return 0
     if args.command == "export":
         from finetune.export import check_adapter, merge_adapter

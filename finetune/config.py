@@ -73,6 +73,15 @@ class SynthConfig:
         0.5,
     )
     normalize_whitespace: bool = _describe("Collapse runs of whitespace in gold SQL (outside quotes).", True)
+    sl_join_keys: bool = _describe(
+        "SL targets add the foreign-key columns joining two linked tables (over-recall slightly).", True
+    )
+    qualify_style: Literal["gold", "table_names"] = _describe(
+        "How target SQL qualifies columns: 'table_names' rewrites Spider's T1/T2 aliases to table names "
+        "where unambiguous and the result is unchanged (a tuned model then cannot mix up aliases); "
+        "'gold' keeps the gold text.",
+        "table_names",
+    )
     timeout_s: float | None = _describe("Execution limit while synthesizing (None: route.execution_timeout_s).", None)
     sample_model: str | None = _describe(
         "Model spec whose sampled TS answers, labelled by execution, become extra NC records; None: off.", None
@@ -90,7 +99,12 @@ class TrainConfig:
     method: Literal["lora", "full"] = _describe("'lora' (adapter, rank <= 16 for vLLM) or 'full'.", "lora")
     lora_r: int = _describe("LoRA rank (vLLM serves ranks up to 16 by default).", 16)
     lora_alpha: int = _describe("LoRA alpha.", 32)
-    lora_dropout: float = _describe("LoRA dropout.", 0.05)
+    lora_dropout: float = _describe(
+        "LoRA dropout. 0 (default): peft then skips the dropout copy of every adapted layer's input.", 0.0
+    )
+    lora_top_layers: int | None = _describe(
+        "Adapt only the top N transformer layers (None: all). Backward then stops below them.", None
+    )
     task_ratios: dict[str, float] | None = _describe(
         "Relative share of each task in the training mix, e.g. {'ts': 2, 'sl': 1}; tasks left "
         "out are not trained on. None: records as synthesized.",
@@ -116,10 +130,30 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = _describe("Trade compute for memory.", False)
     group_by_length: bool = _describe("Batch records of similar length together (less padding).", True)
+    prefix_groups: bool = _describe(
+        "Records sharing a prompt prefix (same task, database, schema view) run it once per batch "
+        "(finetune.prefix_groups; same gradients). A batch is then one group and batch_size is unused.",
+        True,
+    )
+    prefix_group_records: int = _describe("Most records in one prefix group.", 16)
+    prefix_group_tokens: int = _describe("Most padded suffix tokens (records x longest suffix) in one group.", 4096)
     logging_steps: int = _describe("Log loss every N steps.", 5)
     save_steps: int = _describe("Checkpoint every N steps.", 50)
     save_total_limit: int = _describe("Checkpoints kept.", 2)
-    resume: str | None = _describe("'auto' (latest checkpoint in output dir), a checkpoint path, or None.", "auto")
+    save_minutes: float | None = _describe("Also checkpoint after this many minutes of wall clock (None: steps only).", 15.0)
+    deadline: str | None = _describe(
+        "Stop with a checkpoint before this time: a duration from the start ('2h30m', '45m') or an ISO "
+        "time. Running the same command again continues.",
+        None,
+    )
+    checkpoint_dir: str | None = _describe(
+        "Where checkpoints go (None: <cache>/train/<run key>, keyed by config, base model and data).", None
+    )
+    resume: str | None = _describe(
+        "'auto' (latest checkpoint of this run key), a checkpoint path (refused if another run wrote "
+        "it), or None.",
+        "auto",
+    )
     threads: int | None = _describe("CPU threads for torch (None: torch's default).", None)
     seed: int = _describe("Seed for mixing, shuffling and initialisation.", 0)
 

@@ -175,15 +175,35 @@ def run_synth(
     return summary
 
 
-def run_train(cfg: RunConfig, paths: RunPaths, *, force: bool = False) -> Path:
-    """Train on the run's records (resuming from the latest checkpoint); returns adapter/model dir."""
+def _same_training(summary_path: Path, cfg: RunConfig) -> bool:
+    """The finished training in ``summary_path`` used this run's training settings."""
+    from dataclasses import asdict
+
+    from finetune.checkpoints import NOT_IN_KEY
+
+    done = json.loads(summary_path.read_text(encoding="utf-8")).get("config", {})
+    wanted = asdict(cfg.train)
+    return all(done.get(k) == v for k, v in wanted.items() if k not in NOT_IN_KEY)
+
+
+def run_train(cfg: RunConfig, paths: RunPaths, *, force: bool = False) -> Path | None:
+    """Train on the run's records (resuming from the latest checkpoint); returns adapter/model dir.
+
+    None when training stopped at its deadline (the same command continues it).
+    """
     from finetune.train import train
 
     final = paths.train_dir / ("adapter" if cfg.train.method == "lora" else "model")
-    if (paths.train_dir / "train_summary.json").is_file() and final.is_dir() and not force:
-        _say(f"train: reusing {final}")
-        return final
+    summary = paths.train_dir / "train_summary.json"
+    if summary.is_file() and final.is_dir() and not force:
+        if _same_training(summary, cfg):
+            _say(f"train: reusing {final}")
+            return final
+        _say(f"train: the training settings changed since {final} was trained; training again")
     result = train(paths.records, paths.train_dir, cfg.train)
+    if not result.finished:
+        _say(f"train: stopped at the deadline after {result.steps} steps; run the same command again to continue")
+        return None
     _say(f"train: {result.steps} steps, loss {result.train_loss}, {result.seconds:.0f} s -> {final}")
     return final
 
@@ -220,7 +240,11 @@ def run_all(cfg: RunConfig, *, until: Step = "export", force: Sequence[Step] = (
     summary["synth"] = {k: v for k, v in run_synth(cfg, dataset, kept, paths.records, paths.synth_report, force="synth" in force).items() if k != "skipped"}
     if until == "synth":
         return summary
-    summary["trained"] = str(run_train(cfg, paths, force="train" in force))
+    trained = run_train(cfg, paths, force="train" in force)
+    summary["trained"] = str(trained) if trained else None
+    if trained is None:
+        summary["stopped_at_deadline"] = True
+        return summary
     if until == "train":
         return summary
     summary["exported"] = str(run_export(cfg, paths, force="export" in force))

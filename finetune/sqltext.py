@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 
 import sqlglot
+from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
-__all__ = ["clause_boundaries", "cut_prefix", "normalize_sql"]
+__all__ = ["clause_boundaries", "cut_prefix", "normalize_sql", "qualify_with_table_names"]
 
 _QUOTED = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\])")
 
@@ -68,3 +69,41 @@ def clause_boundaries(sql: str, dialect: str = "sqlite") -> list[int]:
 def cut_prefix(sql: str, offset: int) -> str:
     """The gold text before ``offset``, ending in one space (the shape of "SELECT ")."""
     return sql[:offset].rstrip() + " "
+
+
+def qualify_with_table_names(sql: str, dialect: str = "sqlite") -> str | None:
+    """Spider's ``T1``/``T2`` aliases replaced by the table names, where that is unambiguous.
+
+    Why: a model tuned on alias-qualified targets learns the aliases and, with them, to qualify a
+    column with the wrong one (the 2026-11-22 tuned model's mis-qualified columns went 8 -> 14).
+    ``singer.name`` cannot point at the wrong table the way ``T2.name`` can. Returns the query
+    printed by sqlglot, the unchanged text when it has no table alias, or None when aliases are
+    needed (a table used twice, an alias reused across subqueries or named like another table)
+    or the SQL does not parse. Callers check by execution that the result is unchanged.
+    """
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except (SqlglotError, ValueError):
+        return None
+    if tree is None:
+        return None
+    tables = list(tree.find_all(exp.Table))
+    names = [t.name.lower() for t in tables]
+    if len(set(names)) != len(names):
+        return None
+    alias_of: dict[str, str] = {}
+    for table in tables:
+        alias = table.alias.lower()
+        if not alias:
+            continue
+        if alias in alias_of or (alias in names and alias != table.name.lower()):
+            return None
+        alias_of[alias] = table.name
+    if not alias_of:
+        return sql
+    for column in tree.find_all(exp.Column):
+        if column.table and column.table.lower() in alias_of:
+            column.set("table", exp.to_identifier(alias_of[column.table.lower()]))
+    for table in tables:
+        table.set("alias", None)
+    return tree.sql(dialect=dialect)

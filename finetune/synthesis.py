@@ -3,10 +3,11 @@
 Every prompt comes from ``route_graph.prompts`` and every schema text from ``views`` (the graph's
 own renderings), so the fine-tuned model sees at training time exactly what it sees in MCP:
 
-- TS: question (+hint) -> gold SQL, on the full schema (the draft of MCP step 1) and on the
+- TS: question (+hint) -> gold SQL (T1/T2 aliases replaced by table names where unambiguous and
+  the result is unchanged), on the full schema (the draft of MCP step 1) and on the
   gold-linked schema (MCP step 2; sometimes with one unneeded extra table, as linking gives).
-- SL: question on the full schema -> the tables/columns the gold SQL uses (sqlglot), as the JSON
-  object the graph parses.
+- SL: question on the full schema -> the tables/columns the gold SQL uses (sqlglot) plus the
+  foreign-key columns joining linked tables, as the JSON object the graph parses.
 - NC: question, candidate SQL and its execution feedback -> "correct", or "incorrect" plus the
   gold. Candidates are the gold itself or a rule-based corruption verified by execution to give
   a different result; labels are balanced to ``nc_incorrect_ratio``.
@@ -28,7 +29,7 @@ from typing import Any
 from finetune.config import SynthConfig
 from finetune.corruption import corrupt_sql, render_sql
 from finetune.records import Record
-from finetune.sqltext import clause_boundaries, cut_prefix, normalize_sql
+from finetune.sqltext import clause_boundaries, cut_prefix, normalize_sql, qualify_with_table_names
 from finetune.views import full_schema_text, linked_schema_text, question_values
 from route_graph import prompts
 from route_graph.context import RouteConfig
@@ -36,7 +37,7 @@ from route_graph.database import Database
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
 from route_graph.execution import ExecutionResult, execute_sql, summarize_result
-from route_graph.linking import links_from_sql, merge_links
+from route_graph.linking import links_from_sql, merge_links, with_join_keys
 from route_graph.rendering import recall_first_links
 
 __all__ = ["ExampleRecords", "SynthReport", "Synthesizer", "gold_sql_of"]
@@ -54,6 +55,7 @@ class ExampleRecords:
     example_id: int
     records: list[Record] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # task -> reason
+    restyled: bool = False  # target SQL rewritten from T1/T2 aliases to table names
 
 
 @dataclass
@@ -65,10 +67,12 @@ class SynthReport:
     by_task: Counter = field(default_factory=Counter)
     by_variant: Counter = field(default_factory=Counter)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    restyled: int = 0
     seconds: float = 0.0
 
     def add(self, outcome: ExampleRecords, db_id: str) -> None:
         self.examples += 1
+        self.restyled += int(outcome.restyled)
         self.records += len(outcome.records)
         for record in outcome.records:
             self.by_task[record.task] += 1
@@ -84,6 +88,7 @@ class SynthReport:
             "by_task": dict(sorted(self.by_task.items())),
             "by_variant": dict(sorted(self.by_variant.items())),
             "skip_reasons": dict(sorted(reasons.items())),
+            "targets_qualified_with_table_names": self.restyled,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 2),
             "examples_per_second": round(self.examples / self.seconds, 2) if self.seconds else None,
@@ -128,8 +133,12 @@ class Synthesizer:
         if not gold_result.ok:
             out.skipped["all"] = f"gold fails: {gold_result.error}"
             return out
+        if self.cfg.qualify_style == "table_names":
+            gold, out.restyled = self._qualify(db, gold, gold_result)
         tasks = set(self.cfg.tasks)
         links = links_from_sql(gold, db.schema, db.dialect) or {}
+        if self.cfg.sl_join_keys:  # what the tuned linker should answer, and so the linked view it gets
+            links = with_join_keys(db.schema, links)
         view_links = self._view_links(links, db, rng) if links else {}
         # Generation at inference sees recall-first links (rendering.recall_first_links): so does training.
         view_links, _ = recall_first_links(db, self.route, view_links, f"{example.question} {example.hint or ''}")
@@ -172,6 +181,16 @@ class Synthesizer:
     # ---------------------------------------------------------------------------- helpers
     def _execute(self, db: Database, sql: str) -> ExecutionResult:
         return execute_sql(db, sql, timeout_s=self.timeout_s, max_rows=self.route.max_rows)
+
+    def _qualify(self, db: Database, gold: str, gold_result: ExecutionResult) -> tuple[str, bool]:
+        """The gold with table names for aliases when that executes to the very same rows."""
+        rewritten = qualify_with_table_names(gold, db.dialect)
+        if not rewritten or rewritten == gold:
+            return gold, False
+        tried = self._execute(db, rewritten)
+        if tried.ok and results_match(gold_result.rows, tried.rows, order_matters=True):
+            return normalize_sql(rewritten), True
+        return gold, False
 
     def _feedback(self, result: ExecutionResult) -> str:
         return summarize_result(result, max_rows=self.route.feedback_rows, value_chars=self.route.feedback_value_chars)

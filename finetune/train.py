@@ -5,9 +5,11 @@ tokenizer's chat template and completion-only labels (``encoding``), which is al
 would add, and one dependency fewer keeps the CPU install small. The same code runs on a GPU
 unchanged (device and precision are detected); bf16 is used where the device supports it.
 
-Layout under ``output_dir``: ``checkpoints/checkpoint-N`` (every ``save_steps``; ``resume="auto"``
-continues from the latest), ``adapter/`` (LoRA) or ``model/`` (full) at the end,
-``train_log.jsonl`` (loss, learning rate, speed per logging step) and ``train_summary.json``.
+Checkpoints go to ``<cache>/train/<run key>/checkpoint-N`` (``finetune.checkpoints``: every
+``save_steps`` and every ``save_minutes``; ``resume="auto"`` continues from the latest of the same
+run key). Under ``output_dir``: ``adapter/`` (LoRA) or ``model/`` (full) at the end,
+``train_log.jsonl`` (loss, learning rate, speed per logging step) and ``train_summary.json``
+(``train_progress.json`` while a run stopped at its ``deadline`` waits to be continued).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from finetune.config import TrainConfig
-from finetune.encoding import IGNORE_INDEX, Encoded, PadCollator, encode_record
+from finetune.checkpoints import check_key, checkpoint_root, parse_deadline, run_key, schedule_callback
+from finetune.encoding import Encoded, PadCollator, encode_record
 from finetune.mixing import MixReport, mix_records
+from finetune.prefix_groups import PrefixGroupCollator, completion_loss_sum, group_by_prefix
 from finetune.records import Record, read_jsonl
 from route_graph.errors import ConfigError, ModelError
 
@@ -48,6 +52,7 @@ class TrainResult:
     train_loss: float | None
     seconds: float
     summary_path: Path
+    finished: bool = True  # False: stopped at the deadline; the same call continues
 
 
 def resolve_base_model(spec: str | None) -> str:
@@ -158,18 +163,13 @@ def _load_records(records: str | os.PathLike[str] | Sequence[Record] | Sequence[
 
 
 def _completion_loss_trainer() -> type:
-    """A ``Trainer`` whose loss computes vocabulary logits only where a completion token is predicted.
+    """A ``Trainer`` whose loss is ``prefix_groups.completion_loss_sum`` (plain or prefix-grouped batches).
 
-    Completions are a small share of each record (SQL after a long schema prompt), so projecting
-    every prompt position onto the 150k-token vocabulary and upcasting it to fp32, as the stock
-    causal-LM loss does, is most of the memory and a quarter of the compute. ``logits_to_keep``
-    (transformers causal LMs) restricts the projection to the positions that are scored; models
-    without it get the stock loss.
+    Models without ``logits_to_keep`` get the stock loss (and cannot train prefix-grouped).
     """
     import inspect
 
     import torch
-    import torch.nn.functional as F
     from peft import PeftModel
     from transformers import Trainer
 
@@ -177,21 +177,16 @@ def _completion_loss_trainer() -> type:
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
             base = model.get_base_model() if isinstance(model, PeftModel) else model
             if "logits_to_keep" not in inspect.signature(base.forward).parameters or "labels" not in inputs:
+                if "prefix_ids" in inputs:
+                    raise ConfigError(f"{type(base).__name__} has no logits_to_keep; train with train.prefix_groups=false.")
                 self.loss_is_scaled_for_ga = None
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            inputs = dict(inputs)
-            labels = inputs.pop("labels")
-            targets = labels[:, 1:]  # position p predicts token p + 1
-            keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
-            outputs = model(**inputs, logits_to_keep=keep)
-            logits = outputs.logits.float()
-            kept = targets[:, keep]
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), kept.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+            loss, scored, outputs = completion_loss_sum(model, inputs)
             if num_items_in_batch is not None:  # normalised over the whole accumulated batch
                 loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device, dtype=loss.dtype)
                 self.loss_is_scaled_for_ga = True
             else:
-                loss = loss / (kept != IGNORE_INDEX).sum().clamp(min=1)
+                loss = loss / max(scored, 1)
                 self.loss_is_scaled_for_ga = False
             return (loss, outputs) if return_outputs else loss
 
@@ -251,6 +246,17 @@ def train(
         raise ConfigError(
             f"No training record fits max_length={cfg.max_length}; raise it or use truncation='truncate'."
         )
+    key = run_key(cfg, base, rows)
+    checkpoints = checkpoint_root(cfg, key)
+    check_key(checkpoints, key)
+    resume = None
+    if cfg.resume == "auto":
+        resume = _latest_checkpoint(checkpoints)
+    elif cfg.resume:
+        resume = cfg.resume
+        check_key(Path(resume).expanduser().parent, key, write=False)
+    if cfg.prefix_groups and cfg.gradient_checkpointing:
+        raise ConfigError("prefix_groups needs the prefix's cache kept in memory; set gradient_checkpointing or prefix_groups to false.")
 
     load_dtype = torch.float32
     if cfg.method == "lora" and precision in ("bf16", "fp16"):
@@ -260,12 +266,15 @@ def train(
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
+        layers = model.config.num_hidden_layers
+        top = cfg.lora_top_layers
         lora = LoraConfig(
             task_type="CAUSAL_LM",
             target_modules="all-linear",
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
+            layers_to_transform=list(range(max(layers - top, 0), layers)) if top else None,
         )
         model = get_peft_model(model, lora)
         if cfg.gradient_checkpointing:
@@ -275,14 +284,23 @@ def train(
 
     import datasets
 
-    dataset = datasets.Dataset.from_list(rows)
-    steps_per_epoch = math.ceil(len(rows) / (cfg.batch_size * cfg.grad_accum))
+    if cfg.prefix_groups:
+        groups = group_by_prefix(rows, max_records=cfg.prefix_group_records, max_suffix_tokens=cfg.prefix_group_tokens)
+        dataset = datasets.Dataset.from_list([g.to_row() for g in groups])
+        collator: Any = PrefixGroupCollator(int(tokenizer.pad_token_id))
+        batch_size, batches = 1, len(groups)
+        computed = sum(g.computed_tokens for g in groups)
+    else:
+        dataset = datasets.Dataset.from_list(rows).remove_columns(["task"])
+        collator = PadCollator(int(tokenizer.pad_token_id))
+        batch_size, batches = cfg.batch_size, math.ceil(len(rows) / cfg.batch_size)
+        computed = sum(r["length"] for r in rows)
+    steps_per_epoch = math.ceil(batches / cfg.grad_accum)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
     warmup = int(cfg.warmup_steps) if cfg.warmup_steps >= 1 else round(cfg.warmup_steps * total_steps)
-    checkpoints = out / "checkpoints"
     args = TrainingArguments(
         output_dir=str(checkpoints),
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs,
@@ -309,33 +327,41 @@ def train(
         disable_tqdm=not sys.stderr.isatty(),
     )
     logger = _JsonlLogger(out / "train_log.jsonl", total_steps)
+    schedule = schedule_callback(cfg.save_minutes, parse_deadline(cfg.deadline))
     trainer = _completion_loss_trainer()(
         model=model,
         args=args,
-        train_dataset=dataset.remove_columns(["task"]),
-        data_collator=PadCollator(int(tokenizer.pad_token_id)),
-        callbacks=[logger.callback],
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=[logger.callback, schedule],
     )
     trainer.remove_callback(PrinterCallback)  # logs go to train_log.jsonl and stderr; stdout stays clean
-    resume = None
-    if cfg.resume == "auto":
-        resume = _latest_checkpoint(checkpoints)
-    elif cfg.resume:
-        resume = cfg.resume
-    if resume:
-        print(f"[train] resuming from {resume}", file=sys.stderr, flush=True)
+    print(
+        f"[train] {len(rows)} records, {total_steps} steps, checkpoints in {checkpoints}"
+        + (f"; resuming from {resume}" if resume else ""),
+        file=sys.stderr,
+        flush=True,
+    )
     result = trainer.train(resume_from_checkpoint=resume)
+    finished = not schedule.stopped_at_deadline
 
     adapter_dir = model_dir = None
-    if cfg.method == "lora":
+    if finished and cfg.method == "lora":
         adapter_dir = out / "adapter"
         trainer.model.save_pretrained(str(adapter_dir))
         tokenizer.save_pretrained(str(adapter_dir))
-    else:
+    elif finished:
         model_dir = out / "model"
         trainer.model.config.use_cache = True
         trainer.save_model(str(model_dir))
         tokenizer.save_pretrained(str(model_dir))
+    else:
+        print(
+            f"[train] stopped before the deadline at step {trainer.state.global_step}/{total_steps} with a "
+            "checkpoint; run the same command again to continue.",
+            file=sys.stderr,
+            flush=True,
+        )
     seconds = time.perf_counter() - started
     tokens = sum(r["length"] for r in rows)
     summary = {
@@ -346,9 +372,15 @@ def train(
         "threads": torch.get_num_threads(),
         "records": len(rows),
         "tokens": tokens,
+        "computed_tokens": computed,
+        "prefix_groups": len(dataset) if cfg.prefix_groups else None,
         "completion_tokens": sum(sum(1 for x in r["labels"] if x != -100) for r in rows),
         "mix": mix.to_dict(),
         "steps": trainer.state.global_step,
+        "total_steps": total_steps,
+        "finished": finished,
+        "run_key": key["key"],
+        "checkpoint_dir": str(checkpoints),
         "resumed_from": resume,
         "train_loss": getattr(result, "training_loss", None),
         "train_runtime_s": (getattr(result, "metrics", {}) or {}).get("train_runtime"),
@@ -357,7 +389,7 @@ def train(
         "model_dir": str(model_dir) if model_dir else None,
         "config": asdict(cfg),
     }
-    summary_path = out / "train_summary.json"
+    summary_path = out / ("train_summary.json" if finished else "train_progress.json")
     summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return TrainResult(
         output_dir=out,
@@ -368,4 +400,5 @@ def train(
         train_loss=summary["train_loss"],
         seconds=seconds,
         summary_path=summary_path,
+        finished=finished,
     )

@@ -38,6 +38,7 @@ __all__ = [
     "score_links",
     "sql_table_count",
     "validate_links",
+    "with_join_keys",
 ]
 
 Links = dict[str, list[str]]
@@ -314,6 +315,27 @@ def bridge_tables(schema: Schema, kept: Iterable[str]) -> list[str]:
         if len(linked) >= 2:
             bridges.append(table.name)
     return bridges
+
+
+def with_join_keys(schema: Schema, links: Links) -> Links:
+    """``links`` plus the foreign-key columns joining two linked tables (both ends).
+
+    MSFT's SL targets: a link set that over-recalls slightly by the keys a join between the
+    linked tables needs costs the generator nothing and saves it a missing join column, so the
+    tuned linker should name them (issue 13). Single-table links are returned unchanged.
+    """
+    if len(links) < 2:
+        return links
+    linked = {name.lower(): name for name in links}
+    found: dict[str, set[str]] = {t: set(cols) for t, cols in links.items()}
+    for table_name in links:
+        table = schema.table(table_name)
+        for fk in table.foreign_keys if table is not None else ():
+            target = linked.get(fk.ref_table.lower())
+            if target is not None and target.lower() != table_name.lower():
+                found[table_name].add(fk.column)
+                found[target].add(fk.ref_column)
+    return _in_schema_order(found, schema)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from route_graph.database import open_database
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
 from route_graph.execution import execute_sql, summarize_result
-from route_graph.linking import links_from_sql, validate_links
+from route_graph.linking import links_from_sql, validate_links, with_join_keys
 from route_graph.rendering import recall_first_links
 from tests.fakes import ScriptedChatModel, make_concert_db
 
@@ -81,7 +81,7 @@ def test_every_task_for_every_example_with_counts(db) -> None:
 
 
 def test_ts_targets_are_the_gold_and_execute(db) -> None:
-    records, _ = synthesize(db)
+    records, _ = synthesize(db, SynthConfig(qualify_style="gold"))
     for example in concert_examples():
         gold = gold_sql_of(example, SynthConfig())
         for variant in ("full_schema", "linked_schema"):
@@ -93,6 +93,26 @@ def test_ts_targets_are_the_gold_and_execute(db) -> None:
     # Whitespace is normalised outside quotes; the trailing ';' is gone.
     assert gold_sql_of(concert_examples()[0], SynthConfig()) == "SELECT count(*) FROM singer WHERE country = 'France'"
     assert gold_sql_of(concert_examples()[7], SynthConfig()) == "select count(*) from singer where country = 'France'"
+
+
+def test_ts_targets_use_table_names_for_aliases_with_the_same_result(db) -> None:
+    records, report = synthesize(db)  # default: qualify_style="table_names"
+    rewritten = 0
+    for example in concert_examples():
+        gold = gold_sql_of(example, SynthConfig())
+        sql = prompts.parse_sql(by_example(records, "ts", "full_schema")[example.id].answer)
+        assert run_sql(db, sql).rows == run_sql(db, gold).rows
+        if " AS T" in gold:
+            assert " AS T" not in sql and "T1." not in sql
+            rewritten += 1
+        else:
+            assert sql == gold
+    assert rewritten >= 2 and report.to_dict()["targets_qualified_with_table_names"] == rewritten
+    wembley = next(e for e in concert_examples() if "Wembley" in e.gold_sql)
+    assert prompts.parse_sql(by_example(records, "ts", "linked_schema")[wembley.id].answer) == (
+        "SELECT concert.concert_name FROM concert JOIN stadium ON concert.stadium_id = stadium.stadium_id "
+        "WHERE stadium.name = 'Wembley'"
+    )
 
 
 def test_ts_linked_variant_sees_only_linked_tables(db) -> None:
@@ -115,7 +135,7 @@ def test_sl_targets_match_links_from_sql_and_parse_back(db) -> None:
     sl = by_example(records, "sl")
     for example in concert_examples():
         gold = gold_sql_of(example, SynthConfig())
-        links = links_from_sql(gold, db.schema, "sqlite")
+        links = with_join_keys(db.schema, links_from_sql(gold, db.schema, "sqlite"))
         assert sl[example.id].answer == prompts.sl_completion(links)
         # What the graph does with the answer gives the links back unchanged.
         parsed, dropped = validate_links(prompts.parse_links(sl[example.id].answer), db.schema)
@@ -129,6 +149,7 @@ def test_sl_targets_match_links_from_sql_and_parse_back(db) -> None:
 
 def test_nc_records_verified_by_execution_and_balanced(db) -> None:
     records, report = synthesize(db)
+    targets = {i: prompts.parse_sql(r.answer) for i, r in by_example(records, "ts", "full_schema").items()}
     nc = [r for r in records if r.task == "nc"]
     incorrect = [r for r in nc if r.variant != "correct"]
     assert abs(len(incorrect) - len(nc) / 2) <= 1, report.by_variant
@@ -149,7 +170,7 @@ def test_nc_records_verified_by_execution_and_balanced(db) -> None:
         else:
             assert record.variant.startswith("corruption:")
             assert result.ok and not same, (candidate, gold)
-            assert verdict.correct is False and verdict.sql == gold
+            assert verdict.correct is False and verdict.sql == targets[record.example_id]  # the TS target
 
 
 def test_nc_incorrect_ratio_is_configurable(db) -> None:
@@ -162,6 +183,7 @@ def test_nc_incorrect_ratio_is_configurable(db) -> None:
 
 def test_cw_completions_start_with_the_prefix_and_are_the_gold(db) -> None:
     records, report = synthesize(db)
+    targets = {i: prompts.parse_sql(r.answer) for i, r in by_example(records, "ts", "full_schema").items()}
     cw = [r for r in records if r.task == "cw"]
     assert {r.variant for r in cw} == {"bare_prefix", "clause_prefix"}, report.by_variant
     for record in cw:
@@ -169,8 +191,7 @@ def test_cw_completions_start_with_the_prefix_and_are_the_gold(db) -> None:
         prefix = text.split("answers the question:\n", 1)[1].split(" ...\n", 1)[0]
         sql = prompts.parse_sql(record.answer)
         assert sql.startswith(prefix), (prefix, sql)
-        gold = gold_sql_of(concert_examples()[record.example_id], SynthConfig())
-        assert sql.lower() == gold.lower()
+        assert sql.lower() == targets[record.example_id].lower()  # every task teaches one target text
         assert run_sql(db, sql).ok
         if record.variant == "bare_prefix":
             assert prefix == "SELECT"  # the inference prefix "SELECT " as the prompt shows it

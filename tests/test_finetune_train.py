@@ -93,11 +93,14 @@ def test_lora_smoke_changes_weights_resumes_merges_and_reloads(tiny: Path, recor
     cfg = TrainConfig(
         base_model=str(tiny), max_steps=2, batch_size=2, learning_rate=1e-2, warmup_steps=0,
         max_records=16, max_length=1024, save_steps=1, logging_steps=1, task_ratios={"ts": 1, "sl": 1, "nc": 1, "cw": 1},
+        checkpoint_dir=str(out / "checkpoints"),
     )
     first = train(records_path, out, cfg)
-    assert first.steps == 2 and first.adapter_dir == out / "adapter"
+    assert first.steps == 2 and first.adapter_dir == out / "adapter" and first.finished
     summary = json.loads(first.summary_path.read_text())
     assert summary["mix"]["taken"] == {"cw": 4, "nc": 4, "sl": 4, "ts": 4}
+    # Prefix groups (the default): 16 records of one database run as fewer, shared-prefix batches.
+    assert 1 < summary["prefix_groups"] < 16 and summary["computed_tokens"] < summary["tokens"]
     assert summary["precision"] in ("bf16", "fp32") and summary["device"] == "cpu"
     losses = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in entry for entry in losses)
@@ -129,7 +132,8 @@ def test_full_fine_tuning_smoke(tiny: Path, records_path: Path, workdir: Path) -
     result = train(
         records_path, workdir / "full",
         TrainConfig(base_model=str(tiny), method="full", max_steps=1, batch_size=2, learning_rate=1e-3,
-                    warmup_steps=0, max_records=4, max_length=1024, task_ratios={"sl": 1}, resume=None),
+                    warmup_steps=0, max_records=4, max_length=1024, task_ratios={"sl": 1}, resume=None,
+                    prefix_groups=False, checkpoint_dir=str(workdir / "full" / "checkpoints")),
     )
     assert result.model_dir is not None and result.adapter_dir is None
     base, tuned = _weights(tiny), _weights(result.model_dir)
@@ -137,6 +141,42 @@ def test_full_fine_tuning_smoke(tiny: Path, records_path: Path, workdir: Path) -
     from route_graph.models import load_chat_model
 
     assert isinstance(load_chat_model(str(result.model_dir), max_new_tokens=4).invoke("hi").content, str)
+
+
+def test_a_deadline_stops_with_a_checkpoint_and_the_same_call_continues(tiny: Path, records_path: Path, workdir: Path) -> None:
+    out = workdir / "deadline"
+    cfg = TrainConfig(
+        base_model=str(tiny), max_steps=3, learning_rate=1e-2, warmup_steps=0, max_records=12, save_steps=100,
+        logging_steps=1, task_ratios={"ts": 1, "sl": 1}, checkpoint_dir=str(out / "ckpt"), deadline="0s",
+    )
+    stopped = train(records_path, out, cfg)
+    assert not stopped.finished and stopped.steps == 1 and stopped.adapter_dir is None
+    assert (out / "ckpt" / "checkpoint-1").is_dir() and not (out / "adapter").exists()
+    assert json.loads(stopped.summary_path.read_text())["finished"] is False
+
+    cfg.deadline = None  # the same run, later: continues from checkpoint-1
+    resumed = train(records_path, out, cfg)
+    assert resumed.finished and resumed.steps == 3 and (out / "adapter").is_dir()
+    assert json.loads(resumed.summary_path.read_text())["resumed_from"].endswith("checkpoint-1")
+
+
+def test_checkpoints_of_another_run_are_refused(tiny: Path, records_path: Path, workdir: Path) -> None:
+    out = workdir / "deadline"  # written by the test above with lora_r=16
+    assert (out / "ckpt" / "run_key.json").is_file()
+    other = TrainConfig(
+        base_model=str(tiny), max_steps=3, learning_rate=1e-2, warmup_steps=0, max_records=12,
+        task_ratios={"ts": 1, "sl": 1}, checkpoint_dir=str(out / "ckpt"), lora_r=8,
+    )
+    with pytest.raises(ConfigError, match="lora_r: 16 -> 8"):
+        train(records_path, workdir / "other", other)
+    other.checkpoint_dir, other.resume = str(workdir / "other_ckpt"), str(out / "ckpt" / "checkpoint-1")
+    with pytest.raises(ConfigError, match="different training run"):
+        train(records_path, workdir / "other", other)
+    different_data = TrainConfig(
+        base_model=str(tiny), max_steps=3, max_records=12, task_ratios={"ts": 1, "nc": 1}, checkpoint_dir=str(out / "ckpt"),
+    )
+    with pytest.raises(ConfigError, match="data.sha256"):
+        train(records_path, workdir / "other", different_data)
 
 
 def test_adapters_vllm_cannot_serve_are_refused(tmp_path: Path) -> None:
@@ -157,6 +197,7 @@ def test_cli_run_end_to_end_on_the_tiny_model(tiny: Path, workdir: Path, capsys:
         "run", "--data", str(split_dir / "train.json"), "--output-dir", str(out), "--base-model", str(tiny),
         "--max-steps", "1", "--batch-size", "2", "--max-records", "4",
         "--set", "route.link_sample_rows=0", "--set", "route.generate_sample_rows=0", "--set", "export.dtype=float32",
+        "--set", f"train.checkpoint_dir={out / 'ckpt'}",
     ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)

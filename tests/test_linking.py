@@ -18,6 +18,7 @@ from route_graph.linking import (
     score_links,
     sql_table_count,
     validate_links,
+    with_join_keys,
 )
 from tests.fakes import make_concert_db
 
@@ -131,6 +132,14 @@ def test_bridge_tables_join_two_kept_tables(schema) -> None:
     assert bridge_tables(schema, ["singer"]) == []  # nothing to bridge to
     # concert references stadium and is referenced by singer_in_concert
     assert bridge_tables(schema, ["stadium", "singer_in_concert"]) == ["concert"]
+
+
+def test_with_join_keys_adds_both_ends_of_keys_between_linked_tables(schema) -> None:
+    links = with_join_keys(schema, {"concert": ["concert_name"], "stadium": ["name"]})
+    assert links == {"stadium": ["stadium_id", "name"], "concert": ["concert_name", "stadium_id"]}
+    assert with_join_keys(schema, {"singer": ["name"]}) == {"singer": ["name"]}  # one table: unchanged
+    # stadium and singer are not joined by a key: nothing added
+    assert with_join_keys(schema, {"singer": ["name"], "stadium": ["name"]}) == {"stadium": ["name"], "singer": ["name"]}
 
 
 def test_expand_links_is_recall_first(schema) -> None:
