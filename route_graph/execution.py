@@ -902,11 +902,18 @@ def _my_session(cursor: Any, info: dict[Any, Any]) -> _MySession:
     return known
 
 
-def _warn_privileged_once(engine: sqlalchemy.Engine) -> None:
-    if engine in _WARNED_MY_PRIVILEGED:
+def _warn_once(warned: weakref.WeakSet[sqlalchemy.Engine], engine: sqlalchemy.Engine, message: str, *args: Any) -> None:
+    """Log ``message`` the first time ``engine`` is seen in ``warned`` (held weakly, not by id)."""
+    if engine in warned:
         return
-    _WARNED_MY_PRIVILEGED.add(engine)
-    _LOG.warning(
+    warned.add(engine)
+    _LOG.warning(message, *args)
+
+
+def _warn_privileged_once(engine: sqlalchemy.Engine) -> None:
+    _warn_once(
+        _WARNED_MY_PRIVILEGED,
+        engine,
         "route-graph is connected to MySQL/MariaDB %s as a user with global ALL, FILE or SUPER "
         "privileges. Model SQL runs in a read-only transaction with a statement time limit, but "
         "file access (INTO OUTFILE, LOAD_FILE), SET GLOBAL, FLUSH and KILL are refused only by "
@@ -1063,10 +1070,9 @@ def _pg_session(cursor: Any, info: dict[Any, Any]) -> tuple[bool, int]:
 
 
 def _warn_superuser_once(engine: sqlalchemy.Engine) -> None:
-    if engine in _WARNED_SUPERUSER:
-        return
-    _WARNED_SUPERUSER.add(engine)
-    _LOG.warning(
+    _warn_once(
+        _WARNED_SUPERUSER,
+        engine,
         "route-graph is connected to PostgreSQL %s as a superuser. Model SQL runs in a read-only "
         "transaction as the role %s with a statement timeout, and the guard refuses file, "
         "connection and server-state functions; still, connect as a read-only role (README, "

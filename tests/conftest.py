@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +79,20 @@ def data_dir() -> Path:
     return path
 
 
+def _live_server(name: str, skip_env: str, missing_reason: Any, start: Any) -> Iterator[Any]:
+    """Start a throwaway server for the session; fail (not skip) without its binaries."""
+    if os.environ.get(skip_env) == "1":
+        pytest.skip(f"live {name} tests skipped because {skip_env}=1 is set")
+    reason = missing_reason()
+    if reason is not None:
+        pytest.fail(reason, pytrace=False)
+    server = start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """A live throwaway PostgreSQL 15 cluster (see tests/postgres_server.py), superuser access.
@@ -86,16 +102,7 @@ def postgres_server():
     """
     from tests.postgres_server import SKIP_ENV, PostgresServer, postgres_missing_reason
 
-    if os.environ.get(SKIP_ENV) == "1":
-        pytest.skip(f"live PostgreSQL tests skipped because {SKIP_ENV}=1 is set")
-    reason = postgres_missing_reason()
-    if reason is not None:
-        pytest.fail(reason, pytrace=False)
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _live_server("PostgreSQL", SKIP_ENV, postgres_missing_reason, lambda: PostgresServer().start())
 
 
 @pytest.fixture(scope="session")
@@ -107,16 +114,7 @@ def mysql_server():
     """
     from tests.mysql_server import SKIP_ENV, MariaDBServer, mysql_missing_reason
 
-    if os.environ.get(SKIP_ENV) == "1":
-        pytest.skip(f"live MySQL/MariaDB tests skipped because {SKIP_ENV}=1 is set")
-    reason = mysql_missing_reason()
-    if reason is not None:
-        pytest.fail(reason, pytrace=False)
-    server = MariaDBServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _live_server("MySQL/MariaDB", SKIP_ENV, mysql_missing_reason, lambda: MariaDBServer().start())
 
 
 def pytest_collection_modifyitems(config, items) -> None:
