@@ -2,16 +2,19 @@
 
 The MSFT data of a few Spider training databases (every pair of each, as one epoch sees them, so
 records share their database's prompt prefix as often as in the real run) is encoded once; then
-each setting trains the same model for ``--seconds`` of wall clock and reports real tokens/s
+each setting trains the same model for ``--seconds`` of wall clock (after one warm-up batch) and reports real tokens/s
 (the tokens the records hold, whether or not a shared prefix was computed once), the tokens
 actually computed, and peak RSS. The loop is finetune.train's compute path (same encoding,
 prefix groups, collators and loss); the Trainer's bookkeeping around it is not timed.
 
-    python benchmarks/train_speed.py --dbs 3 --seconds 150
+    for s in records records-nodrop groups groups-top12; do
+      python benchmarks/train_speed.py --dbs 3 --seconds 150 --settings $s --out runs/train_speed.jsonl
+    done                                     # one process per setting: peak RSS is per setting
     python benchmarks/train_speed.py --settings groups,groups-top12 --format compact
 
-Settings: ``records`` (4 records per batch, LoRA dropout 0.05: the 2026-11-22 run),
-``records-nodrop`` (dropout 0), ``groups`` (prefix groups of <= 16 records, dropout 0),
+Settings: ``records`` (up to 4 records and 4,096 padded tokens per batch, LoRA dropout 0.05: the
+2026-11-22 run),
+``records-nodrop`` (dropout 0), ``groups`` (prefix groups of <= 16 records and 2,048 padded suffix tokens, dropout 0),
 ``groups-top12`` (same, LoRA on the top 12 of 24 layers). Record the output in RESULTS.md.
 """
 
@@ -62,29 +65,26 @@ def _records(dbs: int, seed: int, schema_format: str) -> tuple[list, list[str]]:
 
 def _measure(name: str, rows: list[dict], tokenizer, base: str, seconds: float, seed: int) -> dict:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     from finetune.encoding import PadCollator
     from finetune.prefix_groups import PrefixGroupCollator, completion_loss_sum, group_by_prefix
-    from finetune.train import choose_precision
+    from finetune.config import TrainConfig
+    from finetune.train import choose_precision, lora_config
 
     setting = SETTINGS[name]
     precision = choose_precision("auto")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-    layers = model.config.num_hidden_layers
-    top = setting["lora_top_layers"]
-    model = get_peft_model(model, LoraConfig(
-        task_type="CAUSAL_LM", target_modules="all-linear", r=16, lora_alpha=32, lora_dropout=setting["lora_dropout"],
-        layers_to_transform=list(range(layers - top, layers)) if top else None,
-    ))
+    cfg = TrainConfig(lora_dropout=setting["lora_dropout"], lora_top_layers=setting["lora_top_layers"])
+    model = get_peft_model(model, lora_config(cfg, model.config.num_hidden_layers))
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     pad = int(tokenizer.pad_token_id)
     rng = random.Random(seed)
     if setting["prefix_groups"]:
-        groups = group_by_prefix(rows)
+        groups = group_by_prefix(rows, max_records=16, max_suffix_tokens=2048)
         rng.shuffle(groups)
         collate = PrefixGroupCollator(pad)
         batches = [(collate([g.to_row()]), g.real_tokens, g.computed_tokens, len(g.suffix_ids)) for g in groups]
@@ -92,11 +92,15 @@ def _measure(name: str, rows: list[dict], tokenizer, base: str, seconds: float, 
         order = list(rows)
         rng.shuffle(order)
         collate = PadCollator(pad)
-        batches = []
-        for i in range(0, len(order), 4):
-            chunk = order[i : i + 4]
-            tokens = sum(r["length"] for r in chunk)
-            batches.append((collate(chunk), tokens, tokens, len(chunk)))
+        batches, chunk = [], []
+        # Up to 4 records and 4,096 padded tokens a batch: 4 x 2,048 fp32 tokens ran out of 23 GB.
+        for row in order + [None]:
+            if chunk and (row is None or len(chunk) == 4 or (len(chunk) + 1) * max(r["length"] for r in [*chunk, row]) > 4096):
+                tokens = sum(r["length"] for r in chunk)
+                batches.append((collate(chunk), tokens, tokens, len(chunk)))
+                chunk = []
+            if row is not None:
+                chunk.append(row)
     real = computed = records = 0
     done = 0
     start = None
@@ -125,7 +129,7 @@ def _measure(name: str, rows: list[dict], tokenizer, base: str, seconds: float, 
         "seconds": round(elapsed, 1),
         "real_tok_s": round(real / elapsed, 1) if elapsed else None,
         "computed_tok_s": round(computed / elapsed, 1) if elapsed else None,
-        "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 
 

@@ -136,7 +136,11 @@ class TrainConfig:
         True,
     )
     prefix_group_records: int = _describe("Most records in one prefix group.", 16)
-    prefix_group_tokens: int = _describe("Most padded suffix tokens (records x longest suffix) in one group.", 4096)
+    prefix_group_tokens: int = _describe(
+        "Most padded suffix tokens (records x longest suffix) in one group; with a 2,048-token prefix, "
+        "2,048 suffix tokens peak at ~16 GB in fp32 on CPU.",
+        2048,
+    )
     logging_steps: int = _describe("Log loss every N steps.", 5)
     save_steps: int = _describe("Checkpoint every N steps.", 50)
     save_total_limit: int = _describe("Checkpoints kept.", 2)

@@ -33,7 +33,7 @@ from finetune.prefix_groups import PrefixGroupCollator, completion_loss_sum, gro
 from finetune.records import Record, read_jsonl
 from route_graph.errors import ConfigError, ModelError
 
-__all__ = ["TrainResult", "build_training_set", "choose_precision", "resolve_base_model", "train"]
+__all__ = ["TrainResult", "build_training_set", "choose_precision", "lora_config", "resolve_base_model", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,29 @@ def resolve_base_model(spec: str | None) -> str:
     if parsed.kind == "hf":
         return parsed.target  # from the local HF cache; transformers resolves it
     raise ModelError(f"Cannot fine-tune {spec!r}: a server model has no local weights; pass a model directory.")
+
+
+# Qwen2/Llama-style projection names: peft's layers_to_transform needs a list, not "all-linear".
+_DECODER_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def lora_config(cfg: TrainConfig, num_layers: int) -> Any:
+    """The LoRA adapter of ``cfg``: every linear layer, or those of the top ``lora_top_layers``.
+
+    Adapting only the top layers leaves nothing trainable below them, so autograd neither keeps
+    their activations nor runs backward through them.
+    """
+    from peft import LoraConfig
+
+    top = cfg.lora_top_layers
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        target_modules=_DECODER_LINEARS if top else "all-linear",
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        layers_to_transform=list(range(max(num_layers - top, 0), num_layers)) if top else None,
+    )
 
 
 def _cpu_bf16() -> bool:
@@ -264,19 +287,9 @@ def train(
     model = AutoModelForCausalLM.from_pretrained(base, dtype=load_dtype)
     model.config.use_cache = False
     if cfg.method == "lora":
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        layers = model.config.num_hidden_layers
-        top = cfg.lora_top_layers
-        lora = LoraConfig(
-            task_type="CAUSAL_LM",
-            target_modules="all-linear",
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            layers_to_transform=list(range(max(layers - top, 0), layers)) if top else None,
-        )
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora_config(cfg, model.config.num_hidden_layers))
         if cfg.gradient_checkpointing:
             model.enable_input_require_grads()
     elif cfg.method != "full":

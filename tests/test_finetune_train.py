@@ -179,6 +179,19 @@ def test_checkpoints_of_another_run_are_refused(tiny: Path, records_path: Path, 
         train(records_path, workdir / "other", different_data)
 
 
+def test_lora_on_the_top_layers_only_adapts_those(tiny: Path, records_path: Path, workdir: Path) -> None:
+    out = workdir / "top"
+    result = train(records_path, out, TrainConfig(
+        base_model=str(tiny), max_steps=1, learning_rate=1e-2, warmup_steps=0, max_records=4,
+        task_ratios={"ts": 1}, lora_top_layers=1, resume=None, checkpoint_dir=str(out / "ckpt"),
+    ))
+    merged = merge_adapter(result.adapter_dir, workdir / "top_merged", dtype="float32")
+    base, tuned = _weights(tiny), _weights(merged)
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert changed and all(".layers.1." in k for k in changed)  # the tiny model has layers 0 and 1
+    assert any("q_proj" in k for k in changed) and any("down_proj" in k for k in changed)
+
+
 def test_adapters_vllm_cannot_serve_are_refused(tmp_path: Path) -> None:
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 32, "modules_to_save": None}))
     with pytest.raises(ConfigError, match="rank 32"):
