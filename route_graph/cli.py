@@ -54,6 +54,18 @@ def format_trace(trace: Sequence[dict[str, Any]]) -> str:
                 extra += f"; vote: {groups}"
             lines.append(f"  finalize        answer from: {entry.get('winner')}{extra}")
             continue
+        if stage == "self_consistency":
+            failed = f"; {entry['failed_calls']} failed call(s)" if entry.get("failed_calls") else ""
+            cost = f"{entry.get('llm_calls', 0)} call(s), {entry.get('seconds', 0):.1f}s"
+            lines.append(
+                f"  self_consistency {entry.get('samples')} samples at temperature {entry.get('temperature')}: "
+                f"{entry.get('executed_samples')} execute, {entry.get('distinct_results')} distinct result(s)"
+                f"{failed}  [{cost}]"
+            )
+            for sample in entry.get("proposals", []):
+                status = "executes" if sample.get("executed") else "fails"
+                lines.append(f"      {sample['name']} ({status}): {sample.get('sql') or sample.get('model_error')}")
+            continue
         if entry.get("mode") == "skipped":
             lines.append(f"  {stage:<15} skipped ({entry.get('reason')})")
             continue

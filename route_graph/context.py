@@ -19,9 +19,11 @@ from typing import Any, Literal, Self
 
 from route_graph.errors import ConfigError
 
-__all__ = ["PromptStyle", "RouteConfig", "parse_config_overrides"]
+__all__ = ["MAX_SELF_CONSISTENCY", "PromptStyle", "RouteConfig", "parse_config_overrides"]
 
 PromptStyle = Literal["zero_shot", "few_shot"]
+#: Most self-consistency samples per question: each is one more model call.
+MAX_SELF_CONSISTENCY = 16
 
 
 def _describe(text: str, default: Any) -> Any:
@@ -160,6 +162,18 @@ class RouteConfig:
         "Least rapidfuzz ratio (0-100, lowercased text) for a fuzzy value match; exact matches always count.",
         85.0,
     )
+    self_consistency: int = _describe(
+        "Self-consistency: after generate, draw this many extra SQL samples from generate's prompt at "
+        "sample_temperature (concurrently: one LangGraph Send each), execute them and let them join the "
+        "finalize vote, so the result most candidates agree on wins. K more model calls per question; "
+        f"needs vote (no samples without it). 0 (default) = off; at most {MAX_SELF_CONSISTENCY}.",
+        0,
+    )
+    sample_temperature: float = _describe(
+        "Sampling temperature of the self_consistency samples (> 0). A model that ignores a per-call "
+        "temperature gives greedy duplicates of generate's SQL.",
+        0.7,
+    )
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         # Remember the fields the caller named, so a per-run context overrides only those.
@@ -215,6 +229,13 @@ class RouteConfig:
             raise ConfigError(
                 f"RouteConfig.schema_token_budget must be >= 0 (0 = no limit), got {self.schema_token_budget!r}."
             )
+        if not 0 <= self.self_consistency <= MAX_SELF_CONSISTENCY:
+            raise ConfigError(
+                f"RouteConfig.self_consistency must be 0 (off) to {MAX_SELF_CONSISTENCY} samples, "
+                f"got {self.self_consistency!r}."
+            )
+        if not self.sample_temperature > 0:
+            raise ConfigError(f"RouteConfig.sample_temperature must be > 0, got {self.sample_temperature!r}.")
         if self.prompt_style not in ("zero_shot", "few_shot"):
             raise ConfigError(
                 f"RouteConfig.prompt_style must be 'zero_shot' or 'few_shot', got {self.prompt_style!r}."

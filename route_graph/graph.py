@@ -1,5 +1,11 @@
 """Wiring of the MCP ``StateGraph``: question intake, the stages with their execution- and
-difficulty-driven edges, optional human review, the chat reply; compile."""
+difficulty-driven edges, optional human review, the chat reply; compile.
+
+Self-consistency is LangGraph's map-reduce: ``generate``'s router returns one ``Send`` per sample
+(``sample_generate`` runs K times in one step), and the edge from ``sample_generate`` to
+``self_consistency`` makes that join run once, after all of them; it then routes on as
+``generate`` would have. With ``self_consistency=0`` the router returns generate's usual next node.
+"""
 
 from __future__ import annotations
 
@@ -55,6 +61,9 @@ def build_route_graph(
     graph.add_node("rewrite_question", nodes.rewrite_question)
     graph.add_node("schema_link", nodes.schema_link)
     graph.add_node("generate", nodes.generate)
+    # Its input is the Send payload (SampleTask); input_schema keeps SampleTask's keys out of the state.
+    graph.add_node("sample_generate", nodes.sample_generate, input_schema=RouteState)
+    graph.add_node("self_consistency", nodes.self_consistency)
     graph.add_node("noise_correct", nodes.noise_correct)
     graph.add_node("continue_write", nodes.continue_write)
     graph.add_node("finalize", nodes.finalize)
@@ -64,7 +73,10 @@ def build_route_graph(
     graph.add_conditional_edges("new_question", nodes.route_question)
     graph.add_conditional_edges("rewrite_question", nodes.route_start)
     graph.add_edge("schema_link", "generate")
-    graph.add_conditional_edges("generate", nodes.route_after_generate)
+    after_generate = ["noise_correct", "continue_write", "finalize"]
+    graph.add_conditional_edges("generate", nodes.route_generate, ["sample_generate", *after_generate])
+    graph.add_edge("sample_generate", "self_consistency")
+    graph.add_conditional_edges("self_consistency", nodes.route_after_generate, after_generate)
     graph.add_conditional_edges("noise_correct", nodes.route_after_correction)
     graph.add_edge("continue_write", "finalize")
     graph.add_conditional_edges("finalize", nodes.route_after_finalize)

@@ -10,12 +10,17 @@ Where execution already tells what is wrong, the stages act on it instead of ask
 opinion: generate re-qualifies a column with the wrong alias (``requalify_columns``); noise
 correction asks for a repair, not a verdict, when the SQL fails or returns nothing (``nc_repair``);
 finalize votes among the candidates by their results (``vote``).
+
+Self-consistency (``self_consistency`` = K > 0) adds K sampled answers to generate's prompt, fanned
+out with LangGraph ``Send`` to ``sample_generate`` and gathered by ``self_consistency``; they are
+further candidates of the finalize vote. Off (the default), the graph never visits those nodes.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import asdict
 from typing import Any, Literal
@@ -25,7 +30,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_executor_for_config, merge_configs
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite, interrupt
+from langgraph.types import Overwrite, Send, interrupt
 
 try:  # where LangGraph keeps the run's checkpointer in a node's config
     from langgraph._internal._constants import CONFIG_KEY_CHECKPOINTER
@@ -52,7 +57,7 @@ from route_graph.model_capabilities import (
 from route_graph.rendering import recall_first_links, stage_schema_text
 from route_graph.repair import requalify_column
 from route_graph.results import answer_is_empty, vote_by_result
-from route_graph.state import RouteState
+from route_graph.state import RouteState, SampleTask
 from route_graph.values import match_values, render_matches
 
 __all__ = [
@@ -61,6 +66,7 @@ __all__ = [
     "NO_SQL_ERROR",
     "REJECTED_ERROR",
     "RUN_TAG",
+    "SAMPLE_STAGE",
     "VOTE_CANDIDATES",
     "RouteNodes",
     "stage_schema_text",
@@ -77,6 +83,8 @@ VOTE_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("noise_correct", "noise_correct"),
     ("continue_write", "continue_write"),
 )
+#: The trace stage of the self-consistency samples (and the answer's ``stage`` when one wins the vote).
+SAMPLE_STAGE = "self_consistency"
 #: The LangChain run name of each model call (``stage.purpose``): a LangSmith trace tells apart the
 #: two concurrent schema-linking calls, NC's verdict from its repair, and so on.
 MODEL_CALL_NAMES: frozenset[str] = frozenset(
@@ -84,6 +92,7 @@ MODEL_CALL_NAMES: frozenset[str] = frozenset(
         "schema_link.links",
         "schema_link.draft",
         "generate",
+        "sample_generate",
         "noise_correct.verdict",
         "noise_correct.repair",
         "continue_write",
@@ -146,19 +155,23 @@ class RouteNodes:
         llm: Runnable | None = None,
         *,
         name: str,
+        temperature: float | None = None,
     ) -> str:
         """One model call; the answer is prefilled where the backend can continue it.
 
         The call runs under the node's config (callbacks, tags, metadata kept) with its own run
         name (one of ``MODEL_CALL_NAMES``) and tags ``route_graph`` + its stage, so traces can
-        tell the stages' calls apart.
+        tell the stages' calls apart. ``temperature`` (self-consistency samples only) goes to the
+        model as a call argument, which LangChain passes on to the backend: the in-process
+        engines and OpenAI-compatible servers read it; without it the model's own setting holds.
         """
         config = merge_configs(config, {"run_name": name, "tags": [RUN_TAG, name.split(".", 1)[0]]})
+        options: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
         try:
             if llm is None and prefill and cfg.answer_prefill and self._continuing is not None:
-                reply = self._continuing.invoke([*messages, {"role": "assistant", "content": prefill}], config)
+                reply = self._continuing.invoke([*messages, {"role": "assistant", "content": prefill}], config, **options)
                 return prompts.join_prefill(prefill, meter.record(reply))
-            return meter.record((llm or self.llm).invoke(messages, config))
+            return meter.record((llm or self.llm).invoke(messages, config, **options))
         except RouteGraphError:
             raise
         except Exception as exc:
@@ -181,7 +194,7 @@ class RouteNodes:
         return execute_sql(self.db, sql, timeout_s=cfg.execution_timeout_s, max_rows=cfg.max_rows)
 
     def _prompt_kwargs(
-        self, state: RouteState, cfg: RouteConfig, matches: list[dict[str, Any]] | None = None
+        self, state: Mapping[str, Any], cfg: RouteConfig, matches: list[dict[str, Any]] | None = None
     ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"hint": state.get("hint"), "dialect": self.db.dialect, "style": cfg.prompt_style}
         matches = state.get("value_matches") if matches is None else matches
@@ -286,10 +299,8 @@ class RouteNodes:
         """MCP step 2: text-to-SQL on the reduced schema (full schema when linking is off)."""
         cfg = self.settings(runtime)
         meter = _Meter()
-        links = state.get("links") if cfg.schema_linking else None
-        schema_text = stage_schema_text(self.db, cfg, links)
         matches, value_trace = self._retrieve_values(state, cfg)
-        msgs = prompts.ts_messages(state["question"], schema_text, **self._prompt_kwargs(state, cfg, matches))
+        msgs, links = self._generate_prompt(state, cfg, matches)
         sql = prompts.parse_sql(self._ask(meter, msgs, prompts.answer_prefill("ts"), cfg, config, name="generate"))
         result = self._execute(sql, cfg)
         entry: dict[str, Any] = {
@@ -316,6 +327,74 @@ class RouteNodes:
             "value_matches": matches,
             "trace": [entry],
         }
+
+    def _generate_prompt(
+        self, state: Mapping[str, Any], cfg: RouteConfig, matches: list[dict[str, Any]] | None
+    ) -> tuple[list[prompts.Message], dict[str, list[str]] | None]:
+        """Generate's TS prompt on the reduced schema (full without linking) and the links it used;
+        the self-consistency samples are drawn from this same prompt."""
+        links = state.get("links") if cfg.schema_linking else None
+        schema_text = stage_schema_text(self.db, cfg, links)
+        return prompts.ts_messages(state["question"], schema_text, **self._prompt_kwargs(state, cfg, matches)), links
+
+    def sample_generate(
+        self, task: SampleTask, runtime: Runtime[RouteConfig], config: RunnableConfig
+    ) -> dict[str, Any]:
+        """One self-consistency sample: generate's prompt, sampled at ``sample_temperature``, executed.
+
+        ``route_generate`` sends K of these at once (LangGraph ``Send``), so the K calls are
+        concurrent: the transformers engine answers them in one padded batch, llama.cpp serves
+        them one by one from its cached prompt prefix, a vLLM server batches them and shares the
+        prompt through its prefix cache. A failing call or SQL is recorded, never raised: the
+        greedy answer already exists and the run goes on without this sample.
+        """
+        cfg = self.settings(runtime)
+        meter = _Meter()
+        sample: dict[str, Any] = {"name": f"sample{task['index']}", "index": task["index"], "sql": None}
+        try:
+            msgs, _ = self._generate_prompt(task, cfg, task.get("value_matches"))
+            answer = self._ask(
+                meter, msgs, prompts.answer_prefill("ts"), cfg, config,
+                name="sample_generate", temperature=cfg.sample_temperature,
+            )
+        except Exception as exc:  # noqa: BLE001 - one lost sample must not end the run
+            sample.update(executed=False, rows=None, error=None, model_error=f"{type(exc).__name__}: {str(exc)[:300]}")
+            return {"samples": [{**sample, **meter.cost()}]}
+        sql = prompts.parse_sql(answer)
+        result = self._execute(sql, cfg)
+        if cfg.requalify_columns and sql and not result.ok:
+            repaired = self._requalify(sql, result, cfg)
+            if repaired is not None and repaired[1].ok:
+                sql, result = repaired
+                sample["requalified"] = True
+        sample.update(sql=sql, result=result.to_dict(), **self._outcome(result), **meter.cost())
+        return {"samples": [sample]}
+
+    def self_consistency(self, state: RouteState, runtime: Runtime[RouteConfig]) -> dict[str, Any]:
+        """Join of the K ``sample_generate`` runs: one trace entry for the whole sampling stage.
+
+        The samples stay in ``samples`` for finalize's vote; the entry says how many there were,
+        how many executed, how many different results they reached, and their cost (model calls
+        and tokens summed; seconds of the slowest, since they ran at the same time).
+        """
+        cfg = self.settings(runtime)
+        samples = sorted(state.get("samples") or [], key=lambda s: s["index"])
+        ran = [s for s in samples if s.get("executed")]
+        distinct = len(vote_by_result([(s["name"], s["result"]["rows"]) for s in ran]).groups) if ran else 0
+        shown = ("name", "sql", "executed", "rows", "error", "model_error", "requalified")
+        entry: dict[str, Any] = {
+            "stage": SAMPLE_STAGE,
+            "samples": len(samples),
+            "temperature": cfg.sample_temperature,
+            "executed_samples": len(ran),
+            "distinct_results": distinct,
+            "failed_calls": sum(1 for s in samples if s.get("model_error")),
+            "proposals": [{k: s[k] for k in shown if k in s} for s in samples],
+        }
+        for key in ("llm_calls", "input_tokens", "output_tokens"):
+            entry[key] = sum(int(s.get(key, 0)) for s in samples)
+        entry["seconds"] = max((float(s.get("seconds", 0.0)) for s in samples), default=0.0)
+        return {"trace": [entry]}
 
     def _requalify(self, sql: str, result: ExecutionResult, cfg: RouteConfig) -> tuple[str, ExecutionResult] | None:
         """Re-qualify wrongly aliased columns, one error at a time; the last attempt (or None if
@@ -488,7 +567,9 @@ class RouteNodes:
         Candidates are the draft, generate's SQL, and the NC and CW SQL each stage took (a
         rejected proposal is no candidate), in pipeline order; results already in the state are
         reused, the others re-executed (the state keeps no result per candidate, to stay small).
-        The trace entry shows each group's stages, size and row count; ties go to non-empty
+        The self-consistency samples that executed come first (their results are kept in
+        ``samples``): on a tie a greedy stage's answer beats a sampled one. The trace entry shows
+        each group's stages (``sample1``... for samples), size and row count; ties go to non-empty
         results, then to the group holding the latest stage.
         """
         by_stage = state.get("sql_by_stage") or {}
@@ -498,7 +579,13 @@ class RouteNodes:
             state.get("sql") or "": state.get("result"),
         }
         results: dict[str, ExecutionResult] = {}
-        candidates: list[tuple[str, str, ExecutionResult]] = []
+        candidates: list[tuple[str, str, str, ExecutionResult]] = []  # name, stage, sql, result
+        for sample in sorted(state.get("samples") or [], key=lambda s: s["index"]):
+            if sample.get("executed") and sample.get("sql"):
+                result = ExecutionResult.from_dict(sample["result"])
+                results.setdefault(sample["sql"], result)
+                candidates.append((sample["name"], SAMPLE_STAGE, sample["sql"], result))
+        sampled = len(candidates)
         for name, stage in VOTE_CANDIDATES:
             sql = by_stage.get(name)
             step = ran.get(stage)
@@ -509,11 +596,11 @@ class RouteNodes:
                 # Through to_dict for all alike: stored results hold JSON values (bytes as hex text).
                 results[sql] = ExecutionResult.from_dict(cached or self._execute(sql, cfg).to_dict())
             if results[sql].ok:
-                candidates.append((name, sql, results[sql]))
+                candidates.append((name, stage, sql, results[sql]))
         if not candidates:
             return None
-        vote = vote_by_result([(name, res.rows) for name, _, res in candidates])
-        rows = {name: res.row_count for name, _, res in candidates}
+        vote = vote_by_result([(name, res.rows) for name, _, _, res in candidates])
+        rows = {name: res.row_count for name, _, _, res in candidates}
         entry["vote"] = {
             "groups": [
                 {"stages": list(group), "size": len(group), "rows": rows[group[0]], "empty": empty}
@@ -521,8 +608,9 @@ class RouteNodes:
             ],
             "winner": vote.winner,
         }
-        name, sql, result = next(c for c in candidates if c[0] == vote.winner)
-        stage = dict(VOTE_CANDIDATES)[name]
+        if sampled:
+            entry["vote"]["samples"] = sampled
+        name, stage, sql, result = next(c for c in candidates if c[0] == vote.winner)
         if sql == (state.get("sql") or "") and (state.get("result") or {}).get("ok"):
             return {"trace": [entry]}  # the pipeline's own answer won
         entry.update(winner=stage, changed=True)
@@ -541,6 +629,22 @@ class RouteNodes:
         if not (state.get("result") or {}).get("ok"):
             return True
         return is_hard(state.get("sql") or "", self.db.schema, cfg.difficulty_threshold, self.db.dialect)
+
+    def route_generate(
+        self, state: RouteState, runtime: Runtime[RouteConfig]
+    ) -> list[Send] | Literal["noise_correct", "continue_write", "finalize"]:
+        """After generate: K self-consistency samples first when they are on (and can be voted on),
+        else straight on as ``route_after_generate`` says (the ``self_consistency`` join asks it later)."""
+        cfg = self.settings(runtime)
+        if cfg.self_consistency > 0 and cfg.vote:
+            task = {
+                "question": state["question"],
+                "hint": state.get("hint"),
+                "links": state.get("links"),
+                "value_matches": state.get("value_matches"),
+            }
+            return [Send("sample_generate", {**task, "index": i}) for i in range(1, cfg.self_consistency + 1)]
+        return self.route_after_generate(state, runtime)
 
     def route_after_generate(
         self, state: RouteState, runtime: Runtime[RouteConfig]
@@ -591,6 +695,7 @@ class RouteNodes:
             "stage": "",
             "value_matches": None,
             "sql_by_stage": Overwrite({}),
+            "samples": Overwrite([]),
             "trace": Overwrite([]),
         }
         if turn.ask is not None:

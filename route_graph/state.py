@@ -1,7 +1,7 @@
 """Graph state: what goes in (question, hint, or chat messages), what each stage leaves, what comes out.
 
 One run answers one question; a thread (checkpointer) holds many. The first node resets every
-per-question field (``trace`` and ``sql_by_stage`` through ``Overwrite``, past their reducers), so
+per-question field (``trace``, ``sql_by_stage`` and ``samples`` through ``Overwrite``, past their reducers), so
 no stage and no answer sees an earlier question's candidates. ``messages`` is the conversation and
 keeps growing (LangGraph's ``add_messages``).
 """
@@ -17,7 +17,7 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import NotRequired, TypedDict
 
-__all__ = ["RouteInput", "RouteOutput", "RouteState", "TraceEntry"]
+__all__ = ["RouteInput", "RouteOutput", "RouteState", "SampleTask", "TraceEntry"]
 
 TraceEntry = dict[str, Any]
 
@@ -67,4 +67,18 @@ class RouteState(TypedDict, total=False):
     stage: str
     value_matches: list[dict[str, Any]] | None  # retrieved values (values.ValueMatch.to_dict); None: not yet
     sql_by_stage: Annotated[dict[str, str], _merge]
+    # Self-consistency samples (RouteConfig.self_consistency): one dict per sample, written by the
+    # concurrent sample_generate runs, hence a list with an additive reducer; finalize votes on them.
+    samples: Annotated[list[dict[str, Any]], operator.add]
     trace: Annotated[list[TraceEntry], operator.add]
+
+
+class SampleTask(TypedDict):
+    """What one ``Send`` to ``sample_generate`` carries: the fields generate's prompt is built from,
+    and the sample's number (1..K, its candidate name and its place in the vote's order)."""
+
+    question: str
+    hint: str | None
+    links: dict[str, list[str]] | None
+    value_matches: list[dict[str, Any]] | None
+    index: int

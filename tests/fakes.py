@@ -115,3 +115,27 @@ def shared_data_dir() -> Path | None:
         if candidate and (Path(candidate) / "spider_train" / "valid.json").exists():
             return Path(candidate)
     return None
+
+
+#: A scripted answer that makes ``SamplingChatModel`` raise instead of answering.
+RAISE = "<raise>"
+
+
+class SamplingChatModel(ScriptedChatModel):
+    """A ``ScriptedChatModel`` that records each call's ``temperature`` argument (None: the call
+    gave none) and raises ``RuntimeError`` for an answer scripted as ``RAISE``."""
+
+    _temperatures: list[tuple[str, float | None]] = PrivateAttr(default_factory=list)
+
+    @property
+    def temperatures(self) -> list[tuple[str, float | None]]:
+        """(task, temperature) per call, in the order the calls arrived."""
+        return list(self._temperatures)
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        with self._lock:
+            self._temperatures.append((task_of(messages), kwargs.get("temperature")))
+        result = super()._generate(messages, stop, run_manager, **kwargs)
+        if result.generations[0].message.content == RAISE:
+            raise RuntimeError("scripted sampling failure")
+        return result
