@@ -46,6 +46,7 @@ STAGES: tuple[str, ...] = ("draft", "generate", "noise_correct", "continue_write
 TRACE_STAGES: dict[str, str] = {
     "schema_link": "draft",
     "generate": "generate",
+    "self_consistency": "generate",  # the sampled generations (RouteConfig.self_consistency) join the vote
     "noise_correct": "noise_correct",
     "continue_write": "continue_write",
 }
