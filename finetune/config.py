@@ -146,7 +146,7 @@ class TrainConfig:
     save_total_limit: int = _describe("Checkpoints kept.", 2)
     save_minutes: float | None = _describe("Also checkpoint after this many minutes of wall clock (None: steps only).", 15.0)
     deadline: str | None = _describe(
-        "Stop with a checkpoint before this time: a duration from the start ('2h30m', '45m') or an ISO "
+        "Stop with a checkpoint before this time: a duration from when training starts ('2h30m', '45m') or an ISO "
         "time. Running the same command again continues.",
         None,
     )
