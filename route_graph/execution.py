@@ -1035,11 +1035,7 @@ def _my_finish(pooled: Any, setup: Any, cursor: Any, session: _MySession) -> Non
     except Exception:
         pooled.invalidate()  # never hand a connection in an unknown state back to the pool
     finally:
-        try:
-            setup.close()
-        except Exception:
-            pass
-        pooled.close()
+        _close_quietly(setup, pooled)
 
 
 #: A superuser's queries run as this built-in role (PostgreSQL 14+): it may read every table but
@@ -1209,11 +1205,16 @@ def _pg_finish(pooled: Any, cursor: Any, explicit: bool, was_autocommit: Any) ->
     except Exception:
         pooled.invalidate()  # never hand a connection in an unknown state back to the pool
     finally:
-        try:
-            cursor.close()
-        except Exception:
-            pass
-        pooled.close()
+        _close_quietly(cursor, pooled)
+
+
+def _close_quietly(cursor: Any, pooled: Any) -> None:
+    """Close the cleanup cursor (a failure there changes nothing) and return the connection."""
+    try:
+        cursor.close()
+    except Exception:
+        pass
+    pooled.close()
 
 
 #: Seconds a PostgreSQL connection attempt may take (libpq/psycopg ``connect_timeout``) when the
