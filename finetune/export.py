@@ -1,5 +1,7 @@
 """Export: merge a LoRA adapter into a standalone model directory, or check an adapter for vLLM.
 
+``merge_adapter`` lives in ``route_graph.adapters`` (the model factory merges adapters too).
+
 The merged directory is a plain Hugging Face model (safetensors, config, tokenizer with its chat
 template, generation config): ``route_graph.models.load_chat_model(path)`` loads it and
 ``vllm serve path`` serves it. Keeping the adapter instead works with ``vllm serve BASE
@@ -14,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from route_graph.adapters import merge_adapter
 from route_graph.errors import ConfigError, ModelError
 
 __all__ = ["VLLM_MAX_LORA_RANK", "check_adapter", "merge_adapter"]
@@ -39,47 +42,3 @@ def check_adapter(adapter_dir: str | os.PathLike[str], max_rank: int = VLLM_MAX_
             "adapters. Merge it instead (route-finetune export --merge)."
         )
     return config
-
-
-def merge_adapter(
-    adapter_dir: str | os.PathLike[str],
-    output_dir: str | os.PathLike[str],
-    *,
-    base_model: str | None = None,
-    dtype: str = "bfloat16",
-) -> Path:
-    """Merge ``adapter_dir`` into its base model and save a standalone model to ``output_dir``.
-
-    ``base_model`` defaults to the path recorded in the adapter's config.
-    """
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-    config = check_adapter(adapter_dir, max_rank=10**6)
-    base = base_model or config.get("base_model_name_or_path")
-    if not base:
-        raise ModelError(f"{adapter_dir} does not name its base model; pass base_model.")
-    try:
-        torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
-    except KeyError:
-        raise ConfigError(f"dtype must be bfloat16, float16 or float32, got {dtype!r}.") from None
-    # Merge in float32 (exact), then cast: merging in bf16 rounds the sum twice.
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    model = model.to(torch_dtype)
-    model.config.use_cache = True
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer_source = adapter_dir if (Path(adapter_dir) / "tokenizer_config.json").is_file() else base
-    AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(out)
-    try:
-        GenerationConfig.from_pretrained(base).save_pretrained(out)
-    except OSError:
-        pass  # the base has none; transformers derives one from the model config
-    (out / "route-finetune.json").write_text(
-        json.dumps({"base_model": str(base), "adapter": str(Path(adapter_dir).resolve()), "dtype": dtype}, indent=2),
-        encoding="utf-8",
-    )
-    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from langchain_core.runnables import Runnable
@@ -44,7 +44,9 @@ SPEC_FORMS = (
     "a path to a local Hugging Face model directory (e.g. './my-merged-model') or a .gguf file; "
     "'hf:ORG/NAME' (a model already in the local Hugging Face cache); "
     "'openai:http://HOST:PORT/v1#MODEL_NAME' (an OpenAI-compatible server such as vLLM); "
-    "any local form may start with 'llamacpp:' or 'transformers:' to pick the in-process engine"
+    "any local form may start with 'llamacpp:' or 'transformers:' to pick the in-process engine; "
+    "'BASE+ADAPTER' runs a LoRA adapter directory on a local base (e.g. "
+    f"'{DEFAULT_MODEL}+outputs/msft/train/adapter')"
 )
 HF_ID = re.compile(r"^[\w.\-]+(/[\w.\-]+)?$")
 
@@ -57,11 +59,26 @@ class ModelSpec:
     target: str  # offline model name | directory or .gguf file | hub repo id | server base URL
     model: str | None = None  # model name on an OpenAI-compatible server
     backend: str | None = None  # 'llamacpp' | 'transformers' when the spec names one
+    adapter: str | None = None  # LoRA adapter directory applied on top ('BASE+ADAPTER')
 
 
 def parse_model_spec(spec: str | None) -> ModelSpec:
     """Classify a spec string without touching disk, network or an engine."""
     text = (spec or "").strip()
+    if "+" in text and not text.lower().startswith("openai:"):
+        base_text, _, adapter = text.rpartition("+")
+        adapter = adapter.strip()
+        if not adapter:
+            raise ModelError(f"Bad spec {spec!r}: write a LoRA adapter as 'BASE+ADAPTER_DIR'.")
+        base = parse_model_spec(base_text)
+        if base.kind == "openai":
+            raise ModelError(
+                f"{spec!r}: a server applies its own adapters (vllm serve BASE --enable-lora "
+                "--lora-modules NAME=DIR, then 'openai:URL#NAME')."
+            )
+        if base.adapter is not None:
+            raise ModelError(f"{spec!r}: one adapter per model; merge the others first.")
+        return replace(base, adapter=adapter)
     backend = None
     for name in BACKENDS:
         if text.lower().startswith(name + ":"):

