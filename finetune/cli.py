@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="Merged model dir (default OUTPUT_DIR/merged).")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--check-only", action="store_true", help="Only check the adapter is servable by vLLM --enable-lora.")
+    p.add_argument("--adapter-copy", metavar="DIR",
+                   help="Instead of merging, write the adapter with export.dtype weights to DIR (e.g. bf16 to ship).")
 
     p = sub.add_parser("run", help="filter -> synth -> train -> export; finished steps are reused (resumable).")
     _common(p)
@@ -179,6 +181,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.check_only:
             config = check_adapter(adapter)
             _print({"adapter": str(adapter), "rank": config.get("r"), "servable_by_vllm": True})
+            return 0
+        if args.adapter_copy:
+            from finetune.export import copy_adapter
+
+            out = copy_adapter(adapter, args.adapter_copy, dtype=cfg.export.dtype, base_model=args.base_model)
+            _print({"adapter": str(out), "load_with": f"load_chat_model('BASE+{out}')"})
             return 0
         out = merge_adapter(adapter, args.out or paths.merged_dir, base_model=args.base_model, dtype=cfg.export.dtype)
         _print({"merged_model": str(out), "load_with": f"load_chat_model({str(out)!r})", "serve_with": f"vllm serve {out}"})

@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from route_graph.adapters import merge_adapter
+from route_graph.adapters import adapter_config, merge_adapter
 from route_graph.errors import ConfigError, ModelError
 
-__all__ = ["VLLM_MAX_LORA_RANK", "check_adapter", "merge_adapter"]
+__all__ = ["VLLM_MAX_LORA_RANK", "check_adapter", "copy_adapter", "merge_adapter"]
 
 VLLM_MAX_LORA_RANK = 16
 
@@ -42,3 +42,32 @@ def check_adapter(adapter_dir: str | os.PathLike[str], max_rank: int = VLLM_MAX_
             "adapters. Merge it instead (route-finetune export --merge)."
         )
     return config
+
+
+def copy_adapter(
+    adapter_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    dtype: str = "bfloat16",
+    base_model: str | None = None,
+) -> Path:
+    """A copy of the adapter with its weights cast to ``dtype`` (bf16 halves an fp32 CPU run's
+    adapter) and, if given, ``base_model`` recorded as its base: what a model ships as package
+    data and what ``vllm serve BASE --enable-lora --lora-modules NAME=DIR`` loads."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    config = adapter_config(adapter_dir)
+    try:
+        torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+    except KeyError:
+        raise ConfigError(f"dtype must be bfloat16, float16 or float32, got {dtype!r}.") from None
+    weights = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({name: tensor.to(torch_dtype).contiguous() for name, tensor in weights.items()},
+              str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    if base_model:
+        config["base_model_name_or_path"] = base_model
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out

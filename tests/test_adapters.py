@@ -208,3 +208,21 @@ def test_llamacpp_applies_the_adapter_to_the_default_model(tmp_path):
     assert isinstance(zero, LlamaCppChatModel) and zero.lora_path and zero.engine() is not strong.engine()
     assert zero.invoke(question).content == base
     assert strong.invoke(question).content != base
+
+
+def test_adapter_copy_casts_weights_and_records_the_base(tiny_adapter, tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from finetune.export import copy_adapter
+
+    _, adapter = tiny_adapter
+    out = copy_adapter(adapter, tmp_path / "ship", dtype="bfloat16", base_model="Qwen/Qwen2.5-Coder-0.5B-Instruct")
+    original, copied = load_file(str(adapter / "adapter_model.safetensors")), load_file(str(out / "adapter_model.safetensors"))
+    assert original.keys() == copied.keys() and all(t.dtype == torch.bfloat16 for t in copied.values())
+    name = next(iter(original))
+    torch.testing.assert_close(copied[name].float(), original[name].float(), atol=1e-2, rtol=1e-2)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "Qwen/Qwen2.5-Coder-0.5B-Instruct" and config["r"] == RANK
+    with pytest.raises(ModelError, match="not a LoRA adapter directory"):
+        copy_adapter(tmp_path / "nothing", tmp_path / "x")
