@@ -125,7 +125,7 @@ def lora_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.PathLike[
     config = adapter_config(directory)
     _check_llamacpp(config, directory)
     base = pathlib.Path(base_gguf).expanduser()
-    folder = model_cache_dir() / "adapters" / adapter_key(directory, "gguf")
+    folder = model_cache_dir() / "adapters" / adapter_key(directory, "gguf", str(base.resolve()))
     out = folder / "adapter.gguf"
     if out.is_file():
         return out
