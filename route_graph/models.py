@@ -183,6 +183,8 @@ def load_chat_model(
             **kwargs,
         )
     backend = choose_backend(parsed)
+    if parsed.adapter is not None:  # report the tuned model as BASE+ADAPTER, not as its base
+        kwargs.setdefault("model_name", f"{parsed.target}+{pathlib.Path(parsed.adapter).name}")
     if backend == "llamacpp":
         from .engines.llamacpp_chat import LlamaCppChatModel
 
@@ -197,7 +199,6 @@ def load_chat_model(
             if not path.is_file():
                 raise ModelError(f"GGUF model file {str(path)!r} does not exist.")
             kwargs.setdefault("lora_path", str(lora_gguf(parsed.adapter, path)))
-            kwargs.setdefault("model_name", f"{parsed.target}+{pathlib.Path(parsed.adapter).name}")
         return LlamaCppChatModel(model_path=str(path), **common, **kwargs)
 
     from .engines.transformers_chat import TransformersChatModel, batching_pays
@@ -213,7 +214,6 @@ def load_chat_model(
     if parsed.adapter is not None:
         from .adapters import merged_model_dir
 
-        kwargs["model_name"] = f"{kwargs.get('model_name', parsed.target)}+{pathlib.Path(parsed.adapter).name}"
         directory = merged_model_dir(parsed.adapter, directory)
     if not batching_pays(kwargs.get("dtype", "auto")):
         kwargs.setdefault("max_batch_size", 1)

@@ -206,6 +206,7 @@ def test_llamacpp_applies_the_adapter_to_the_default_model(tmp_path):
     zero = load_chat_model(f"{DEFAULT_MODEL}+{_real_size_adapter(tmp_path / 'zero', 0.0)}", max_new_tokens=32)
     strong = load_chat_model(f"{DEFAULT_MODEL}+{_real_size_adapter(tmp_path / 'strong', 0.5)}", max_new_tokens=32)
     assert isinstance(zero, LlamaCppChatModel) and zero.lora_path and zero.engine() is not strong.engine()
+    assert zero.model_name == f"{DEFAULT_MODEL}+zero"
     assert zero.invoke(question).content == base
     assert strong.invoke(question).content != base
 
