@@ -88,9 +88,15 @@ def _architecture(base_gguf: pathlib.Path) -> tuple[str, int]:
 
 
 def _write_lora_gguf(adapter_dir: pathlib.Path, config: dict[str, Any], base_gguf: pathlib.Path, out: pathlib.Path) -> None:
-    import gguf
-    import numpy as np
-    from safetensors.torch import load_file
+    try:
+        import gguf
+        import numpy as np
+        from safetensors.torch import load_file
+    except ImportError as exc:
+        raise ModelError(
+            f"Converting a LoRA adapter for llama.cpp needs gguf, safetensors and torch ({exc.name} is "
+            "missing): pip install 'route-graph[local]'."
+        ) from exc
 
     arch, blocks = _architecture(base_gguf)
     known = {value: key for key, value in gguf.MODEL_ARCH_NAMES.items()}
@@ -148,9 +154,15 @@ def merge_adapter(
 
     ``base_model`` defaults to the path recorded in the adapter's config.
     """
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    try:
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    except ImportError as exc:
+        raise ModelError(
+            f"Merging a LoRA adapter needs torch, transformers and peft ({exc.name} is missing): "
+            "pip install 'route-graph[finetune]', or run the adapter on llama.cpp with a GGUF base."
+        ) from exc
 
     config = adapter_config(adapter_dir)
     base = base_model or config.get("base_model_name_or_path")
