@@ -104,11 +104,9 @@ def _num_layers(base: _Base) -> int:
     config = base.tokenizer_dir / "config.json"
     if config.is_file():
         return int(json.loads(config.read_text(encoding="utf-8"))["num_hidden_layers"])
-    import gguf  # a bare .gguf: read its header (memory-mapped, nothing dequantized)
+    from route_graph.adapters import gguf_architecture  # a bare .gguf: its header only
 
-    reader = gguf.GGUFReader(str(base.path))
-    arch = reader.fields["general.architecture"].contents()
-    return int(reader.fields[f"{arch}.block_count"].contents())
+    return gguf_architecture(base.path)[1]
 
 
 def _lora_fields(cfg: TrainConfig, num_layers: int) -> dict[str, Any]:
@@ -213,7 +211,7 @@ def build_bundle(
     """
     from transformers import AutoTokenizer
 
-    from finetune.train import _load_records, build_training_set
+    from finetune.train import build_training_set, load_records
 
     cfg = cfg or TrainConfig()
     if cfg.method != "lora":
@@ -230,7 +228,7 @@ def build_bundle(
         raise ModelError(f"The tokenizer in {base.tokenizer_dir} has no chat template; MSFT trains chat models.")
     if tok.pad_token_id is None:  # as finetune.train does
         tok.pad_token = tok.eos_token
-    rows, mix = build_training_set(_load_records(records), tok, cfg)
+    rows, mix = build_training_set(load_records(records), tok, cfg)
     if not rows:
         raise ConfigError(f"No training record fits max_length={cfg.max_length}; raise it or use truncation='truncate'.")
     tok.save_pretrained(str(root / "tokenizer"))

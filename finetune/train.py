@@ -33,7 +33,7 @@ from finetune.prefix_groups import PrefixGroupCollator, completion_loss_sum, gro
 from finetune.records import Record, read_jsonl
 from route_graph.errors import ConfigError, ModelError
 
-__all__ = ["TrainResult", "build_training_set", "choose_precision", "lora_config", "resolve_base_model", "train"]
+__all__ = ["TrainResult", "build_training_set", "choose_precision", "load_records", "lora_config", "resolve_base_model", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class _JsonlLogger:
             )
 
 
-def _load_records(records: str | os.PathLike[str] | Sequence[Record] | Sequence[str | os.PathLike[str]]) -> list[Record]:
+def load_records(records: str | os.PathLike[str] | Sequence[Record] | Sequence[str | os.PathLike[str]]) -> list[Record]:
     if isinstance(records, (str, os.PathLike)):
         return list(read_jsonl(records))
     items = list(records)
@@ -264,7 +264,7 @@ def train(
         raise ModelError(f"The tokenizer of {base} has no chat template; MSFT trains chat models.")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    rows, mix = build_training_set(_load_records(records), tokenizer, cfg)
+    rows, mix = build_training_set(load_records(records), tokenizer, cfg)
     if not rows:
         raise ConfigError(
             f"No training record fits max_length={cfg.max_length}; raise it or use truncation='truncate'."

@@ -75,7 +75,8 @@ def adapter_key(adapter_dir: str | os.PathLike[str], *extra: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _architecture(base_gguf: pathlib.Path) -> tuple[str, int]:
+def gguf_architecture(base_gguf: str | os.PathLike[str]) -> tuple[str, int]:
+    """A GGUF model's architecture name and block (layer) count, read from its header only."""
     import gguf
 
     reader = gguf.GGUFReader(str(base_gguf))
@@ -98,7 +99,7 @@ def _write_lora_gguf(adapter_dir: pathlib.Path, config: dict[str, Any], base_ggu
             "missing): pip install 'route-graph[local]'."
         ) from exc
 
-    arch, blocks = _architecture(base_gguf)
+    arch, blocks = gguf_architecture(base_gguf)
     known = {value: key for key, value in gguf.MODEL_ARCH_NAMES.items()}
     if arch not in known:
         raise ModelError(f"The gguf package does not know the architecture {arch!r} of {str(base_gguf)!r}.")
