@@ -2,7 +2,7 @@
 
 What it runs (all with one model instance, loaded once; every run is resumable):
 
-1. **Full MCP** (``--stages sl,nc,cw``) on the sample. Its ``sql_by_stage`` yields the cumulative
+1. **Full MCP** (all stages, ``sl,nc,cw,rescue``) on the sample. Its ``sql_by_stage`` yields the cumulative
    rows: *single-pass* = the MCP draft (one TS prompt on the full schema with 3 sample rows —
    the same prompt ``--mode single`` sends), *+SL* = cut after generation, *+SL+NC* = cut after
    noise correction, *full MCP* = the answer (see ``route_graph.evaluation.attribution``).

@@ -22,6 +22,7 @@ _STAGE_LABELS = {
     "generate": "generating SQL",
     "noise_correct": "noise correction",
     "continue_write": "continuation writing",
+    "rescue": "rescuing a failing SQL",
     "finalize": "choosing the answer",
 }
 
@@ -191,7 +192,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "hf:ORG/NAME, or openai:http://HOST:PORT/v1#MODEL_NAME",
     )
     ask.add_argument("--hint", default=None, help="extra knowledge for the question (BIRD's evidence)")
-    ask.add_argument("--stages", default=None, help="MCP stages to run, subset of sl,nc,cw (default: all)")
+    ask.add_argument("--stages", default=None, help="MCP stages to run, subset of sl,nc,cw,rescue (default: all)")
     ask.add_argument("--schema", default=None, help="PostgreSQL/DuckDB schema to read (default: the connection's)")
     ask.add_argument("--include-tables", default=None, metavar="T1,T2",
                      help="only these tables/views are shown to the model (comma-separated)")

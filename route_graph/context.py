@@ -19,11 +19,13 @@ from typing import Any, Literal, Self
 
 from route_graph.errors import ConfigError
 
-__all__ = ["MAX_SELF_CONSISTENCY", "PromptStyle", "RouteConfig", "parse_config_overrides"]
+__all__ = ["MAX_SELF_CONSISTENCY", "STAGE_NAMES", "PromptStyle", "RouteConfig", "parse_config_overrides"]
 
 PromptStyle = Literal["zero_shot", "few_shot"]
 #: Most self-consistency samples per question: each is one more model call.
 MAX_SELF_CONSISTENCY = 16
+#: The stages ``with_stages`` (and ``--stages``) can name, in pipeline order.
+STAGE_NAMES: tuple[str, ...] = ("sl", "nc", "cw", "rescue")
 
 
 def _describe(text: str, default: Any) -> Any:
@@ -170,9 +172,21 @@ class RouteConfig:
         0,
     )
     sample_temperature: float = _describe(
-        "Sampling temperature of the self_consistency samples (> 0). A model that ignores a per-call "
-        "temperature gives greedy duplicates of generate's SQL.",
+        "Sampling temperature of the self_consistency samples and the rescue repairs (> 0). A model "
+        "that ignores a per-call temperature gives greedy duplicates.",
         0.7,
+    )
+    rescue: bool = _describe(
+        "Last resort when no candidate SQL executes (draft, generate, NC, CW, samples all fail): guess "
+        "the closest existing name for the column/table the error names (route_graph.repair), then ask "
+        "for up to rescue_samples repairs sampled at sample_temperature; the first that executes is "
+        "the answer. It only replaces answers that fail (always wrong), so it cannot break one.",
+        True,
+    )
+    rescue_samples: int = _describe(
+        f"Most sampled model repairs the rescue stage asks for (0: only the name guesses; at most "
+        f"{MAX_SELF_CONSISTENCY}); it stops at the first that executes.",
+        4,
     )
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
@@ -234,6 +248,10 @@ class RouteConfig:
                 f"RouteConfig.self_consistency must be 0 (off) to {MAX_SELF_CONSISTENCY} samples, "
                 f"got {self.self_consistency!r}."
             )
+        if not 0 <= self.rescue_samples <= MAX_SELF_CONSISTENCY:
+            raise ConfigError(
+                f"RouteConfig.rescue_samples must be 0 to {MAX_SELF_CONSISTENCY}, got {self.rescue_samples!r}."
+            )
         if not self.sample_temperature > 0:
             raise ConfigError(f"RouteConfig.sample_temperature must be > 0, got {self.sample_temperature!r}.")
         if self.prompt_style not in ("zero_shot", "few_shot"):
@@ -242,19 +260,20 @@ class RouteConfig:
             )
 
     def with_stages(self, stages: str | set[str] | None) -> RouteConfig:
-        """Return a copy with only the named stages on (``"sl,nc,cw"``; empty = generation only)."""
+        """Return a copy with only the named stages on (``"sl,nc,cw,rescue"``; empty = generation only)."""
         if stages is None:
             return self
         names = {s.strip().lower() for s in (stages.split(",") if isinstance(stages, str) else stages)}
         names.discard("")
-        unknown = names - {"sl", "nc", "cw"}
+        unknown = names - set(STAGE_NAMES)
         if unknown:
-            raise ConfigError(f"Unknown stage(s) {sorted(unknown)}; use a subset of sl,nc,cw.")
+            raise ConfigError(f"Unknown stage(s) {sorted(unknown)}; use a subset of {','.join(STAGE_NAMES)}.")
         return replace(
             self,
             schema_linking="sl" in names,
             noise_correction="nc" in names,
             continuation_writing="cw" in names,
+            rescue="rescue" in names,
         )
 
     @classmethod

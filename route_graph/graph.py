@@ -66,6 +66,7 @@ def build_route_graph(
     graph.add_node("self_consistency", nodes.self_consistency)
     graph.add_node("noise_correct", nodes.noise_correct)
     graph.add_node("continue_write", nodes.continue_write)
+    graph.add_node("rescue", nodes.rescue)
     graph.add_node("finalize", nodes.finalize)
     graph.add_node("review", nodes.review)
     graph.add_node("respond", nodes.respond)
@@ -73,12 +74,13 @@ def build_route_graph(
     graph.add_conditional_edges("new_question", nodes.route_question)
     graph.add_conditional_edges("rewrite_question", nodes.route_start)
     graph.add_edge("schema_link", "generate")
-    after_generate = ["noise_correct", "continue_write", "finalize"]
+    after_generate = ["noise_correct", "continue_write", "rescue", "finalize"]
     graph.add_conditional_edges("generate", nodes.route_generate, ["sample_generate", *after_generate])
     graph.add_edge("sample_generate", "self_consistency")
     graph.add_conditional_edges("self_consistency", nodes.route_after_generate, after_generate)
     graph.add_conditional_edges("noise_correct", nodes.route_after_correction)
-    graph.add_edge("continue_write", "finalize")
+    graph.add_conditional_edges("continue_write", nodes.route_after_continuation)
+    graph.add_edge("rescue", "finalize")
     graph.add_conditional_edges("finalize", nodes.route_after_finalize)
     graph.add_edge("review", "respond")
     graph.add_edge("respond", END)

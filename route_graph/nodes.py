@@ -9,7 +9,8 @@ unparseable answers and failing SQL become trace entries and execution feedback.
 Where execution already tells what is wrong, the stages act on it instead of asking the model's
 opinion: generate re-qualifies a column with the wrong alias (``requalify_columns``); noise
 correction asks for a repair, not a verdict, when the SQL fails or returns nothing (``nc_repair``);
-finalize votes among the candidates by their results (``vote``).
+finalize votes among the candidates by their results (``vote``). When nothing executes after all
+of that, ``rescue`` guesses the closest existing names and samples repairs (``rescue``).
 
 Self-consistency (``self_consistency`` = K > 0) adds K sampled answers to generate's prompt, fanned
 out with LangGraph ``Send`` to ``sample_generate`` and gathered by ``self_consistency``; they are
@@ -55,7 +56,7 @@ from route_graph.model_capabilities import (
     model_failure_error,
 )
 from route_graph.rendering import recall_first_links, stage_schema_text
-from route_graph.repair import requalify_column
+from route_graph.repair import closest_name_fix, requalify_column
 from route_graph.results import answer_is_empty, vote_by_result
 from route_graph.state import RouteState, SampleTask
 from route_graph.values import match_values, render_matches
@@ -82,7 +83,10 @@ VOTE_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("generate", "generate"),
     ("noise_correct", "noise_correct"),
     ("continue_write", "continue_write"),
+    ("rescue", "rescue"),
 )
+#: Stages whose SQL is a candidate only when the stage took it.
+ACCEPTING_STAGES = frozenset({"noise_correct", "continue_write", "rescue"})
 #: The trace stage of the self-consistency samples (and the answer's ``stage`` when one wins the vote).
 SAMPLE_STAGE = "self_consistency"
 #: The LangChain run name of each model call (``stage.purpose``): a LangSmith trace tells apart the
@@ -96,6 +100,7 @@ MODEL_CALL_NAMES: frozenset[str] = frozenset(
         "noise_correct.verdict",
         "noise_correct.repair",
         "continue_write",
+        "rescue.repair",
         "rewrite_question",
         "respond.answer",
     }
@@ -533,6 +538,73 @@ class RouteNodes:
         final_sql = update.get("sql", state.get("sql") or "")
         return {**update, "sql_by_stage": {"continue_write": final_sql}, "trace": [entry]}
 
+    def _nothing_executes(self, state: Mapping[str, Any]) -> bool:
+        """True when no candidate the finalize vote could pick has executed (rescue's condition)."""
+        if (state.get("result") or {}).get("ok") or (state.get("draft_result") or {}).get("ok"):
+            return False
+        return not any(s.get("executed") for s in state.get("samples") or ())
+
+    def _guess_names(self, sql: str, result: ExecutionResult, cfg: RouteConfig) -> tuple[str, ExecutionResult] | None:
+        """``repair.closest_name_fix`` (after the exact re-qualification), one error at a time, up to
+        ``MAX_REQUALIFY_STEPS`` steps; the executing SQL, or None."""
+        current, current_result = sql, result
+        for _ in range(MAX_REQUALIFY_STEPS):
+            fixed = requalify_column(current, current_result.error, self.db.schema, self.db.dialect)
+            fixed = fixed or closest_name_fix(current, current_result.error, self.db.schema, self.db.dialect)
+            if fixed is None or fixed == current:
+                return None
+            current, current_result = fixed, self._execute(fixed, cfg)
+            if current_result.ok:
+                return current, current_result
+        return None
+
+    def rescue(self, state: RouteState, runtime: Runtime[RouteConfig], config: RunnableConfig) -> dict[str, Any]:
+        """Last resort when no candidate executes: name guesses on every failing SQL, then up to
+        ``rescue_samples`` sampled repairs (NC's repair prompt on the full schema, with the error);
+        the first SQL that executes is the answer.
+
+        Measured reason (400 valid questions, untuned 0.5B): 13% of final answers failed to execute
+        after draft, generate, NC repair (greedy: 0 of 105 taken) and CW; a failing answer is always
+        wrong, so any executing one can only gain.
+        """
+        cfg = self.settings(runtime)
+        meter = _Meter()
+        entry: dict[str, Any] = {"stage": "rescue", "proposed_sql": None, "accepted": False, "attempts": []}
+        failing = [state.get("sql") or "", *(state.get("sql_by_stage") or {}).values(), state.get("draft_sql") or ""]
+        failing += [e["proposed_sql"] for e in state.get("trace") or () if e.get("proposed_sql")]
+        found: tuple[str, ExecutionResult] | None = None
+        for sql in dict.fromkeys(s for s in failing if s):
+            found = self._guess_names(sql, self._execute(sql, cfg), cfg)
+            entry["attempts"].append({"kind": "names", "from": sql, "sql": found[0] if found else None})
+            if found:
+                break
+        current = ExecutionResult.from_dict(state.get("result") or {}) if state.get("result") else self._execute(None, cfg)
+        feedback = summarize_result(current, max_rows=cfg.feedback_rows, value_chars=cfg.feedback_value_chars)
+        msgs = prompts.nc_repair_messages(
+            state["question"], stage_schema_text(self.db, cfg), state.get("sql") or "", feedback,
+            **self._prompt_kwargs(state, cfg),
+        )
+        for _ in range(cfg.rescue_samples if found is None else 0):
+            sql = prompts.parse_sql(
+                self._ask(meter, msgs, prompts.answer_prefill("nc_repair"), cfg, config,
+                          name="rescue.repair", temperature=cfg.sample_temperature)
+            )
+            result = self._execute(sql, cfg)
+            if sql and not result.ok:
+                found = self._guess_names(sql, result, cfg)
+            elif result.ok:
+                found = (sql or "", result)
+            entry["attempts"].append({"kind": "sample", "from": sql, "sql": found[0] if found else None})
+            if found:
+                break
+        update: dict[str, Any] = {}
+        if found:
+            sql, result = found
+            entry.update(proposed_sql=sql, accepted=True, **self._outcome(result))
+            update = {"sql": sql, "result": result.to_dict(), "stage": "rescue"}
+        entry.update(meter.cost())
+        return {**update, "sql_by_stage": {"rescue": update.get("sql", state.get("sql") or "")}, "trace": [entry]}
+
     def finalize(self, state: RouteState, runtime: Runtime[RouteConfig]) -> dict[str, Any]:
         """Pick the answer: by the vote of the candidates' results (``vote``), else the current SQL,
         or (if it fails) the latest candidate that executed.
@@ -589,7 +661,7 @@ class RouteNodes:
         for name, stage in VOTE_CANDIDATES:
             sql = by_stage.get(name)
             step = ran.get(stage)
-            if not sql or step is None or (stage in ("noise_correct", "continue_write") and not step.get("accepted")):
+            if not sql or step is None or (stage in ACCEPTING_STAGES and not step.get("accepted")):
                 continue
             if sql not in results:
                 cached = known.get(sql)
@@ -648,19 +720,26 @@ class RouteNodes:
 
     def route_after_generate(
         self, state: RouteState, runtime: Runtime[RouteConfig]
-    ) -> Literal["noise_correct", "continue_write", "finalize"]:
+    ) -> Literal["noise_correct", "continue_write", "rescue", "finalize"]:
         """Noise correction if on; else continuation writing for failing or hard SQL."""
         cfg = self.settings(runtime)
         if cfg.noise_correction:
             return "noise_correct"
-        return "continue_write" if self._needs_continuation(state, cfg) else "finalize"
+        return "continue_write" if self._needs_continuation(state, cfg) else self._finish(state, cfg)
 
     def route_after_correction(
         self, state: RouteState, runtime: Runtime[RouteConfig]
-    ) -> Literal["continue_write", "finalize"]:
+    ) -> Literal["continue_write", "rescue", "finalize"]:
         """Continuation writing when the SQL still fails to execute or is hard (h(s, d) > threshold)."""
         cfg = self.settings(runtime)
-        return "continue_write" if self._needs_continuation(state, cfg) else "finalize"
+        return "continue_write" if self._needs_continuation(state, cfg) else self._finish(state, cfg)
+
+    def route_after_continuation(self, state: RouteState, runtime: Runtime[RouteConfig]) -> Literal["rescue", "finalize"]:
+        """The rescue stage when nothing executes yet, else finalize."""
+        return self._finish(state, self.settings(runtime))
+
+    def _finish(self, state: Mapping[str, Any], cfg: RouteConfig) -> Literal["rescue", "finalize"]:
+        return "rescue" if cfg.rescue and self._nothing_executes(state) else "finalize"
 
     # ---------------------------------------------------------------- conversation and review
     def new_question(

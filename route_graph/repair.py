@@ -1,4 +1,5 @@
-"""Deterministic SQL repairs, tried before a model is asked: cheap, exact, and never a guess.
+"""Deterministic SQL repairs: exact ones tried before a model is asked, close-name guesses only
+as a last resort.
 
 The commonest failure of small models on joins is a column qualified with the wrong alias
 (``T2.name`` where ``name`` lives in ``T1``'s table); the database names it in its error
@@ -7,21 +8,28 @@ column's scope) has the column, the qualifier can only mean that table: the colu
 re-qualified on sqlglot's tree, never by text substitution. Anything ambiguous (no owner, or two
 aliases that have the column, as in a self-join) is left to the model. The caller keeps the
 result only if it executes.
+
+``closest_name_fix`` is different: it *guesses* (a column or table name the database does not
+have becomes the closest name it does have, by ``difflib`` similarity; an ambiguous column is
+qualified with the first table of its scope that has it). The graph calls it only in its rescue
+stage, when no candidate SQL executes at all, so a wrong guess can only replace an answer that was
+already wrong.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
-from sqlglot.optimizer.scope import traverse_scope
+from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from route_graph.database import Schema
+from route_graph.database import Schema, Table
 from route_graph.linking import parse_bounded
 
-__all__ = ["MissingColumn", "missing_column", "requalify_column"]
+__all__ = ["MissingColumn", "closest_name_fix", "missing_column", "requalify_column"]
 
 _NAME = r"[\"`\[]?([A-Za-z_][\w ]*?)[\"`\]]?"
 # How engines name a qualified column that does not exist (SQLite, DuckDB, PostgreSQL, MySQL).
@@ -32,6 +40,12 @@ _MISSING_COLUMN = [
     re.compile(r"Unknown column '([^'.]+)\.([^']+)'", re.IGNORECASE),
 ]
 _MAX_ERROR_CHARS = 1_000
+# SQLite's wording for an unqualified unknown column, an unknown table and an ambiguous column.
+_UNQUALIFIED_COLUMN = re.compile(rf"no such column:\s*{_NAME}(?:\s|$|,)", re.IGNORECASE)
+_MISSING_TABLE = re.compile(rf"no such table:\s*(?:main\.)?{_NAME}(?:\s|$|,)", re.IGNORECASE)
+_AMBIGUOUS_COLUMN = re.compile(rf"ambiguous column name:\s*{_NAME}(?:\s|$|,)", re.IGNORECASE)
+#: Least ``difflib`` ratio for a name to count as "the one meant" (0.6 is difflib's own default).
+NAME_CUTOFF = 0.6
 
 
 @dataclass(frozen=True)
@@ -92,5 +106,123 @@ def _requalify(tree: exp.Expression, missing: MissingColumn, schema: Schema) -> 
             return False  # ambiguous, unknown, or the column is there after all: not ours to guess
         for node in wrong:
             node.set("table", exp.to_identifier(owners[0]))
+        changed = True
+    return changed
+
+
+def closest_name_fix(sql: str, error: str | None, schema: Schema, dialect: str = "sqlite") -> str | None:
+    """``sql`` with the name the error complains about replaced by a guess, or None.
+
+    * ``no such column: [q.]x``: within each scope that uses it, ``x`` becomes the most similar
+      column of ``q``'s table (of all the scope's tables when unqualified, or when ``q``'s table has
+      nothing close), re-qualified to the table that has it; a tie or nothing above
+      ``NAME_CUTOFF`` is no guess.
+    * ``no such table: t``: ``t`` becomes the most similar table of the schema.
+    * ``ambiguous column name: x``: unqualified ``x`` is qualified with the scope's first table
+      that has it (FROM order).
+    A last-resort guess: the caller keeps it only if it executes (see the module docstring).
+    """
+    text = (error or "")[:_MAX_ERROR_CHARS] + " "
+    tree = parse_bounded(sql, dialect)
+    if tree is None:
+        return None
+    try:
+        changed = False
+        if (missing := missing_column(error)) is not None:
+            changed = _rename_column(tree, missing.qualifier, missing.column, schema)
+        elif match := _UNQUALIFIED_COLUMN.search(text):
+            changed = _rename_column(tree, None, match.group(1).strip(), schema)
+        elif match := _MISSING_TABLE.search(text):
+            changed = _rename_table(tree, match.group(1).strip(), schema)
+        elif match := _AMBIGUOUS_COLUMN.search(text):
+            changed = _qualify_ambiguous(tree, match.group(1).strip(), schema)
+        return tree.sql(dialect=dialect) if changed else None
+    except (SqlglotError, ValueError, KeyError, RecursionError):
+        return None
+
+
+def _closest(name: str, choices: dict[str, list[str]]) -> str | None:
+    """The unique choice whose spellings (``{real name: [spellings]}``) are most similar to ``name``
+    (``difflib`` ratio, case-insensitive), or None on a tie or nothing above ``NAME_CUTOFF``."""
+    wanted = name.lower()
+    scored = sorted(
+        (
+            (max(difflib.SequenceMatcher(None, wanted, s.lower()).ratio() for s in spellings), real)
+            for real, spellings in choices.items()
+        ),
+        reverse=True,
+    )
+    if not scored or scored[0][0] < NAME_CUTOFF:
+        return None
+    if len(scored) > 1 and scored[1][0] == scored[0][0]:
+        return None
+    return scored[0][1]
+
+
+def _scope_tables(scope: Scope, schema: Schema) -> list[tuple[str, Table]]:
+    """(alias, schema table) of the scope's base-table sources, in FROM order."""
+    return [
+        (alias, table)
+        for alias, source in scope.sources.items()
+        if isinstance(source, exp.Table) and (table := schema.table(source.name)) is not None
+    ]
+
+
+def _rename_column(tree: exp.Expression, qualifier: str | None, column: str, schema: Schema) -> bool:
+    wanted_q = (qualifier or "").lower()
+    changed = False
+    for scope in traverse_scope(tree):
+        wrong = [
+            c for c in scope.columns
+            if c.name.lower() == column.lower() and (c.table or "").lower() == wanted_q
+        ]
+        if not wrong:
+            continue
+        tables = _scope_tables(scope, schema)
+        # The qualifier's own table first; then every table of the scope.
+        pools = [[(a, t) for a, t in tables if a.lower() == wanted_q]] if wanted_q else []
+        pools.append(tables)
+        for pool in pools:
+            owner = {c.name: alias for alias, t in reversed(pool) for c in t.columns}  # first table wins
+            # Small models prefix a column with its table ("singer_name" for singer.name).
+            spellings: dict[str, list[str]] = {}
+            for alias, t in pool:
+                for c in t.columns:
+                    spellings.setdefault(c.name, []).extend([c.name, f"{t.name}_{c.name}"])
+            best = _closest(column, spellings)
+            if best is None or best.lower() == column.lower():
+                continue
+            for node in wrong:
+                node.set("this", exp.to_identifier(best))
+                if wanted_q or len(tables) > 1:
+                    node.set("table", exp.to_identifier(owner[best]))
+            changed = True
+            break
+    return changed
+
+
+def _rename_table(tree: exp.Expression, name: str, schema: Schema) -> bool:
+    best = _closest(name, {t.name: [t.name] for t in schema.tables})
+    if best is None or best.lower() == name.lower():
+        return False
+    changed = False
+    for node in tree.find_all(exp.Table):
+        if node.name.lower() == name.lower():
+            node.set("this", exp.to_identifier(best))
+            changed = True
+    return changed
+
+
+def _qualify_ambiguous(tree: exp.Expression, column: str, schema: Schema) -> bool:
+    changed = False
+    for scope in traverse_scope(tree):
+        bare = [c for c in scope.columns if not c.table and c.name.lower() == column.lower()]
+        if not bare:
+            continue
+        owner = next((alias for alias, table in _scope_tables(scope, schema) if table.column(column)), None)
+        if owner is None:
+            continue
+        for node in bare:
+            node.set("table", exp.to_identifier(owner))
         changed = True
     return changed

@@ -94,7 +94,7 @@ def test_three_questions_in_one_thread_each_see_only_their_own_candidates(db_pat
             "nc": ["The SQL is correct.", "The SQL is correct."],
         }
     )
-    graph = build_route_graph(llm, db_path, RouteConfig(continuation_writing=False, nc_verdict=True), checkpointer=InMemorySaver())
+    graph = build_route_graph(llm, db_path, RouteConfig(continuation_writing=False, nc_verdict=True, rescue=False), checkpointer=InMemorySaver())
     q1 = graph.invoke({"question": "Which singers are from France?"}, thread())
     assert stages(q1) == ["schema_link", "generate", "noise_correct", "finalize"]
     assert q1["links"] == {"singer": ["name", "country"]}

@@ -47,10 +47,12 @@ def record(rid: int, stages: dict[str, str], trace: list[dict] | None = None, *,
 
 def test_stage_sqls_inherit_and_skip_absent_prefix() -> None:
     assert stage_sqls({"draft": "A", "generate": "B", "noise_correct": "B"}, "B") == {
-        "draft": "A", "generate": "B", "noise_correct": "B", "continue_write": "B", "final": "B",
+        "draft": "A", "generate": "B", "noise_correct": "B", "continue_write": "B", "rescue": "B", "final": "B",
     }
     # no schema linking: no draft checkpoint at all
-    assert stage_sqls({"generate": "A"}, "A") == {"generate": "A", "noise_correct": "A", "continue_write": "A", "final": "A"}
+    assert stage_sqls({"generate": "A"}, "A") == {
+        "generate": "A", "noise_correct": "A", "continue_write": "A", "rescue": "A", "final": "A",
+    }
 
 
 def test_fixed_broken_and_error_rates() -> None:
@@ -109,6 +111,25 @@ def test_ablation_plan_follows_enabled_stages() -> None:
     assert [(r["variant"], r["checkpoint"], r["ex"]) for r in rows] == [("single-pass", "generate", 1.0)]
     no_sl = ablation_rows([record(2, {"generate": "A", "noise_correct": "B", "final": "B"})], stages=["nc", "cw"])
     assert [r["variant"] for r in no_sl] == ["single-pass", "+NC", "+NC+CW"]
+
+
+def test_rescue_splits_the_full_mcp_row_only_where_it_ran() -> None:
+    rescued = record(
+        0, {"draft": "C", "generate": "C", "noise_correct": "C", "continue_write": "C", "rescue": "B", "final": "B"},
+        [{"stage": "rescue", "proposed_sql": "B", "executed": True, "accepted": True}],
+    )
+    plain = record(1, {"draft": "B", "generate": "B", "noise_correct": "B", "final": "B"})
+    rows = ablation_rows([rescued, plain])
+    assert [(r["variant"], r["checkpoint"], r["correct"]) for r in rows] == [
+        ("single-pass", "draft", 1), ("+SL", "generate", 1), ("+SL+NC", "noise_correct", 1),
+        ("+SL+NC+CW", "continue_write", 1), ("+SL+NC+CW+rescue (full MCP)", "final", 2),
+    ]
+    stage_rows = {r["stage"]: r for r in stage_table([rescued, plain])}
+    assert (stage_rows["rescue"]["fixed"], stage_rows["rescue"]["broken"]) == (1, 0)
+    assert (stage_rows["rescue"]["ran"], stage_rows["rescue"]["accepted"]) == (1, 1)
+    # a run without a rescue entry shows neither the row nor the split
+    assert "rescue" not in {r["stage"] for r in stage_table([plain])}
+    assert [r["variant"] for r in ablation_rows([plain])][-1] == "+SL+NC+CW (full MCP)"
 
 
 def test_graph_errors_count_as_wrong_everywhere() -> None:

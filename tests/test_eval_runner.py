@@ -149,7 +149,7 @@ def test_single_mode_is_one_prompt_on_the_full_schema(data: Path, tmp_path: Path
     result = run_eval(settings(data, mode="single", limit=3, sample_seed=0), tmp_path / "single", llm=llm, progress=False, plots=False)
     assert {task for _, task in llm.calls} == {"ts"} and len(llm.calls) == 3
     records = list(by_id(tmp_path / "single").values())
-    assert all(set(r["stage_sql"]) == {"generate", "noise_correct", "continue_write", "final"} for r in records)
+    assert all(set(r["stage_sql"]) == {"generate", "noise_correct", "continue_write", "rescue", "final"} for r in records)
     assert all(r["link_scores"] is None for r in records)
     assert [row["variant"] for row in result.summary["ablation"]] == ["single-pass"]
     assert result.summary["linking"] is None

@@ -126,7 +126,7 @@ def test_connection_wait_becomes_model_feedback_not_an_exception(tmp_path: Path)
     try:
         llm = ScriptedChatModel(scripts={"ts": [fence(SQL)], "nc_repair": [fence(SQL)]})
         config = RouteConfig(
-            schema_linking=False, continuation_writing=False, vote=False, execution_timeout_s=0.3
+            schema_linking=False, continuation_writing=False, vote=False, rescue=False, execution_timeout_s=0.3
         )
         out = build_route_graph(llm, held.db, config).invoke({"question": "Which singers are from France?"})
     finally:

@@ -226,11 +226,11 @@ def test_answer_without_sql_does_not_crash(db_path: Path) -> None:
         {
             "sl": ["I cannot tell."],
             "ts": ["Sorry, I do not know.", "No idea."],
-            "nc_repair": ["Hmm."],
+            "nc_repair": ["Hmm.", "Nope.", "No.", "Really no idea.", "None."],  # NC's repair, then rescue's 4 samples
             "cw": ["Still no idea."],
         },
     )
-    assert stages(out) == ["schema_link", "generate", "noise_correct", "continue_write", "finalize"]
+    assert stages(out) == ["schema_link", "generate", "noise_correct", "continue_write", "rescue", "finalize"]
     assert entry(out, "schema_link")["fallback_full_schema"]
     assert not out["result"]["ok"] and "no SQL" in out["result"]["error"]
 
@@ -242,7 +242,9 @@ def test_hostile_model_sql_never_touches_the_database(db_path: Path) -> None:
         {
             "sl": ['{"singer": ["name"]}'],
             "ts": [fence("DROP TABLE singer"), fence("DELETE FROM singer")],
-            "nc_repair": [fence("UPDATE singer SET name = 'x'")],
+            "nc_repair": [fence("UPDATE singer SET name = 'x'")]  # NC's repair, then rescue's samples
+            + [fence("DELETE FROM singer"), fence("ATTACH DATABASE 'x.db' AS x"), fence("DROP TABLE stadium"),
+               fence("PRAGMA writable_schema = 1")],
             "cw": [fence("WITH x AS (SELECT 1) DELETE FROM singer")],
         },
     )

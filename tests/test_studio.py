@@ -302,7 +302,8 @@ def test_three_questions_in_one_thread_through_the_api(fake_client, fake_dev_ser
     contexts = [
         {},  # every stage
         {"schema_linking": False},  # a per-run override, as Studio's panel sets it
-        {"noise_correction": False, "continuation_writing": False},  # the SQL fails: nothing to fall back to
+        # the SQL fails: nothing to fall back to, and no rescue to guess the misspelt name
+        {"noise_correction": False, "continuation_writing": False, "rescue": False},
     ]
     for number, (question, context) in enumerate(zip(questions, contexts, strict=True), start=1):
         sql = ANSWERS[question][1]

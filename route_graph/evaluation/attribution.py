@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: Answer checkpoints, in pipeline order ("final" = the graph's answer).
-STAGES: tuple[str, ...] = ("draft", "generate", "noise_correct", "continue_write", "final")
+STAGES: tuple[str, ...] = ("draft", "generate", "noise_correct", "continue_write", "rescue", "final")
 #: Trace entry name -> checkpoint it produces.
 TRACE_STAGES: dict[str, str] = {
     "schema_link": "draft",
@@ -49,6 +49,7 @@ TRACE_STAGES: dict[str, str] = {
     "self_consistency": "generate",  # the sampled generations (RouteConfig.self_consistency) join the vote
     "noise_correct": "noise_correct",
     "continue_write": "continue_write",
+    "rescue": "rescue",  # last resort when no candidate executes (RouteConfig.rescue)
 }
 _COST_KEYS = ("llm_calls", "input_tokens", "output_tokens", "seconds")
 
@@ -186,6 +187,10 @@ def _scored(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [r for r in records if r.get("status") != "gold_error"]
 
 
+def _rescue_ran(records: Iterable[Mapping[str, Any]]) -> bool:
+    return any(e.get("stage") == "rescue" for r in records for e in r.get("trace") or ())
+
+
 def _has(record: Mapping[str, Any], stage: str) -> bool:
     """The checkpoint exists for this record; a crashed graph run has every checkpoint (all wrong)."""
     return stage == "final" or stage in (record.get("stage_sql") or {}) or record.get("status") == "graph_error"
@@ -199,6 +204,8 @@ def stage_table(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per checkpoint: EX, execution-error rate, and answers fixed / broken vs the previous one."""
     scored = _scored(records)
     present = [s for s in STAGES if any(s in (r.get("stage_sql") or {}) for r in scored)]
+    if not _rescue_ran(scored):  # a checkpoint every question inherits: only shown where it ran
+        present = [s for s in present if s != "rescue"]
     rows: list[dict[str, Any]] = []
     previous: str | None = None
     for stage in present:
@@ -224,7 +231,7 @@ def stage_table(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 if e.get("stage") == trace_name and e.get("mode") != "skipped"  # nc_verdict off: no call
             ]
             ran = len(entries)
-            if trace_name in ("noise_correct", "continue_write"):
+            if trace_name in ("noise_correct", "continue_write", "rescue"):
                 accepted = sum(bool(e.get("accepted")) for e in entries)
         rows.append(
             {
@@ -246,8 +253,9 @@ def stage_table(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _ablation_plan(stages: Iterable[str]) -> list[tuple[str, str, str]]:
-    """(label, checkpoint, meaning) rows that a run with ``stages`` switched on can yield."""
+def _ablation_plan(stages: Iterable[str], rescue: bool = False) -> list[tuple[str, str, str]]:
+    """(label, checkpoint, meaning) rows that a run with ``stages`` switched on can yield; with
+    ``rescue`` (the run's rescue stage ran) the full MCP row is split into before/after rescue."""
     enabled = {s.strip().lower() for s in stages if s.strip()}
     plan: list[tuple[str, str, str]] = []
     if "sl" in enabled:
@@ -263,19 +271,24 @@ def _ablation_plan(stages: Iterable[str]) -> list[tuple[str, str, str]]:
     if "cw" in enabled:
         label += "+CW"
         full = " (full MCP)" if enabled >= {"sl", "nc", "cw"} else ""
-        plan.append((label + full, "final", f"then continuation writing for failing/hard SQL: the run's answer (--stages {_names(enabled)})"))
+        cw = f"then continuation writing for failing/hard SQL: the run's answer (--stages {_names(enabled)})"
+        if rescue:
+            plan.append((label, "continue_write", cw.replace("the run's answer", "before rescue")))
+            label, cw = label + "+rescue", "then, when nothing executes, name guesses and sampled repairs: the run's answer"
+        plan.append((label + full, "final", cw))
     return plan
 
 
 def _names(stages: set[str]) -> str:
-    return ",".join(s for s in ("sl", "nc", "cw") if s in stages)
+    return ",".join(s for s in ("sl", "nc", "cw", "rescue") if s in stages)
 
 
 def ablation_rows(records: Sequence[Mapping[str, Any]], stages: Iterable[str] = ("sl", "nc", "cw")) -> list[dict[str, Any]]:
     """Table-4-style cumulative rows from one run with ``stages`` on (see the module docstring)."""
     scored = _scored(records)
     rows = []
-    for label, stage, description in _ablation_plan(stages):
+    rescued = _rescue_ran(scored)
+    for label, stage, description in _ablation_plan(stages, rescue=rescued):
         if not scored or not any(stage == "final" or stage in (r.get("stage_sql") or {}) for r in scored):
             continue
         correct_ids: list[int] = []

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("single", "mcp"), default="mcp",
                    help="single: one text-to-SQL prompt on the full schema (the 'w/o MCP' baseline); "
                    "mcp: the ROUTE pipeline (default)")
-    p.add_argument("--stages", help="MCP stages to run, a subset of sl,nc,cw (default: all)")
+    p.add_argument("--stages", help="MCP stages to run, a subset of sl,nc,cw,rescue (default: all)")
     p.add_argument("--model", help="chat model spec (default: the offline Qwen2.5-Coder-0.5B; "
                    "'openai:http://HOST:PORT/v1#NAME' for an OpenAI-compatible server, or a HF model dir/id)")
     p.add_argument("--prompt-style", choices=("zero_shot", "few_shot"), default="zero_shot",

@@ -41,6 +41,7 @@ _STAGE_LABELS = {
     "generate": "generate",
     "noise_correct": "noise_correct",
     "continue_write": "continue_write",
+    "rescue": "rescue (nothing executed)",
     "final": "final answer",
 }
 

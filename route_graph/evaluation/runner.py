@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from route_graph.context import RouteConfig, parse_config_overrides
+from route_graph.context import STAGE_NAMES, RouteConfig, parse_config_overrides
 from route_graph.database import Database, open_database
 from route_graph.errors import ConfigError, PromptTooLongError, RouteGraphError
 from route_graph.evaluation.attribution import question_attribution
@@ -65,7 +65,7 @@ class EvalSettings:
     limit: int | None = None
     sample_seed: int = 0
     mode: Mode = "mcp"
-    stages: str | None = None  # mcp only; default "sl,nc,cw"
+    stages: str | None = None  # mcp only; default "sl,nc,cw,rescue"
     model: str | None = None  # load_chat_model spec; None = offline default
     concurrency: int = 1
     db_dir: str | None = None
@@ -94,8 +94,8 @@ class EvalSettings:
         """Stages switched on: '' for single-pass, else the (normalised) --stages list."""
         if self.mode == "single":
             return ""
-        names = {s.strip().lower() for s in (self.stages or "sl,nc,cw").split(",") if s.strip()}
-        return ",".join(s for s in ("sl", "nc", "cw") if s in names)
+        names = {s.strip().lower() for s in (self.stages or ",".join(STAGE_NAMES)).split(",") if s.strip()}
+        return ",".join(s for s in STAGE_NAMES if s in names)
 
     def route_config(self) -> RouteConfig:
         """The graph configuration of this run."""
