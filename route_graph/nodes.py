@@ -477,7 +477,8 @@ class RouteNodes:
         it); the repaired SQL is taken if it executes, and for an empty or NULL result only if it
         returns rows that are not all NULL."""
         msgs = prompts.nc_repair_messages(
-            state["question"], schema_text, state.get("sql") or "", feedback, **self._prompt_kwargs(state, cfg)
+            state["question"], schema_text, state.get("sql") or "", feedback, problem=problem,
+            **self._prompt_kwargs(state, cfg),
         )
         sql = prompts.parse_sql(
             self._ask(meter, msgs, prompts.answer_prefill("nc_repair"), cfg, config, name="noise_correct.repair")

@@ -23,7 +23,7 @@ def task_of(messages: list[BaseMessage]) -> str:
         return "sl"
     if "Candidate SQL:" in text:
         return "nc"
-    if "SQL to repair:" in text:
+    if "A previous attempt " in text:
         return "nc_repair"
     if "Complete the following unfinished SQL" in text:
         return "cw"

@@ -54,3 +54,34 @@ def test_graph_terminates_on_spider_valid_sample(llm) -> None:
     executable = sum(bool(out["result"]["ok"]) for out in outputs)
     print(f"\n{executable}/{SAMPLE_SIZE} final SQL queries execute")
     assert executable >= SAMPLE_SIZE // 2  # the 0.5B model is weak, but not that weak
+
+
+def test_nc_repairs_a_failing_sql_on_a_spider_database(llm) -> None:
+    """Issue 12: noise correction with the real model turns a failing SQL into the right answer.
+
+    The noise_correct node runs on a state whose SQL fails on the real database (a wrong table and
+    column name), as generate would leave it: NC's repair prompt gets the error and the full
+    schema, and its repair is taken because it executes; it returns the gold query's rows.
+    """
+    from route_graph.database import open_database
+    from route_graph.execution import execute_sql
+    from route_graph.nodes import RouteNodes
+
+    data = shared_data_dir()
+    if data is None:
+        pytest.fail("shared data not found: set ROUTE_GRAPH_DATA to the folder holding spider_train/")
+    db = open_database(data / "spider_train" / "database" / "race_track" / "race_track.sqlite")
+    question = "What are the years of opening for tracks with seating between 4000 and 5000?"
+    gold = execute_sql(db, "SELECT year_opened FROM track WHERE seating BETWEEN 4000 AND 5000")
+    broken = "SELECT opening_year FROM tracks WHERE seating BETWEEN 4000 AND 5000"
+    failing = execute_sql(db, broken)
+    assert not failing.ok and "tracks" in (failing.error or "")
+
+    nodes = RouteNodes(llm, db, RouteConfig())
+    update = nodes.noise_correct({"question": question, "sql": broken, "result": failing.to_dict()}, None, {})
+
+    nc = update["trace"][0]
+    assert nc["mode"] == "repair" and nc["problem"] == "error", nc
+    assert nc["accepted"] and nc["executed"], nc
+    assert update["stage"] == "noise_correct" and update["result"]["ok"]
+    assert sorted(map(tuple, update["result"]["rows"])) == sorted(map(tuple, gold.rows)), update["sql"]

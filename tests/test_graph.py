@@ -271,7 +271,7 @@ def test_mermaid_shows_nodes_and_conditional_edges(db_path: Path) -> None:
     mermaid = graph.get_graph().draw_mermaid()
     for node in (
         "new_question", "rewrite_question", "schema_link", "generate", "noise_correct", "continue_write",
-        "finalize", "review", "respond",
+        "rescue", "finalize", "review", "respond",
     ):
         assert f"\t{node}(" in mermaid
     for edge in (
@@ -285,6 +285,10 @@ def test_mermaid_shows_nodes_and_conditional_edges(db_path: Path) -> None:
         "generate -.-> continue_write",
         "noise_correct -.-> continue_write",
         "noise_correct -.-> finalize",
+        "noise_correct -.-> rescue",
+        "continue_write -.-> rescue",
+        "continue_write -.-> finalize",
+        "rescue --> finalize",
         "finalize -.-> review",
         "finalize -.-> respond",
         "review --> respond",
@@ -381,7 +385,7 @@ def test_nc_repairs_failing_sql_without_asking_a_verdict(db_path: Path) -> None:
     assert nc["mode"] == "repair" and nc["problem"] == "error" and nc["accepted"] and nc["executed"]
     assert "nc" not in llm.tasks()
     repair_prompt = next(p for t, p in llm.calls if t == "nc_repair")
-    assert "no such column: nme" in repair_prompt and "SELECT nme FROM singer" in repair_prompt
+    assert "no such column: nme" in repair_prompt and "SELECT nme FROM singer" not in repair_prompt
     assert "CREATE TABLE stadium" in repair_prompt  # the full schema
     assert out["sql"] == SQL_FRENCH and out["stage"] == "noise_correct"
 

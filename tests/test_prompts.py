@@ -120,11 +120,18 @@ def test_nc_repair_prompt_shows_the_failure_and_asks_no_verdict() -> None:
         "Execution error: no such column: T2.name",
     )
     text = msgs[-1]["content"]
-    assert "CREATE TABLE singer" in text and "SELECT T2.name FROM singer AS T1" in text
-    assert "no such column: T2.name" in text
+    # the text-to-SQL prompt, then the error; the failing SQL itself is not shown (it gets copied)
+    assert text.startswith(prompts.ts_messages("Which singers?", "CREATE TABLE singer (name TEXT);")[-1]["content"])
+    assert "A previous attempt failed: Execution error: no such column: T2.name." in text
+    assert "SELECT T2.name FROM singer AS T1" not in text
     assert prompts.NC_CORRECT not in text and "Candidate SQL:" not in text
-    empty = prompts.nc_repair_messages("Q?", "CREATE TABLE t (a INT);", "", "Execution error: no SQL")
-    assert "(no SQL was written)" in empty[-1]["content"]
+    # an empty result is shown with the SQL that returned it
+    empty = prompts.nc_repair_messages(
+        "Q?", "CREATE TABLE t (a INT);", "SELECT a FROM t WHERE a = 9", "Columns: a\nRows: 0", problem="empty"
+    )
+    assert "returned no useful rows" in empty[-1]["content"] and "SELECT a FROM t WHERE a = 9" in empty[-1]["content"]
+    unwritten = prompts.nc_repair_messages("Q?", "CREATE TABLE t (a INT);", "", "Rows: 0", problem="empty")
+    assert "(no SQL was written)" in unwritten[-1]["content"]
 
 
 def test_join_continuation() -> None:
