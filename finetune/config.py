@@ -76,6 +76,12 @@ class SynthConfig:
     sl_join_keys: bool = _describe(
         "SL targets add the foreign-key columns joining two linked tables (over-recall slightly).", True
     )
+    sl_all_columns: bool = _describe(
+        "SL targets keep every column of each linked table (the answer recall-first linking gives). The "
+        "v2 tune, trained on gold columns + join keys, linked strictly (17% of columns kept vs 48% for "
+        "the base model, strict recall 63.5% vs 79.2%) and lost EX; recall-first linking won it back.",
+        False,
+    )
     qualify_style: Literal["gold", "table_names"] = _describe(
         "How target SQL qualifies columns: 'table_names' rewrites Spider's T1/T2 aliases to table names "
         "where unambiguous and the result is unchanged (a tuned model then cannot mix up aliases); "

@@ -139,6 +139,8 @@ class Synthesizer:
         links = links_from_sql(gold, db.schema, db.dialect) or {}
         if self.cfg.sl_join_keys:  # what the tuned linker should answer, and so the linked view it gets
             links = with_join_keys(db.schema, links)
+        if self.cfg.sl_all_columns:  # every column of a linked table: the tuned linker over-recalls
+            links = {t: [c.name for c in db.schema.table(t).columns] for t in links}
         view_links = self._view_links(links, db, rng) if links else {}
         # Generation at inference sees recall-first links (rendering.recall_first_links): so does training.
         view_links, _ = recall_first_links(db, self.route, view_links, f"{example.question} {example.hint or ''}")

@@ -147,6 +147,16 @@ def test_sl_targets_match_links_from_sql_and_parse_back(db) -> None:
     }
 
 
+def test_sl_all_columns_keeps_every_column_of_the_linked_tables(db) -> None:
+    records, _ = synthesize(db, SynthConfig(sl_all_columns=True))
+    answer = json.loads(by_example(records, "sl")[4].answer)
+    assert answer == {
+        "singer": ["singer_id", "name", "country", "age"],
+        "concert": ["concert_id", "concert_name", "year", "stadium_id"],
+        "singer_in_concert": ["concert_id", "singer_id"],
+    }
+
+
 def test_nc_records_verified_by_execution_and_balanced(db) -> None:
     records, report = synthesize(db)
     targets = {i: prompts.parse_sql(r.answer) for i, r in by_example(records, "ts", "full_schema").items()}

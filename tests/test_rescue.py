@@ -160,7 +160,7 @@ def test_rescue_off_returns_the_failing_sql(db_path: Path) -> None:
 
 
 def test_rescue_runs_after_continuation_writing_fails(db_path: Path) -> None:
-    out, llm = run(
+    out, _ = run(
         db_path,
         {
             "sl": ['{"singer": ["name"]}'],
