@@ -56,7 +56,7 @@ from route_graph.model_capabilities import (
     model_failure_error,
 )
 from route_graph.rendering import recall_first_links, stage_schema_text
-from route_graph.repair import closest_name_fix, requalify_column
+from route_graph.repair import closest_name_fix, join_owner_table, requalify_column
 from route_graph.results import answer_is_empty, vote_by_result
 from route_graph.state import RouteState, SampleTask
 from route_graph.values import match_values, render_matches
@@ -546,12 +546,13 @@ class RouteNodes:
         return not any(s.get("executed") for s in state.get("samples") or ())
 
     def _guess_names(self, sql: str, result: ExecutionResult, cfg: RouteConfig) -> tuple[str, ExecutionResult] | None:
-        """``repair.closest_name_fix`` (after the exact re-qualification), one error at a time, up to
-        ``MAX_REQUALIFY_STEPS`` steps; the executing SQL, or None."""
+        """``repair.join_owner_table`` and ``repair.closest_name_fix`` (after the exact re-qualification),
+        one error at a time, up to ``MAX_REQUALIFY_STEPS`` steps; the executing SQL, or None."""
         current, current_result = sql, result
         for _ in range(MAX_REQUALIFY_STEPS):
-            fixed = requalify_column(current, current_result.error, self.db.schema, self.db.dialect)
-            fixed = fixed or closest_name_fix(current, current_result.error, self.db.schema, self.db.dialect)
+            fixed = None
+            for repair in (requalify_column, join_owner_table, closest_name_fix):  # exact first, then guesses
+                fixed = fixed or repair(current, current_result.error, self.db.schema, self.db.dialect)
             if fixed is None or fixed == current:
                 return None
             current, current_result = fixed, self._execute(fixed, cfg)

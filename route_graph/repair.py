@@ -9,7 +9,9 @@ re-qualified on sqlglot's tree, never by text substitution. Anything ambiguous (
 aliases that have the column, as in a self-join) is left to the model. The caller keeps the
 result only if it executes.
 
-``closest_name_fix`` is different: it *guesses* (a column or table name the database does not
+``join_owner_table`` and ``closest_name_fix`` are different: they *guess*. The first joins the one
+table that has a missing column under exactly that name and a foreign key to the query's only
+table (small models often take a column from a table they did not join); the second (a column or table name the database does not
 have becomes the closest name it does have, by ``difflib`` similarity; an ambiguous column is
 qualified with the first table of its scope that has it). The graph calls it only in its rescue
 stage, when no candidate SQL executes at all, so a wrong guess can only replace an answer that was
@@ -29,7 +31,7 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 from route_graph.database import Schema, Table
 from route_graph.linking import parse_bounded
 
-__all__ = ["MissingColumn", "closest_name_fix", "missing_column", "requalify_column"]
+__all__ = ["MissingColumn", "closest_name_fix", "join_owner_table", "missing_column", "requalify_column"]
 
 _NAME = r"[\"`\[]?([A-Za-z_][\w ]*?)[\"`\]]?"
 # How engines name a qualified column that does not exist (SQLite, DuckDB, PostgreSQL, MySQL).
@@ -226,3 +228,72 @@ def _qualify_ambiguous(tree: exp.Expression, column: str, schema: Schema) -> boo
             node.set("table", exp.to_identifier(owner))
         changed = True
     return changed
+
+
+def join_owner_table(sql: str, error: str | None, schema: Schema, dialect: str = "sqlite") -> str | None:
+    """``sql`` with the table that owns a missing column joined in, or None.
+
+    For ``no such column: [q.]x`` in a scope that reads one table ``A`` (no joins) which lacks
+    ``x``: if exactly one other table ``B`` has a column named ``x`` and a foreign key links ``A``
+    and ``B``, the scope becomes ``FROM A JOIN B ON <key>``, ``x`` is qualified with ``B`` and the
+    scope's other unqualified columns with ``A`` (or ``B`` when only it has them). A last-resort
+    guess, like ``closest_name_fix``.
+    """
+    text = (error or "")[:_MAX_ERROR_CHARS] + " "
+    missing = missing_column(error)
+    if missing is None and (match := _UNQUALIFIED_COLUMN.search(text)):
+        missing = MissingColumn(qualifier="", column=match.group(1).strip())
+    if missing is None:
+        return None
+    tree = parse_bounded(sql, dialect)
+    if tree is None:
+        return None
+    try:
+        return tree.sql(dialect=dialect) if _join_owner(tree, missing, schema) else None
+    except (SqlglotError, ValueError, KeyError, RecursionError):
+        return None
+
+
+def _key_pair(a: Table, b: Table) -> tuple[str, str] | None:
+    """(column of a, column of b) of the first foreign key between the two tables, either way."""
+    for fk in a.foreign_keys:
+        if fk.ref_table.lower() == b.name.lower():
+            return fk.column, fk.ref_column
+    for fk in b.foreign_keys:
+        if fk.ref_table.lower() == a.name.lower():
+            return fk.ref_column, fk.column
+    return None
+
+
+def _join_owner(tree: exp.Expression, missing: MissingColumn, schema: Schema) -> bool:
+    qualifier, column = missing.qualifier.lower(), missing.column.lower()
+    for scope in traverse_scope(tree):
+        wrong = [c for c in scope.columns if c.name.lower() == column and (c.table or "").lower() == qualifier]
+        if not wrong:
+            continue
+        tables = _scope_tables(scope, schema)
+        select = scope.expression
+        if len(tables) != 1 or len(scope.sources) != 1 or not isinstance(select, exp.Select) or select.args.get("joins"):
+            return False
+        alias, base = tables[0]
+        if base.column(column) is not None:
+            return False
+        owners = [
+            (t, pair) for t in schema.tables
+            if t.name.lower() != base.name.lower() and t.column(column) is not None
+            and (pair := _key_pair(base, t)) is not None
+        ]
+        if len(owners) != 1:
+            return False
+        owner, (base_key, owner_key) = owners[0]
+        for node in scope.columns:
+            if node in wrong:
+                node.set("table", exp.to_identifier(owner.name))
+            elif not node.table:
+                home = alias if base.column(node.name) is not None else owner.name if owner.column(node.name) else None
+                if home is not None:
+                    node.set("table", exp.to_identifier(home))
+        on = exp.EQ(this=exp.column(base_key, table=alias), expression=exp.column(owner_key, table=owner.name))
+        select.join(exp.to_table(owner.name), on=on, copy=False)
+        return True
+    return False

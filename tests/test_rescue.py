@@ -10,7 +10,7 @@ import pytest
 from route_graph import RouteConfig, build_route_graph
 from route_graph.database import open_database
 from route_graph.execution import execute_sql
-from route_graph.repair import closest_name_fix
+from route_graph.repair import closest_name_fix, join_owner_table
 from tests.fakes import SamplingChatModel, make_concert_db
 
 SQL_FRENCH = "SELECT name FROM singer WHERE country = 'France'"
@@ -53,6 +53,36 @@ def test_closest_name_fix_fixture_pairs(db, sql: str, expected: str | None) -> N
     error = execute_sql(db, sql).error
     assert error  # every input fails on the real database
     fixed = closest_name_fix(sql, error, db.schema, db.dialect)
+    assert fixed == expected
+    if fixed is not None:
+        assert execute_sql(db, fixed).ok
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # the one table with a key to singer_in_concert that has "name" is joined in
+        (
+            "SELECT name FROM singer_in_concert WHERE concert_id = 1",
+            "SELECT singer.name FROM singer_in_concert JOIN singer ON singer_in_concert.singer_id = singer.singer_id "
+            "WHERE singer_in_concert.concert_id = 1",
+        ),
+        # an alias is kept, and the key may point either way (stadium <- concert)
+        (
+            "SELECT c.concert_name FROM concert AS c WHERE capacity > 85000",
+            "SELECT c.concert_name FROM concert AS c JOIN stadium ON c.stadium_id = stadium.stadium_id "
+            "WHERE stadium.capacity > 85000",
+        ),
+        # a query that already joins is not rewritten
+        (f"SELECT T1.name, year {JOIN}", None),
+        # no table with a key to singer has the column
+        ("SELECT concert_name FROM singer", None),
+    ],
+)
+def test_join_owner_table_fixture_pairs(db, sql: str, expected: str | None) -> None:
+    error = execute_sql(db, sql).error
+    assert error
+    fixed = join_owner_table(sql, error, db.schema, db.dialect)
     assert fixed == expected
     if fixed is not None:
         assert execute_sql(db, fixed).ok
