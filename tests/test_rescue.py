@@ -64,14 +64,18 @@ def test_closest_name_fix_fixture_pairs(db, sql: str, expected: str | None) -> N
         # the one table with a key to singer_in_concert that has "name" is joined in
         (
             "SELECT name FROM singer_in_concert WHERE concert_id = 1",
-            "SELECT singer.name FROM singer_in_concert JOIN singer ON singer_in_concert.singer_id = singer.singer_id "
-            "WHERE singer_in_concert.concert_id = 1",
+            (
+                "SELECT singer.name FROM singer_in_concert JOIN singer ON singer_in_concert.singer_id = singer.singer_id "
+                "WHERE singer_in_concert.concert_id = 1"
+            ),
         ),
         # an alias is kept, and the key may point either way (stadium <- concert)
         (
             "SELECT c.concert_name FROM concert AS c WHERE capacity > 85000",
-            "SELECT c.concert_name FROM concert AS c JOIN stadium ON c.stadium_id = stadium.stadium_id "
-            "WHERE stadium.capacity > 85000",
+            (
+                "SELECT c.concert_name FROM concert AS c JOIN stadium ON c.stadium_id = stadium.stadium_id "
+                "WHERE stadium.capacity > 85000"
+            ),
         ),
         # a query that already joins is not rewritten
         (f"SELECT T1.name, year {JOIN}", None),
