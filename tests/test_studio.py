@@ -255,7 +255,7 @@ def test_one_question_streams_node_updates(client, assistant, dev_server: DevSer
     assert nodes[:3] == ["new_question", "schema_link", "generate"], nodes
     assert nodes[-2:] == ["finalize", "respond"], nodes
     assert "noise_correct" not in nodes, f"context noise_correction=False was ignored: {nodes}"
-    assert set(nodes) <= {"new_question", "schema_link", "generate", "continue_write", "finalize", "respond"}
+    assert set(nodes) <= {"new_question", "schema_link", "generate", "continue_write", "rescue", "finalize", "respond"}
     assert updates["schema_link"]["trace"][0]["stage"] == "schema_link"
     assert updates["generate"].get("sql"), updates["generate"]
 
