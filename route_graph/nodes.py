@@ -10,7 +10,8 @@ Where execution already tells what is wrong, the stages act on it instead of ask
 opinion: generate re-qualifies a column with the wrong alias (``requalify_columns``); noise
 correction asks for a repair, not a verdict, when the SQL fails or returns nothing (``nc_repair``);
 finalize votes among the candidates by their results (``vote``). When nothing executes after all
-of that, ``rescue`` guesses the closest existing names and samples repairs (``rescue``).
+of that, ``rescue`` joins the table that owns a missing column or takes the closest existing name,
+then samples repairs (``rescue``).
 
 Self-consistency (``self_consistency`` = K > 0) adds K sampled answers to generate's prompt, fanned
 out with LangGraph ``Send`` to ``sample_generate`` and gathered by ``self_consistency``; they are
