@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -78,12 +79,19 @@ def requalify_column(sql: str, error: str | None, schema: Schema, dialect: str =
     missing = missing_column(error)
     if missing is None:
         return None
+    return _rewritten(sql, dialect, lambda tree: _requalify(tree, missing, schema))
+
+
+def _rewritten(sql: str, dialect: str, rewrite: Callable[[exp.Expression], bool]) -> str | None:
+    """Parse ``sql`` (bounded), let ``rewrite`` change the tree in place; its SQL if it changed, else None.
+
+    Every repair here is a guess, so a parse or rewrite failure is no repair, never an exception.
+    """
     tree = parse_bounded(sql, dialect)
     if tree is None:
         return None
     try:
-        changed = _requalify(tree, missing, schema)
-        return tree.sql(dialect=dialect) if changed else None
+        return tree.sql(dialect=dialect) if rewrite(tree) else None
     except (SqlglotError, ValueError, KeyError, RecursionError):
         return None
 
@@ -125,22 +133,18 @@ def closest_name_fix(sql: str, error: str | None, schema: Schema, dialect: str =
     A last-resort guess: the caller keeps it only if it executes (see the module docstring).
     """
     text = (error or "")[:_MAX_ERROR_CHARS] + " "
-    tree = parse_bounded(sql, dialect)
-    if tree is None:
-        return None
-    try:
-        changed = False
-        if (missing := missing_column(error)) is not None:
-            changed = _rename_column(tree, missing.qualifier, missing.column, schema)
-        elif match := _UNQUALIFIED_COLUMN.search(text):
-            changed = _rename_column(tree, None, match.group(1).strip(), schema)
-        elif match := _MISSING_TABLE.search(text):
-            changed = _rename_table(tree, match.group(1).strip(), schema)
-        elif match := _AMBIGUOUS_COLUMN.search(text):
-            changed = _qualify_ambiguous(tree, match.group(1).strip(), schema)
-        return tree.sql(dialect=dialect) if changed else None
-    except (SqlglotError, ValueError, KeyError, RecursionError):
-        return None
+    if (missing := missing_column(error)) is not None:
+        return _rewritten(sql, dialect, lambda tree: _rename_column(tree, missing.qualifier, missing.column, schema))
+    if match := _UNQUALIFIED_COLUMN.search(text):
+        name = match.group(1).strip()
+        return _rewritten(sql, dialect, lambda tree: _rename_column(tree, None, name, schema))
+    if match := _MISSING_TABLE.search(text):
+        name = match.group(1).strip()
+        return _rewritten(sql, dialect, lambda tree: _rename_table(tree, name, schema))
+    if match := _AMBIGUOUS_COLUMN.search(text):
+        name = match.group(1).strip()
+        return _rewritten(sql, dialect, lambda tree: _qualify_ambiguous(tree, name, schema))
+    return None
 
 
 def _closest(name: str, choices: dict[str, list[str]]) -> str | None:
@@ -245,13 +249,7 @@ def join_owner_table(sql: str, error: str | None, schema: Schema, dialect: str =
         missing = MissingColumn(qualifier="", column=match.group(1).strip())
     if missing is None:
         return None
-    tree = parse_bounded(sql, dialect)
-    if tree is None:
-        return None
-    try:
-        return tree.sql(dialect=dialect) if _join_owner(tree, missing, schema) else None
-    except (SqlglotError, ValueError, KeyError, RecursionError):
-        return None
+    return _rewritten(sql, dialect, lambda tree: _join_owner(tree, missing, schema))
 
 
 def _key_pair(a: Table, b: Table) -> tuple[str, str] | None:
