@@ -39,9 +39,7 @@ __all__ = [
 
 Semantics = Literal["spider", "bird"]
 
-_MAX_PERMUTATIONS = (
-    20_000  # column permutations tried before giving up (only ties get here)
-)
+_MAX_PERMUTATIONS = 20_000  # column permutations tried before giving up (only ties get here)
 
 
 class _NaN:
@@ -88,24 +86,18 @@ def normalize_value(value: Any, float_decimals: int = 6) -> Hashable:
     return value
 
 
-def normalize_rows(
-    rows: Sequence[Sequence[Any]], float_decimals: int = 6
-) -> list[tuple]:
+def normalize_rows(rows: Sequence[Sequence[Any]], float_decimals: int = 6) -> list[tuple]:
     """Every value of every row through ``normalize_value``."""
     return [tuple(normalize_value(v, float_decimals) for v in row) for row in rows]
 
 
-def _column_permutations(
-    gold: list[tuple], pred: list[tuple]
-) -> Iterator[tuple[int, ...]]:
+def _column_permutations(gold: list[tuple], pred: list[tuple]) -> Iterator[tuple[int, ...]]:
     """Column orders of ``pred`` that could match ``gold``: gold column j may only come from a
     predicted column holding the same multiset of values (identity first, then the rest)."""
     width = len(gold[0])
     gold_cols = [Counter(row[j] for row in gold) for j in range(width)]
     pred_cols = [Counter(row[k] for row in pred) for k in range(width)]
-    options = [
-        [k for k in range(width) if pred_cols[k] == gold_cols[j]] for j in range(width)
-    ]
+    options = [[k for k in range(width) if pred_cols[k] == gold_cols[j]] for j in range(width)]
     for j, opts in enumerate(options):
         if j in opts:  # try "same position" first
             opts.remove(j)
@@ -142,9 +134,7 @@ def results_match(
     if semantics == "bird":
         return set(gold) == set(pred)
     if semantics != "spider":
-        raise ConfigError(
-            f"Unknown EX semantics {semantics!r}; use 'spider' or 'bird'."
-        )
+        raise ConfigError(f"Unknown EX semantics {semantics!r}; use 'spider' or 'bird'.")
     if not gold and not pred:
         return True
     if len(gold) != len(pred) or len(gold[0]) != len(pred[0]):
@@ -153,11 +143,7 @@ def results_match(
     for tried, perm in enumerate(_column_permutations(gold, pred)):
         if tried >= _MAX_PERMUTATIONS:
             return False
-        permuted = (
-            pred
-            if perm == tuple(range(len(perm)))
-            else [tuple(r[k] for k in perm) for r in pred]
-        )
+        permuted = pred if perm == tuple(range(len(perm))) else [tuple(r[k] for k in perm) for r in pred]
         if order_matters:
             if permuted == gold:
                 return True
@@ -175,9 +161,7 @@ def answer_is_empty(rows: Sequence[Sequence[Any]]) -> bool:
 class ResultVote:
     """Candidates grouped by matching results, best group first; ``winner`` is the chosen candidate."""
 
-    groups: tuple[
-        tuple[str, ...], ...
-    ]  # candidate names per group, each in the order given
+    groups: tuple[tuple[str, ...], ...]  # candidate names per group, each in the order given
     empty: tuple[bool, ...]  # per group: its result is empty (or all NULL)
     winner: str
 
@@ -186,18 +170,16 @@ def vote_rank(size: int, empty: bool, last: int) -> tuple[bool, int, int]:
     """Sort key of a vote group (highest wins): a non-empty result first, then size, then latest.
 
     An empty (or all-NULL) result is no evidence of agreement: wrong SQL agree on returning nothing
-    far more often than right SQL agree on rows. On the stored 400-question runs
-    (``benchmarks/vote_replay.py``) ranking size first let two empty wrong answers outvote a right
-    one 3 times and helped once (the gold result was empty) on the 1.5B model; no question changed
-    on the 0.5B runs.
+    far more often than right SQL agree on rows. Replayed on stored 400-question runs
+    (``benchmarks/vote_replay.py``): ranking size first let two empty wrong answers outvote a right
+    one 3 times and helped once (the gold result was empty) on the 1.5B model; on the 0.5B runs it
+    changed no answer.
     """
     return (not empty, size, last)
 
 
 def vote_by_result(
-    candidates: Sequence[tuple[str, Sequence[Sequence[Any]]]],
-    *,
-    float_decimals: int = 6,
+    candidates: Sequence[tuple[str, Sequence[Sequence[Any]]]], *, float_decimals: int = 6
 ) -> ResultVote:
     """Group ``(name, rows)`` candidates (in pipeline order) by ``results_match``; pick the best group.
 
@@ -213,9 +195,7 @@ def vote_by_result(
     groups: list[list[int]] = []
     for index, (_, rows) in enumerate(candidates):
         for group in groups:
-            if results_match(
-                candidates[group[0]][1], rows, float_decimals=float_decimals
-            ):
+            if results_match(candidates[group[0]][1], rows, float_decimals=float_decimals):
                 group.append(index)
                 break
         else:

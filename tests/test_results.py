@@ -17,31 +17,21 @@ def test_evaluation_uses_the_same_comparison() -> None:
 
 @pytest.mark.parametrize(
     ("rows", "empty"),
-    [
-        ([], True),
-        ([(None,), (None,)], True),
-        ([(None, None)], True),
-        ([(None, 1)], False),
-        ([(0,)], False),
-    ],
+    [([], True), ([(None,), (None,)], True), ([(None, None)], True), ([(None, 1)], False), ([(0,)], False)],
 )
 def test_answer_is_empty(rows: list[tuple], empty: bool) -> None:
     assert answer_is_empty(rows) is empty
 
 
 def test_vote_majority_wins_over_a_later_candidate() -> None:
-    vote = vote_by_result(
-        [("draft", ALL), ("generate", list(reversed(ALL))), ("noise_correct", FRANCE)]
-    )
+    vote = vote_by_result([("draft", ALL), ("generate", list(reversed(ALL))), ("noise_correct", FRANCE)])
     assert vote.groups == (("draft", "generate"), ("noise_correct",))
     assert vote.winner == "generate"  # the latest of the largest group
     assert vote.empty == (False, False)
 
 
 def test_vote_tie_goes_to_the_latest_candidate() -> None:
-    vote = vote_by_result(
-        [("draft", FRANCE), ("generate", ALL), ("continue_write", [("x",)])]
-    )
+    vote = vote_by_result([("draft", FRANCE), ("generate", ALL), ("continue_write", [("x",)])])
     assert vote.winner == "continue_write"
     assert vote.groups == (("continue_write",), ("generate",), ("draft",))
 
@@ -65,9 +55,7 @@ def test_vote_empty_results_win_when_nothing_has_rows() -> None:
 
 def test_vote_compares_like_the_evaluation() -> None:
     # columns permuted, integral floats, rounding noise: the same answer
-    vote = vote_by_result(
-        [("a", [(1, "x", 2.0)]), ("b", [("x", 1, 2.0000000001)]), ("c", [(1, "x", 3)])]
-    )
+    vote = vote_by_result([("a", [(1, "x", 2.0)]), ("b", [("x", 1, 2.0000000001)]), ("c", [(1, "x", 3)])])
     assert vote.groups[0] == ("a", "b")
 
 
