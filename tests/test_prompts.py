@@ -35,6 +35,13 @@ def test_parse_sql(text: str, expected: str | None) -> None:
         ("Tables needed: singer.name, concert.year", {"singer": ["name"], "concert": ["year"]}),
         ("Relevant: {\"singer\": [\"name\"]} because...", {"singer": ["name"]}),
         ("nothing useful", {}),
+        # the tuned model after the bare '{' prefill: JSON without quotes, cut at the token limit
+        (
+            "{Accounts: [account_id, customer_id], Customers: [customer_id, customer_first_name], Cust",
+            {"Accounts": ["account_id", "customer_id"], "Customers": ["customer_id", "customer_first_name"]},
+        ),
+        ('{"Player Attributes": ["id", "rating"], "Team": ["id"', {"Player Attributes": ["id", "rating"]}),
+        ("{singer: [], concert: [year]}", {"singer": [], "concert": ["year"]}),
     ],
 )
 def test_parse_links(text: str, expected: dict) -> None:
