@@ -398,7 +398,10 @@ def answer_prefill(task: Task, prefix: str = "") -> str:
     if task == "cw":
         return "```sql\n" + prefix.strip()
     if task == "sl":
-        return "{"
+        # '{"', not '{': Qwen's tokenizer encodes a target '{"Accounts": …' as '{"' + 'Accounts',
+        # so a bare '{' is a token boundary the tuned model never saw, and after it the MSFT v3
+        # model wrote unquoted or empty links in 395 of 400 questions (benchmarks/RESULTS.md).
+        return '{"'
     return ""
 
 

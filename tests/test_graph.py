@@ -331,7 +331,7 @@ def test_answers_are_prefilled_and_joined(db_path: Path, monkeypatch: pytest.Mon
     )
     graph = build_route_graph(llm, db_path, RouteConfig(noise_correction=False))
     out = graph.invoke({"question": "Which singers are from France?"})
-    assert sorted(llm.prefills) == sorted(["{", "```sql\n", "```sql\n", "```sql\nSELECT"])
+    assert sorted(llm.prefills) == sorted(['{"', "```sql\n", "```sql\n", "```sql\nSELECT"])
     assert out["links"] == {"singer": ["name", "country"]}
     assert out["sql_by_stage"]["draft"] == "SELECT name FROM singer"
     assert entry(out, "generate")["proposed_sql"] == "SELECT nme FROM singer"
