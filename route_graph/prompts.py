@@ -565,10 +565,9 @@ def parse_links(text: str) -> dict[str, list[str]]:
 def _listed_links(text: str) -> dict[str, list[str]]:
     """``Table: [col, col], ...`` (JSON without its quotes, or cut short), in linear time.
 
-    The ROUTE-tuned model writes this after the bare ``{`` prefill: its training targets begin
-    with the token ``{"``, so a lone ``{`` is a boundary it never saw (benchmarks/RESULTS.md,
-    MSFT v3: 395 of 400 SL answers were unreadable as JSON). Each table name is read backwards
-    from its ``:``, never past the previous list.
+    The MSFT v3 model wrote this after the old bare ``{`` prefill (395 of 400 SL answers were
+    unreadable, benchmarks/RESULTS.md); a JSON answer cut at the token limit keeps its complete
+    lists this way too. Each table name is read backwards from its ``:``, never past the previous list.
     """
     links: dict[str, list[str]] = {}
     floor = 0

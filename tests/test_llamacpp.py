@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
+from route_graph import prompts
 from route_graph._cache import QWEN_CHATML_TEMPLATE
 from route_graph.engines import llamacpp_chat
 from route_graph.engines.llamacpp_chat import LlamaCppChatModel, _PrefixLRU, render_chat
@@ -309,12 +310,12 @@ def test_prefix_reuse_does_not_change_greedy_output(data_dir: Path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "task,prefix,target",
+    ("task", "prefix", "target"),
     [
-        ("ts", "", "ts_completion"),
-        ("sl", "", "sl_completion"),
-        ("cw", "SELECT name FROM singer WHERE", "cw_completion"),
-        ("nc_repair", "", "nc_repair_completion"),
+        ("ts", "", prompts.ts_completion("SELECT name FROM singer")),
+        ("sl", "", prompts.sl_completion({"singer": ["name", "age"]})),
+        ("cw", "SELECT name FROM singer WHERE", prompts.cw_completion("SELECT name FROM singer WHERE age > 3")),
+        ("nc_repair", "", prompts.nc_repair_completion("SELECT name FROM singer")),
     ],
 )
 def test_answer_prefill_ends_on_a_token_boundary_of_the_target(task, prefix, target):
@@ -322,20 +323,13 @@ def test_answer_prefill_ends_on_a_token_boundary_of_the_target(task, prefix, tar
     boundary it was trained on. A bare '{' failed this for SL ('{"' is one token) and cost the
     MSFT v3 model its schema links (benchmarks/RESULTS.md)."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="CI installs llama-cpp-python with the [local] extra")
-    from route_graph import prompts
     from route_graph._cache import ensure_offline_gguf
     from route_graph.model_capabilities import DEFAULT_MODEL
 
     vocab = llama_cpp.Llama(model_path=str(ensure_offline_gguf(DEFAULT_MODEL)), vocab_only=True, verbose=False)
-    text = {
-        "ts_completion": lambda: prompts.ts_completion("SELECT name FROM singer"),
-        "sl_completion": lambda: prompts.sl_completion({"singer": ["name", "age"]}),
-        "cw_completion": lambda: prompts.cw_completion("SELECT name FROM singer WHERE age > 3"),
-        "nc_repair_completion": lambda: prompts.nc_repair_completion("SELECT name FROM singer"),
-    }[target]()
+
+    def tokens(text: str) -> list[int]:
+        return vocab.tokenize(text.encode(), add_bos=False, special=False)
+
     prefill = prompts.answer_prefill(task, prefix)
-
-    def tokens(s: str) -> list[int]:
-        return vocab.tokenize(s.encode(), add_bos=False, special=False)
-
-    assert tokens(text)[: len(tokens(prefill))] == tokens(prefill), (prefill, text)
+    assert tokens(target)[: len(tokens(prefill))] == tokens(prefill), (prefill, target)
