@@ -7,6 +7,8 @@ MCP draft, +SL, +SL+NC, full MCP) and compares tuned against base on the same qu
 executable rate, paired bootstrap interval and exact McNemar test. It adds what changed inside
 the pipeline (per-stage fixes, noise correction verdicts, schema-linking recall, cost, error
 kinds) and, with ``--train-dir``, how the model was trained (records, steps, loss, time).
+Either side may instead be a ``route-sql eval --mode single`` run: it is compared on the
+single-pass row only (it sends the MCP draft's prompt), a cheap control for a model's TS skill.
 
     python benchmarks/finetune_gain.py --base runs/ablation --tuned runs/ablation-msft \\
         --train-dir outputs/msft_spider_cpu/train --results benchmarks/RESULTS.md
@@ -49,12 +51,18 @@ class Side:
         self.settings: dict[str, Any] = json.loads(run_json.read_text(encoding="utf-8"))["settings"]
         self.records = sorted(read_predictions(predictions), key=lambda r: r["id"])
         self.selected = int(self.settings.get("selected") or len(self.records))
-        self.rows = {r["checkpoint"]: r for r in ablation_rows(self.records)}
+        self.single = self.settings.get("mode") == "single"
+        self.rows = self._rows()
+
+    def _rows(self) -> dict[str, dict[str, Any]]:
+        """Rows by variant label; a ``--mode single`` run has the single-pass row only."""
+        rows = ablation_rows(self.records, stages=() if self.single else ("sl", "nc", "cw"))
+        return {r["variant"]: r for r in rows}
 
     def restrict(self, ids: set[int]) -> None:
         """Keep only the questions in ``ids``."""
         self.records = [r for r in self.records if r["id"] in ids]
-        self.rows = {r["checkpoint"]: r for r in ablation_rows(self.records)}
+        self.rows = self._rows()
 
 
 def load_side(path: Path) -> Side:
@@ -78,6 +86,8 @@ def _common_questions(base: Side, tuned: Side) -> list[int]:
     """Question ids both runs scored. A run still in progress (the runner is resumable) is compared
     on the questions it has finished; anything else that differs is an error."""
     keys = ("data", "split", "limit", "sample_seed", "stages_effective", "mode")
+    if base.single != tuned.single:  # a --mode single run against an MCP run's draft: same prompt
+        keys = ("data", "split", "limit", "sample_seed")
     differ = [k for k in keys if base.settings.get(k) != tuned.settings.get(k)]
     ids_a = {r["id"] for r in base.records}
     ids_b = {r["id"] for r in tuned.records}
@@ -141,8 +151,8 @@ def render_section(
     lines += [f"### EX by variant: {lt} vs {lb}", ""]
     table = []
     verdicts = []
-    for checkpoint, row_b in base.rows.items():
-        row_t = tuned.rows.get(checkpoint)
+    for variant, row_b in base.rows.items():
+        row_t = tuned.rows.get(variant)
         if row_t is None:
             continue
         cmp = paired_comparison(ids, row_b["correct_ids"], row_t["correct_ids"])

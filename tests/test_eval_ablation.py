@@ -127,3 +127,16 @@ def test_finetune_gain_partial_run_and_different_samples(data: Path, tmp_path: P
         gain.main(["--base", str(tmp_path / "a"), "--tuned", str(tmp_path / "b"), "--labels", "only-one"])
     with pytest.raises(SystemExit, match="not a finished evaluation run"):
         gain.main(["--base", str(tmp_path / "missing"), "--tuned", str(tmp_path / "b")])
+
+
+def test_finetune_gain_single_mode_run_against_the_mcp_draft(data: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    ablation, gain = load_ablation(), load_finetune_gain()
+    assert ablation.main(["--data", str(data), "--split", "dev.json", "--limit", "6", "--throughput-n", "0",
+                          "--no-progress", "--no-plots", "--out", str(tmp_path / "runs")], llm=model()) == 0
+    capsys.readouterr()
+    # A --mode single run compares with the MCP run's draft (the same prompt), and with nothing else.
+    assert gain.main(["--base", str(tmp_path / "runs" / "mcp"), "--tuned", str(tmp_path / "runs" / "single")]) == 0
+    text = capsys.readouterr().out
+    table = text.split("### EX by variant")[1].split("###")[0]
+    assert "| single-pass |" in table and "+SL" not in table and "full MCP" not in table
+    assert "+0.0 to +0.0" in table
