@@ -22,6 +22,7 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +42,11 @@ def _parse_setting(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected LINK_ROWS,GENERATE_ROWS such as 3,10, got {text!r}") from None
 
 
-def replay_prompt_tokens(run_dir: Path, data: Path, settings: list[tuple[int, int]], count) -> None:
-    """Print predicted prompt tokens per question for each (link_sample_rows, generate_sample_rows)."""
+def replay_prompt_tokens(
+    run_dir: Path, data: Path, settings: list[tuple[int, int]], count: Callable[[str], int]
+) -> dict[tuple[int, int], float]:
+    """Predicted prompt tokens per question for each (link_sample_rows, generate_sample_rows),
+    the run's own setting first (= its measured mean); printed as a table and returned."""
     from route_graph import RouteConfig, open_database
     from route_graph.rendering import stage_schema_text
 
@@ -78,7 +82,9 @@ def replay_prompt_tokens(run_dir: Path, data: Path, settings: list[tuple[int, in
     print("| --- | --- | --- | --- |")
     for s in settings:
         predicted = around + schema_tokens[s] / n
-        print(f"| {s[0]} | {s[1]} | {predicted:,.0f} | {100 * (predicted / measured - 1):+.0f}% |")
+        change = f"{100 * (predicted / measured - 1):+.0f}%" if measured else "–"
+        print(f"| {s[0]} | {s[1]} | {predicted:,.0f} | {change} |")
+    return {s: around + schema_tokens[s] / n for s in settings}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,3 +140,20 @@ def test_finetune_gain_single_mode_run_against_the_mcp_draft(data: Path, tmp_pat
     table = text.split("### EX by variant")[1].split("###")[0]
     assert "| single-pass |" in table and "+SL" not in table and "full MCP" not in table
     assert "+0.0 to +0.0" in table
+
+
+def test_schema_tokens_replays_a_run_under_other_sample_rows(data: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    ablation = load_ablation()
+    spec = importlib.util.spec_from_file_location("route_graph_schema_tokens", ABLATION.with_name("schema_tokens.py"))
+    schema_tokens = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(schema_tokens)
+    assert ablation.main(["--data", str(data), "--split", "dev.json", "--limit", "6", "--throughput-n", "0",
+                          "--no-single-run", "--no-progress", "--no-plots", "--out", str(tmp_path / "runs")],
+                         llm=model()) == 0
+    words = lambda text: len(text.split())
+    predicted = schema_tokens.replay_prompt_tokens(tmp_path / "runs", data, [(0, 0), (1, 1), (2, 2)], words)
+    assert next(iter(predicted)) == (3, 10)  # the run's own setting comes first
+    # Sample rows only add text (the fixture's tables hold 3 rows): fewer rows predict fewer tokens.
+    assert predicted[(0, 0)] < predicted[(1, 1)] < predicted[(2, 2)] < predicted[(3, 10)]
+    table = capsys.readouterr().out
+    assert "| 0 | 0 |" in table and "| 2 | 2 |" in table
