@@ -58,9 +58,9 @@ def replay_prompt_tokens(
     full_cache: dict = {}
     schema_tokens = {s: 0 for s in settings}
     for p in preds:
-        db = dbs.get(p["db_id"]) or dbs.setdefault(
-            p["db_id"], open_database(data / "database" / p["db_id"] / f"{p['db_id']}.sqlite")
-        )
+        if p["db_id"] not in dbs:
+            dbs[p["db_id"]] = open_database(data / "database" / p["db_id"] / f"{p['db_id']}.sqlite")
+        db = dbs[p["db_id"]]
         stages = p["cost_by_stage"]
         n_full = sum(stages.get(s, {}).get("llm_calls", 0) for s in FULL_SCHEMA_STAGES)
         n_linked = stages.get("generate", {}).get("llm_calls", 0)
@@ -80,11 +80,11 @@ def replay_prompt_tokens(
           f"({around:,.0f} of them around the schema)\n")
     print("| link_sample_rows | generate_sample_rows | predicted prompt tokens/q | vs the run |")
     print("| --- | --- | --- | --- |")
-    for s in settings:
-        predicted = around + schema_tokens[s] / n
-        change = f"{100 * (predicted / measured - 1):+.0f}%" if measured else "–"
-        print(f"| {s[0]} | {s[1]} | {predicted:,.0f} | {change} |")
-    return {s: around + schema_tokens[s] / n for s in settings}
+    predicted = {s: around + schema_tokens[s] / n for s in settings}
+    for s, tokens in predicted.items():
+        change = f"{100 * (tokens / measured - 1):+.0f}%" if measured else "–"
+        print(f"| {s[0]} | {s[1]} | {tokens:,.0f} | {change} |")
+    return predicted
 
 
 def main(argv: list[str] | None = None) -> int:
