@@ -60,6 +60,14 @@ def cpu_description() -> dict[str, object]:
     }
 
 
+def _llama_cpp_kernels() -> str:
+    """The x86 extensions this llama-cpp-python build was compiled for (its CMAKE_ARGS decide)."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode()
+    return " ".join(p.split("=")[0].split(":")[-1].strip() for p in info.split("|") if p.strip().endswith("= 1"))
+
+
 def _raw_speed(llm, schema_text: str) -> dict[str, float]:
     """Prefill tok/s on a schema prompt (1 new token), decode tok/s over 48 forced tokens."""
     from langchain_core.messages import HumanMessage
@@ -90,11 +98,10 @@ def _raw_speed(llm, schema_text: str) -> dict[str, float]:
     }
 
 
-def _run_questions(llm, examples: list[dict], concurrent: bool) -> dict[str, object]:
-    from route_graph import RouteConfig, build_route_graph
+def _run_questions(llm, examples: list[dict], concurrent: bool, cfg) -> dict[str, object]:
+    from route_graph import build_route_graph
 
     root = _data_dir() / "database"
-    cfg = RouteConfig()
     graphs = {db: build_route_graph(llm, root / db / f"{db}.sqlite", cfg) for db in {e["db_id"] for e in examples}}
     stats_before = _prefix_stats(llm)
     started = time.perf_counter()
@@ -152,12 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrent", action="store_true", help="also run the questions all in flight")
     parser.add_argument("--json", type=Path, help="append the result as one JSON line here")
+    parser.add_argument("--set", dest="config_overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a RouteConfig field for the MCP questions (as route-sql eval --set), repeatable")
     args = parser.parse_args(argv)
 
-    from route_graph import open_database
+    from route_graph import RouteConfig, open_database
+    from route_graph.context import parse_config_overrides
     from route_graph.models import load_chat_model
 
+    cfg = RouteConfig(**parse_config_overrides(args.config_overrides))
     info: dict[str, object] = {"date": time.strftime("%Y-%m-%d"), "backend": args.backend, **cpu_description()}
+    info["config_overrides"] = list(args.config_overrides)
+    if args.backend == "llamacpp":
+        info["llama_cpp_kernels"] = _llama_cpp_kernels()
     t = time.perf_counter()
     llm = load_chat_model(f"{args.backend}:{args.model}")
     llm.invoke("SELECT 1", max_new_tokens=1)  # loads the weights
@@ -167,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     info.update(_raw_speed(llm, schema))
     examples = json.loads((_data_dir() / "valid.json").read_text())
     sample = random.Random(args.seed).sample(examples, args.n)
-    info["one_at_a_time"] = _run_questions(llm, sample, concurrent=False)
+    info["one_at_a_time"] = _run_questions(llm, sample, concurrent=False, cfg=cfg)
     if args.concurrent:
-        info["all_in_flight"] = _run_questions(llm, sample, concurrent=True)
+        info["all_in_flight"] = _run_questions(llm, sample, concurrent=True, cfg=cfg)
     info["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     printable = {k: v for k, v in info.items()}
     for key in ("one_at_a_time", "all_in_flight"):

@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from route_graph import prompts
 from route_graph._cache import QWEN_CHATML_TEMPLATE
 from route_graph.engines import llamacpp_chat
-from route_graph.engines.llamacpp_chat import LlamaCppChatModel, _PrefixLRU, render_chat
+from route_graph.engines.llamacpp_chat import LlamaCppChatModel, _PrefixLRU, rebuild_hint, render_chat
 from route_graph.errors import ModelError
 from route_graph.model_capabilities import continuing_model, parse_model_spec
 from route_graph.models import choose_backend
@@ -200,6 +200,25 @@ def test_missing_gguf_is_a_clear_error(tmp_path):
 
 
 # --------------------------------------------------------------------------- prefix LRU
+
+
+AVX2_BUILD = "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | OPENMP = 1 | REPACK = 1 | "
+AVX512_BUILD = "CPU : SSE3 = 1 | AVX2 = 1 | FMA = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | OPENMP = 1 | "
+
+
+@pytest.mark.parametrize(
+    ("build", "flags", "hinted"),
+    [
+        (AVX2_BUILD, "fpu avx2 fma f16c avx512f avx512bw", True),  # the CPU's AVX-512 left unused
+        (AVX512_BUILD, "fpu avx2 fma f16c avx512f avx512bw", False),
+        (AVX2_BUILD, "fpu avx2 fma f16c", False),  # nothing better to build
+    ],
+)
+def test_rebuild_hint_only_when_the_build_leaves_avx512_unused(build, flags, hinted):
+    hint = rebuild_hint(build, f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert (hint is not None) == hinted
+    if hint:
+        assert "scripts/llama_cpp_cmake_args.py" in hint and "--no-cache-dir" in hint
 
 
 def test_lru_finds_longest_prefix_and_stays_within_bytes():

@@ -34,7 +34,7 @@ from pydantic import ConfigDict, Field
 from ..errors import ModelError, PromptTooLongError
 from .chat_common import answer_is_complete, available_cpus, conversation, cut_at_stop
 
-__all__ = ["LlamaCppChatModel", "PrefixStats", "llamacpp_available", "render_chat"]
+__all__ = ["LlamaCppChatModel", "PrefixStats", "llamacpp_available", "rebuild_hint", "render_chat"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,35 @@ def llamacpp_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("llama_cpp") is not None
+
+
+def rebuild_hint(system_info: str, cpuinfo: str) -> str | None:
+    """What to run when this CPU has AVX-512 but the installed llama.cpp build has no AVX-512 kernels.
+
+    A build made with the README's earlier fixed AVX2 flags (or reused from pip's wheel cache)
+    leaves a full MCP question 27% slower on an AVX-512 Xeon (benchmarks/RESULTS.md, eighth session).
+    """
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if "avx512f" not in flags or "AVX512 = 1" in system_info:
+        return None
+    return (
+        "llama-cpp-python was built without the AVX-512 kernels this CPU has (a full MCP question is "
+        "~27% slower). Rebuild it for this CPU: export CMAKE_ARGS=\"$(python scripts/llama_cpp_cmake_args.py)\" "
+        "&& pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python"
+    )
+
+
+def _warn_if_rebuild_pays() -> None:
+    import llama_cpp
+
+    with contextlib.suppress(OSError, AttributeError):
+        hint = rebuild_hint(llama_cpp.llama_print_system_info().decode(), pathlib.Path("/proc/cpuinfo").read_text())
+        if hint:
+            log.warning(hint)
 
 
 def render_chat(template: str, messages: Sequence[dict[str, str]], special: dict[str, str] | None = None) -> str:
@@ -199,6 +228,7 @@ class _LlamaEngine:
                 + (" and an adapter trained on it?" if lora_path else "?")
             ) from exc
         self.load_seconds = time.perf_counter() - started
+        _warn_if_rebuild_pays()
         meta = self.llm.metadata
         self.template = meta.get("tokenizer.chat_template")
         if not self.template:
