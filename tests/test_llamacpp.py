@@ -19,7 +19,12 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from route_graph import prompts
 from route_graph._cache import QWEN_CHATML_TEMPLATE
 from route_graph.engines import llamacpp_chat
-from route_graph.engines.llamacpp_chat import LlamaCppChatModel, _PrefixLRU, rebuild_hint, render_chat
+from route_graph.engines.llamacpp_chat import (
+    LlamaCppChatModel,
+    _PrefixLRU,
+    rebuild_hint,
+    render_chat,
+)
 from route_graph.errors import ModelError
 from route_graph.model_capabilities import continuing_model, parse_model_spec
 from route_graph.models import choose_backend
