@@ -52,7 +52,8 @@ def rebuild_hint(system_info: str, cpuinfo: str) -> str | None:
     """What to run when this CPU has AVX-512 but the installed llama.cpp build has no AVX-512 kernels.
 
     A build made with the README's earlier fixed AVX2 flags (or reused from pip's wheel cache)
-    leaves a full MCP question 27% slower on an AVX-512 Xeon (benchmarks/RESULTS.md, eighth session).
+    takes 11.4 s instead of 7.75 s per full MCP question on an AVX-512 Xeon (benchmarks/RESULTS.md,
+    eighth session).
     """
     flags: set[str] = set()
     for line in cpuinfo.splitlines():
@@ -62,8 +63,8 @@ def rebuild_hint(system_info: str, cpuinfo: str) -> str | None:
     if "avx512f" not in flags or "AVX512 = 1" in system_info:
         return None
     return (
-        "llama-cpp-python was built without the AVX-512 kernels this CPU has (a full MCP question is "
-        "~27% slower). Rebuild it for this CPU: export CMAKE_ARGS=\"$(python scripts/llama_cpp_cmake_args.py)\" "
+        "llama-cpp-python was built without the AVX-512 kernels this CPU has (measured: a full MCP "
+        "question ~1.5x slower). Rebuild it for this CPU: export CMAKE_ARGS=\"$(python scripts/llama_cpp_cmake_args.py)\" "
         "&& pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python"
     )
 
