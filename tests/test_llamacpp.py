@@ -204,26 +204,41 @@ def test_missing_gguf_is_a_clear_error(tmp_path):
         LlamaCppChatModel(model_path=str(tmp_path / "nope.gguf"))
 
 
-# --------------------------------------------------------------------------- prefix LRU
-
+# --------------------------------------------------------------------------- build check
 
 AVX2_BUILD = "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | OPENMP = 1 | REPACK = 1 | "
 AVX512_BUILD = "CPU : SSE3 = 1 | AVX2 = 1 | FMA = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | OPENMP = 1 | "
+AVX512_CPU = "fpu avx2 fma f16c avx512f avx512cd avx512vl avx512dq avx512bw"
 
 
 @pytest.mark.parametrize(
     ("build", "flags", "hinted"),
     [
-        (AVX2_BUILD, "fpu avx2 fma f16c avx512f avx512bw", True),  # the CPU's AVX-512 left unused
-        (AVX512_BUILD, "fpu avx2 fma f16c avx512f avx512bw", False),
+        (AVX2_BUILD, AVX512_CPU, True),  # the CPU's AVX-512 left unused
+        (AVX512_BUILD, AVX512_CPU, False),
         (AVX2_BUILD, "fpu avx2 fma f16c", False),  # nothing better to build
+        (AVX2_BUILD, "fpu avx2 fma f16c avx512f avx512cd", False),  # the build script would not turn AVX-512 on
     ],
 )
 def test_rebuild_hint_only_when_the_build_leaves_avx512_unused(build, flags, hinted):
-    hint = rebuild_hint(build, f"processor\t: 0\nflags\t\t: {flags}\n")
+    hint = rebuild_hint(build, f"processor\t: 0\nflags\t\t: {flags}\n", "0.3.36")
     assert (hint is not None) == hinted
     if hint:
         assert "scripts/llama_cpp_cmake_args.py" in hint and "--no-cache-dir" in hint
+        assert "llama-cpp-python==0.3.36" in hint  # the rebuild keeps the pinned version
+
+
+def test_installed_build_uses_this_cpus_avx512():
+    """The real build the README made: on an AVX-512 machine it must carry AVX-512 kernels."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo: the build script falls back to the portable flags")
+    info = llama_cpp.llama_print_system_info().decode()
+    assert rebuild_hint(info, cpuinfo.read_text()) is None, info
+
+
+# --------------------------------------------------------------------------- prefix LRU
 
 
 def test_lru_finds_longest_prefix_and_stays_within_bytes():

@@ -48,7 +48,11 @@ def llamacpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def rebuild_hint(system_info: str, cpuinfo: str) -> str | None:
+#: The flags scripts/llama_cpp_cmake_args.py needs before it turns GGML_AVX512 on.
+_AVX512_FLAGS = frozenset({"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"})
+
+
+def rebuild_hint(system_info: str, cpuinfo: str, version: str = "") -> str | None:
     """What to run when this CPU has AVX-512 but the installed llama.cpp build has no AVX-512 kernels.
 
     A build made with the README's earlier fixed AVX2 flags (or reused from pip's wheel cache)
@@ -60,12 +64,14 @@ def rebuild_hint(system_info: str, cpuinfo: str) -> str | None:
         if line.startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
             break
-    if "avx512f" not in flags or "AVX512 = 1" in system_info:
+    if not _AVX512_FLAGS <= flags or "AVX512 = 1" in system_info:
         return None
+    package = f"llama-cpp-python=={version}" if version else "llama-cpp-python"
     return (
         "llama-cpp-python was built without the AVX-512 kernels this CPU has (measured: a full MCP "
-        "question ~1.5x slower). Rebuild it for this CPU: export CMAKE_ARGS=\"$(python scripts/llama_cpp_cmake_args.py)\" "
-        "&& pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python"
+        "question ~1.5x slower). Rebuild it for this CPU from the route-graph checkout: "
+        f"export CMAKE_ARGS=\"$(python scripts/llama_cpp_cmake_args.py)\" && "
+        f"pip install --no-cache-dir --force-reinstall --no-deps {package}"
     )
 
 
@@ -73,7 +79,8 @@ def _warn_if_rebuild_pays() -> None:
     import llama_cpp
 
     with contextlib.suppress(OSError, AttributeError):
-        hint = rebuild_hint(llama_cpp.llama_print_system_info().decode(), pathlib.Path("/proc/cpuinfo").read_text())
+        info = llama_cpp.llama_print_system_info().decode()
+        hint = rebuild_hint(info, pathlib.Path("/proc/cpuinfo").read_text(), getattr(llama_cpp, "__version__", ""))
         if hint:
             log.warning(hint)
 
