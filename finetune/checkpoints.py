@@ -26,6 +26,7 @@ from route_graph.errors import ConfigError
 __all__ = [
     "KEY_FILE",
     "NOT_IN_KEY",
+    "adapter_sha256",
     "check_key",
     "checkpoint_root",
     "parse_deadline",
@@ -39,7 +40,7 @@ KEY_FILE = "run_key.json"  # in a checkpoint root: which run wrote these checkpo
 # and how long to train: a longer max_steps/epochs continues the same run from its checkpoint.
 NOT_IN_KEY = frozenset({
     "resume", "threads", "logging_steps", "save_steps", "save_total_limit", "save_minutes", "deadline",
-    "checkpoint_dir", "max_steps", "epochs",
+    "checkpoint_dir", "max_steps", "epochs", "data_sha256", "init_adapter",
 })
 
 
@@ -56,6 +57,15 @@ def _model_identity(base: str) -> dict[str, Any]:
     }
 
 
+def adapter_sha256(directory: str | Path) -> str:
+    """sha256 of an adapter directory's weights file (what a phase starts from)."""
+    path = Path(directory).expanduser()
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"{path} holds no adapter_model.safetensors; train.init_adapter must name a LoRA adapter directory.")
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
 def run_key(cfg: Any, base: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """``{"key": hex, "fields": {...}}``: the hash and what went into it (for mismatch messages)."""
     data = hashlib.sha256()
@@ -66,6 +76,8 @@ def run_key(cfg: Any, base: str, rows: Sequence[dict[str, Any]]) -> dict[str, An
         "base_model": _model_identity(base),
         "data": {"rows": len(rows), "sha256": data.hexdigest()},
     }
+    if getattr(cfg, "init_adapter", None):  # the starting weights, not where they happen to lie
+        fields["init_adapter"] = adapter_sha256(cfg.init_adapter)
     key = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
     return {"key": key, "fields": fields}
 

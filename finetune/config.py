@@ -111,12 +111,28 @@ class TrainConfig:
     lora_top_layers: int | None = _describe(
         "Adapt only the top N transformer layers (None: all). Backward then stops below them.", None
     )
+    init_adapter: str | None = _describe(
+        "A LoRA adapter directory to start from (a committed phase, e.g. finetune/phases/1-ts-full): its "
+        "weights are loaded trainable, with a fresh optimizer and this config's warm-up; its LoRA shape "
+        "must equal this config's. None: a fresh adapter.",
+        None,
+    )
+    data_sha256: str | None = _describe(
+        "Expected sha256 of the encoded training rows (train_summary.json's data_sha256): set in a phase "
+        "config so that another machine refuses to train when its synthesis differs. None: not checked.",
+        None,
+    )
     task_ratios: dict[str, float] | None = _describe(
         "Relative share of each task in the training mix, e.g. {'ts': 2, 'sl': 1}; tasks left "
         "out are not trained on. None: records as synthesized.",
         None,
     )
     max_records: int | None = _describe("Training records after mixing (None: as many as the ratios allow).", None)
+    skip_records: int = _describe(
+        "Skip this many records of each task's seeded order before taking the quota: a phase that "
+        "continues another over the rest of the same data (phase A: max_records=N; phase B: skip_records=N).",
+        0,
+    )
     max_length: int = _describe("Max tokens per record (prompt + completion).", 1024)
     truncation: Literal["drop", "truncate"] = _describe(
         "Over-long records: 'drop' them (counted in the report), or 'truncate' them at max_length "

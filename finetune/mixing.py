@@ -70,18 +70,31 @@ def mix_records(
     encode: Callable[[Record], T | None],
     *,
     seed: int = 0,
+    skip: int = 0,
 ) -> tuple[list[tuple[Record, T]], MixReport]:
-    """Pick records per quota, encoding each (None = rejected); return them shuffled, with a report."""
+    """Pick records per quota, encoding each (None = rejected); return them shuffled, with a report.
+
+    ``skip`` drops the first records of each task's seeded order, ``random.Random(seed)``'s shuffle
+    of that task's records (before quotas are computed), so that a later phase takes the records an
+    earlier one left. For a single-task mix that order is exactly the one ``skip=0`` takes from, so
+    phase A (``max_records=N``) and phase B (``skip=N``) split the records without overlap.
+    """
     by_task: dict[str, list[Record]] = {}
     for record in records:
         by_task.setdefault(record.task, []).append(record)
+    if skip:
+        for task, pool in by_task.items():
+            random.Random(seed).shuffle(pool)
+            del pool[:skip]
+        by_task = {t: v for t, v in by_task.items() if v}
     report = MixReport(available={t: len(v) for t, v in by_task.items()})
     report.quota = task_quotas(report.available, ratios, max_records)
     rng = random.Random(seed)
     chosen: list[tuple[Record, T]] = []
     for task, quota in report.quota.items():
         pool = list(by_task[task])
-        rng.shuffle(pool)
+        if not skip:
+            rng.shuffle(pool)
         accepted: list[tuple[Record, T]] = []
         too_long = 0
         for record in pool:

@@ -124,7 +124,7 @@ def build_training_set(
     def encode(record: Record) -> Encoded | None:
         return encode_record(tokenizer, record, cfg.max_length, cfg.truncation)
 
-    chosen, report = mix_records(records, cfg.task_ratios, cfg.max_records, encode, seed=cfg.seed)
+    chosen, report = mix_records(records, cfg.task_ratios, cfg.max_records, encode, seed=cfg.seed, skip=cfg.skip_records)
     rows = [
         {"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids), "task": r.task}
         for r, e in chosen
@@ -216,6 +216,28 @@ def _completion_loss_trainer() -> type:
     return CompletionLossTrainer
 
 
+def _load_init_adapter(model: Any, directory: str, wanted: Any) -> Any:
+    """``model`` with a committed adapter loaded trainable (a phase continues the previous one).
+
+    Only the weights carry over: the optimizer starts fresh and re-warms (ReLoRA-style restarts
+    cost little), so a phase needs no optimizer state in the repository.
+    """
+    from peft import PeftConfig, PeftModel
+
+    path = Path(directory).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(f"train.init_adapter={directory!r} is not a LoRA adapter directory (no adapter_config.json).")
+    found = PeftConfig.from_pretrained(str(path))
+    shape = ("r", "lora_alpha", "layers_to_transform")
+    differ = [f"{name}: {getattr(found, name, None)!r} (adapter) vs {getattr(wanted, name, None)!r} (config)"
+              for name in shape if getattr(found, name, None) != getattr(wanted, name, None)]
+    if set(found.target_modules or ()) != set(wanted.target_modules or ()) and wanted.target_modules != "all-linear":
+        differ.append(f"target_modules: {sorted(found.target_modules)} vs {sorted(wanted.target_modules)}")
+    if differ:
+        raise ConfigError(f"{path} has another LoRA shape than this config ({'; '.join(differ)}); make the train section match it.")
+    return PeftModel.from_pretrained(model, str(path), is_trainable=True)
+
+
 def _checkpointing_args(enabled: bool) -> dict[str, Any]:
     """Activation checkpointing under the TrainingArguments name this transformers version uses."""
     if not enabled:
@@ -270,6 +292,12 @@ def train(
             f"No training record fits max_length={cfg.max_length}; raise it or use truncation='truncate'."
         )
     key = run_key(cfg, base, rows)
+    if cfg.data_sha256 and key["fields"]["data"]["sha256"] != cfg.data_sha256:
+        raise ConfigError(
+            f"The encoded training rows hash to {key['fields']['data']['sha256']}, but the config expects "
+            f"{cfg.data_sha256}: this machine's synthesis or tokenizer differs from the one the phase was "
+            "planned on. Check the data, route settings and package versions, or clear train.data_sha256."
+        )
     checkpoints = checkpoint_root(cfg, key)
     check_key(checkpoints, key)
     resume = None
@@ -287,9 +315,13 @@ def train(
     model = AutoModelForCausalLM.from_pretrained(base, dtype=load_dtype)
     model.config.use_cache = False
     if cfg.method == "lora":
-        from peft import get_peft_model
+        wanted = lora_config(cfg, model.config.num_hidden_layers)
+        if cfg.init_adapter:
+            model = _load_init_adapter(model, cfg.init_adapter, wanted)
+        else:
+            from peft import get_peft_model
 
-        model = get_peft_model(model, lora_config(cfg, model.config.num_hidden_layers))
+            model = get_peft_model(model, wanted)
         if cfg.gradient_checkpointing:
             model.enable_input_require_grads()
     elif cfg.method != "full":
@@ -393,6 +425,8 @@ def train(
         "total_steps": total_steps,
         "finished": finished,
         "run_key": key["key"],
+        "data_sha256": key["fields"]["data"]["sha256"],
+        "init_adapter": key["fields"].get("init_adapter"),
         "checkpoint_dir": str(checkpoints),
         "resumed_from": resume,
         "train_loss": getattr(result, "training_loss", None),

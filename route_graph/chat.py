@@ -31,6 +31,7 @@ __all__ = [
     "compact_output",
     "format_reply",
     "message_text",
+    "question_tool_schema",
     "reply_message",
     "resolve_question",
     "review_decision",
@@ -200,6 +201,23 @@ def as_sql_tool(
     return StructuredTool.from_function(
         func=run, coroutine=arun, name=name, description=description, args_schema=_SQLToolArgs
     )
+
+
+def question_tool_schema(graph: Any) -> Any:
+    """``graph`` whose ``as_tool()`` takes the question alone (hint optional).
+
+    LangChain builds ``as_tool()``'s arguments from the graph's input TypedDict with every key
+    required, so ``graph.as_tool()`` refused ``{"question": ...}`` without ``hint`` and ``messages``.
+    The compiled graph's ``as_tool`` now defaults to ``_SQLToolArgs`` (a schema passed by the caller
+    still wins); it returns the whole state, ``as_sql_tool`` the compact output.
+    """
+    plain = type(graph).as_tool
+
+    def as_tool(args_schema: Any = None, **kwargs: Any) -> BaseTool:
+        return plain(graph, args_schema or _SQLToolArgs, **kwargs)
+
+    graph.as_tool = as_tool
+    return graph
 
 
 def reply_message(text: str) -> AIMessage:

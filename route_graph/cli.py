@@ -135,21 +135,33 @@ class _Progress:
         self.label = _STAGE_LABELS.get(following, "working")
 
 
+def _table_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
 def _ask(args: argparse.Namespace) -> int:
+    from route_graph.database import open_database
     from route_graph.graph import build_route_graph
+    from route_graph.model_capabilities import parse_model_spec
     from route_graph.models import load_chat_model
 
+    # Every argument is checked before the model loads (seconds to minutes): a wrong path,
+    # table, spec, field or an over-long question fails at once with one line.
     db = args.db or str(demo_database_path())
     question = " ".join(args.question) if args.question else DEMO_QUESTIONS[0]
     config = RouteConfig(prompt_style=args.prompt_style).with_stages(args.stages)
     config = replace(config, **parse_config_overrides(args.config_overrides))
-    tables = [t.strip() for t in args.include_tables.split(",") if t.strip()] if args.include_tables else None
+    config.check_input(question, args.hint)
+    parse_model_spec(args.model)
+    database = open_database(
+        db, schema=args.schema, include_tables=_table_list(args.include_tables), ignore_tables=_table_list(args.ignore_tables)
+    )
     show_progress = not args.json and not args.quiet and sys.stderr.isatty()
     with _Progress(sys.stderr, show_progress) as progress:
         if not args.json and not args.quiet:
             print(f"Database: {db}\nQuestion: {question}", file=sys.stderr)
         llm = load_chat_model(args.model, max_new_tokens=args.max_new_tokens)
-        graph = build_route_graph(llm, db, config, schema=args.schema, include_tables=tables)
+        graph = build_route_graph(llm, database, config)
         progress.label = _STAGE_LABELS["schema_link" if config.schema_linking else "generate"]
         state: dict[str, Any] = {}
         for mode, chunk in graph.stream({"question": question, "hint": args.hint}, stream_mode=["updates", "values"]):
@@ -177,12 +189,33 @@ def _ask(args: argparse.Namespace) -> int:
     return 0 if result.get("ok") else 1
 
 
+EXIT_CODES = """exit codes:
+  0    the answer's SQL executes
+  1    an answer was produced but its SQL does not execute
+  2    bad input or a failure to fix (database, model, config, question): one line on stderr says what to do
+  130  interrupted"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("route-graph")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "unknown (not installed)"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="route-sql", description="ROUTE text-to-SQL with a local or served model, as a LangGraph graph."
+        prog="route-sql",
+        description="ROUTE text-to-SQL with a local or served model, as a LangGraph graph.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    ask = sub.add_parser("ask", help="answer a question over a database")
+    ask = sub.add_parser("ask", help="answer a question over a database", epilog=EXIT_CODES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ask.add_argument("question", nargs="*", help=f"the question (default: {DEMO_QUESTIONS[0]!r})")
     ask.add_argument("--db", help="SQLite path or SQLAlchemy URL (default: the bundled demo book-shop database)")
     ask.add_argument(
@@ -196,6 +229,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--schema", default=None, help="PostgreSQL/DuckDB schema to read (default: the connection's)")
     ask.add_argument("--include-tables", default=None, metavar="T1,T2",
                      help="only these tables/views are shown to the model (comma-separated)")
+    ask.add_argument("--ignore-tables", default=None, metavar="T1,T2",
+                     help="tables/views never shown to the model (comma-separated)")
     ask.add_argument("--set", dest="config_overrides", action="append", default=[], metavar="FIELD=VALUE",
                      help="a RouteConfig field, e.g. --set value_retrieval=true (repeatable)")
     ask.add_argument("--prompt-style", choices=["zero_shot", "few_shot"], default="zero_shot")

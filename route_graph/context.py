@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Self
 
-from route_graph.errors import ConfigError
+from route_graph.errors import ConfigError, InputError
 
 __all__ = ["MAX_SELF_CONSISTENCY", "STAGE_NAMES", "PromptStyle", "RouteConfig", "parse_config_overrides"]
 
@@ -134,8 +134,13 @@ class RouteConfig:
     answer_prefill: bool = _describe(
         "Start each answer with its expected opening (a ```sql fence, '{' for links, the CW prefix) "
         "on backends that continue a prefilled reply (in-process, vLLM): small models then answer "
-        "at once instead of explaining first, several times faster. Turn off for servers that "
-        "reject vLLM's continue_final_message.",
+        "at once instead of explaining first, several times faster. Used where the provider "
+        "supports it (route_graph.model_capabilities); a provider that rejects it is retried without it, once.",
+        True,
+    )
+    constrained_json: bool = _describe(
+        "Ask for the schema links as JSON-schema constrained output where the provider supports it "
+        "(OpenAI-compatible response_format, Ollama's format); off: a plain prompt, parsed leniently.",
         True,
     )
     prompt_style: PromptStyle = _describe(
@@ -155,6 +160,11 @@ class RouteConfig:
     )
     reply_rows: int = _describe(
         "Result rows shown in the chat reply's table (the full result stays in 'result').", 10
+    )
+    stream_internal_calls: bool = _describe(
+        "Let stream_mode='messages' (and Studio's chat) stream the tokens of the internal model calls "
+        "(schema links, drafts, repairs) too; off: only the reply streams, the stages show in 'updates'.",
+        False,
     )
     answer_in_words: bool = _describe(
         "Add a one-sentence natural-language answer from the result to the chat reply (one more model call).",
@@ -196,6 +206,28 @@ class RouteConfig:
         4,
     )
 
+    max_question_chars: int = _describe(
+        "Longest question accepted, in characters; a longer one fails at once with an InputError "
+        "(before any model call) instead of being sent to the model and cut silently.",
+        2000,
+    )
+    max_hint_chars: int = _describe(
+        "Longest hint (BIRD's evidence) accepted, in characters; a longer one fails like a long question.",
+        4000,
+    )
+
+    def check_input(self, question: str | None, hint: str | None = None) -> None:
+        """Raise ``InputError`` for an over-long question or hint (the graph's first node calls this)."""
+        for what, text, limit, name in (
+            ("question", question, self.max_question_chars, "max_question_chars"),
+            ("hint", hint, self.max_hint_chars, "max_hint_chars"),
+        ):
+            if text is not None and len(text) > limit:
+                raise InputError(
+                    f"The {what} is {len(text):,} characters long; at most {limit:,} are accepted. Shorten it, "
+                    f"or raise RouteConfig.{name}."
+                )
+
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         # Remember the fields the caller named, so a per-run context overrides only those.
         self = super().__new__(cls)
@@ -234,7 +266,7 @@ class RouteConfig:
     def __post_init__(self) -> None:
         for name in (
             "link_sample_rows", "generate_sample_rows", "feedback_rows", "difficulty_threshold",
-            "history_messages", "reply_rows", "value_match_limit",
+            "history_messages", "reply_rows", "value_match_limit", "max_question_chars", "max_hint_chars",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"RouteConfig.{name} must be >= 0, got {getattr(self, name)!r}.")

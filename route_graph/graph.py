@@ -17,6 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from route_graph import chat
 from route_graph.context import RouteConfig
 from route_graph.database import Database, open_database
 from route_graph.nodes import RouteNodes
@@ -84,4 +85,4 @@ def build_route_graph(
     graph.add_conditional_edges("finalize", nodes.route_after_finalize)
     graph.add_edge("review", "respond")
     graph.add_edge("respond", END)
-    return graph.compile(checkpointer=checkpointer, name=name)
+    return chat.question_tool_schema(graph.compile(checkpointer=checkpointer, name=name))

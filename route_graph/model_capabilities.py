@@ -23,14 +23,18 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_MODEL",
     "LARGE_MODEL",
+    "PROVIDERS",
     "SPEC_FORMS",
+    "ModelCapabilities",
     "ModelSpec",
     "bind_json_schema",
     "continuing_model",
     "is_openai_compatible",
+    "model_capabilities",
     "model_failure_error",
     "model_failure_message",
     "parse_model_spec",
+    "rejects_request_feature",
 ]
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
@@ -44,10 +48,19 @@ SPEC_FORMS = (
     "a path to a local Hugging Face model directory (e.g. './my-merged-model') or a .gguf file; "
     "'hf:ORG/NAME' (a model already in the local Hugging Face cache); "
     "'openai:http://HOST:PORT/v1#MODEL_NAME' (an OpenAI-compatible server such as vLLM); "
+    "'PROVIDER:MODEL' as LangChain's init_chat_model reads it (e.g. 'openai:gpt-4o-mini', "
+    "'anthropic:claude-haiku-4-5', 'ollama:qwen2.5-coder:0.5b'; needs langchain and the provider's package); "
     "any local form may start with 'llamacpp:' or 'transformers:' to pick the in-process engine; "
     "'BASE+ADAPTER' runs a LoRA adapter directory on a local base (e.g. "
-    f"'{DEFAULT_MODEL}+outputs/msft/train/adapter')"
+    f"'{DEFAULT_MODEL}+outputs/msft/train/adapter'; '...@0.75' applies it at 0.75 strength on llama.cpp)"
 )
+# LangChain's init_chat_model providers (langchain.chat_models.base): 'PROVIDER:MODEL' specs.
+PROVIDERS = (
+    "anthropic", "azure_ai", "azure_openai", "baseten", "bedrock", "bedrock_converse", "cohere", "deepseek",
+    "fireworks", "google_anthropic_vertex", "google_genai", "google_vertexai", "groq", "huggingface", "ibm",
+    "litellm", "mistralai", "nvidia", "ollama", "openai", "openrouter", "perplexity", "together", "upstage", "xai",
+)
+_ADAPTER_SCALE = re.compile(r"^(.*)@(\d+(?:\.\d+)?)$")
 HF_ID = re.compile(r"^[\w.\-]+(/[\w.\-]+)?$")
 
 
@@ -55,11 +68,12 @@ HF_ID = re.compile(r"^[\w.\-]+(/[\w.\-]+)?$")
 class ModelSpec:
     """A parsed model spec: which backend, and what it points at."""
 
-    kind: Literal["offline", "path", "hf", "openai"]
-    target: str  # offline model name | directory or .gguf file | hub repo id | server base URL
-    model: str | None = None  # model name on an OpenAI-compatible server
+    kind: Literal["offline", "path", "hf", "openai", "provider"]
+    target: str  # offline model name | directory or .gguf file | hub repo id | server base URL | provider
+    model: str | None = None  # model name on an OpenAI-compatible server or at a provider
     backend: str | None = None  # 'llamacpp' | 'transformers' when the spec names one
     adapter: str | None = None  # LoRA adapter directory applied on top ('BASE+ADAPTER')
+    adapter_scale: float = 1.0  # 'BASE+ADAPTER@0.75': the adapter applied at this strength (llama.cpp)
 
 
 def parse_model_spec(spec: str | None) -> ModelSpec:
@@ -68,8 +82,13 @@ def parse_model_spec(spec: str | None) -> ModelSpec:
     if "+" in text and not text.lower().startswith("openai:"):
         base_text, _, adapter = text.rpartition("+")
         adapter = adapter.strip()
+        scale = 1.0
+        if (scaled := _ADAPTER_SCALE.match(adapter)) is not None:
+            adapter, scale = scaled.group(1).strip(), float(scaled.group(2))
+            if not 0.0 <= scale <= 4.0:
+                raise ModelError(f"Bad spec {spec!r}: an adapter scale ('@SCALE') must be between 0 and 4.")
         if not adapter:
-            raise ModelError(f"Bad spec {spec!r}: write a LoRA adapter as 'BASE+ADAPTER_DIR'.")
+            raise ModelError(f"Bad spec {spec!r}: write a LoRA adapter as 'BASE+ADAPTER_DIR' (or 'BASE+ADAPTER_DIR@0.75').")
         base = parse_model_spec(base_text)
         if base.kind == "openai":
             raise ModelError(
@@ -78,7 +97,7 @@ def parse_model_spec(spec: str | None) -> ModelSpec:
             )
         if base.adapter is not None:
             raise ModelError(f"{spec!r}: one adapter per model; merge the others first.")
-        return replace(base, adapter=adapter)
+        return replace(base, adapter=adapter, adapter_scale=scale)
     backend = None
     for name in BACKENDS:
         if text.lower().startswith(name + ":"):
@@ -98,6 +117,14 @@ def parse_model_spec(spec: str | None) -> ModelSpec:
                 "'transformers:hf:...' or point at a .gguf file."
             )
         return ModelSpec("hf", repo, backend=backend)
+    provider, colon, name = text.partition(":")
+    url_like = re.match(r"^\s*(https?://|[\w.\-]+:\d+(/|#|$))", name) or "#" in name  # the server form below
+    if colon and provider in PROVIDERS and not url_like:
+        if backend:
+            raise ModelError(f"{spec!r}: a provider's model takes no '{backend}:' prefix.")
+        if not name.strip():
+            raise ModelError(f"Bad spec {spec!r}: name the model, e.g. '{provider}:MODEL_NAME'.")
+        return ModelSpec("provider", provider, name.strip())
     if text.startswith("openai:"):
         if backend:
             raise ModelError(f"{spec!r}: an OpenAI-compatible server takes no '{backend}:' prefix.")
@@ -123,21 +150,79 @@ def parse_model_spec(spec: str | None) -> ModelSpec:
     raise ModelError(f"Unknown model spec {spec!r}. Accepted forms: {SPEC_FORMS}.")
 
 
+@dataclass(frozen=True)
+class ModelCapabilities:
+    """What a chat model's provider accepts beyond plain chat messages.
+
+    ``prefill``: how a prefilled answer opening is continued -- ``"engine"`` (in-process engines
+    continue a final assistant message), ``"vllm"`` (vLLM's ``continue_final_message`` request
+    fields; llama.cpp's server ignores them and continues anyway), ``"assistant_turn"`` (the
+    provider continues a final assistant message by itself, e.g. Anthropic), or None.
+    ``json_schema``: how JSON-schema constrained output is asked for -- ``"response_format"``
+    (OpenAI and compatible servers), ``"ollama_format"`` (Ollama's ``format``), or None.
+    """
+
+    provider: str
+    prefill: Literal["engine", "vllm", "assistant_turn"] | None = None
+    json_schema: Literal["response_format", "ollama_format"] | None = None
+
+
+# Hosts of hosted OpenAI-protocol APIs that reject vLLM's extra request fields with HTTP 400.
+_HOSTED_OPENAI = ("api.openai.com", ".openai.azure.com", ".azure.com")
+
+
+def _class_names(model: Any) -> set[str]:
+    """Names along the model's class hierarchy: providers are recognised without importing them."""
+    return {cls.__name__ for cls in type(model).__mro__}
+
+
+def _hosted_openai(model: Any, names: set[str]) -> bool:
+    if "AzureChatOpenAI" in names:
+        return True
+    base = getattr(model, "openai_api_base", None) or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    host = re.sub(r"^\w+://", "", str(base)).split("/", 1)[0].split(":", 1)[0].lower()
+    return any(host == h.lstrip(".") or host.endswith(h) for h in _HOSTED_OPENAI)
+
+
+def model_capabilities(llm: Runnable) -> ModelCapabilities:
+    """What ``llm``'s provider accepts, decided per provider and endpoint (no network, no import).
+
+    In-process engines announce themselves with a ``continues_final_message`` class attribute;
+    LangChain's OpenAI classes are a vLLM/llama.cpp server unless they point at OpenAI or Azure
+    (which accept ``response_format`` but reject vLLM's fields); ChatOllama takes a JSON schema
+    through ``format``; ChatAnthropic continues a final assistant turn; anything else gets plain
+    prompts. A provider that still rejects a field is degraded at its first call (the graph warns
+    once and retries plainly), and ``RouteConfig.answer_prefill`` / ``constrained_json`` turn
+    either feature off by hand.
+    """
+    model = getattr(llm, "bound", llm)
+    if getattr(type(model), "continues_final_message", False):
+        return ModelCapabilities("in-process engine", prefill="engine")
+    names = _class_names(model)
+    if "BaseChatOpenAI" in names:
+        if _hosted_openai(model, names):
+            return ModelCapabilities("OpenAI API", json_schema="response_format")
+        return ModelCapabilities("OpenAI-compatible server", prefill="vllm", json_schema="response_format")
+    if "ChatOllama" in names:
+        return ModelCapabilities("Ollama", json_schema="ollama_format")
+    if "ChatAnthropic" in names:
+        return ModelCapabilities("Anthropic", prefill="assistant_turn")
+    return ModelCapabilities(type(model).__name__)
+
+
 def bind_json_schema(llm: Runnable, name: str, schema: dict[str, Any]) -> Runnable:
-    """Ask an OpenAI-compatible server for JSON matching ``schema``; other models unchanged.
+    """``llm`` asked for JSON matching ``schema`` where its provider supports it; else ``llm``.
 
     vLLM honours ``response_format`` (its older ``guided_json`` is silently ignored), so a
-    server-backed model cannot return malformed JSON. In-process models get no constraint;
-    callers must still parse leniently.
+    server-backed model cannot return malformed JSON. Models without such output are returned
+    unchanged; callers must still parse leniently.
     """
-    if not is_openai_compatible(llm):
-        return llm
-    return llm.bind(
-        response_format={
-            "type": "json_schema",
-            "json_schema": {"name": name, "schema": schema},
-        }
-    )
+    kind = model_capabilities(llm).json_schema
+    if kind == "response_format":
+        return llm.bind(response_format={"type": "json_schema", "json_schema": {"name": name, "schema": schema}})
+    if kind == "ollama_format":
+        return llm.bind(format=schema)
+    return llm
 
 
 def model_failure_error(exc: BaseException) -> ModelError | None:
@@ -155,10 +240,12 @@ def model_failure_error(exc: BaseException) -> ModelError | None:
 
 
 def model_failure_message(exc: BaseException) -> str | None:
-    """What to do about a failed model call the user must fix (context length, no server), else None.
+    """What to do about a failed model call the user must fix, else None.
 
-    Unrecognised failures return None and propagate as they are: one question's hiccup is the
-    caller's to record (the evaluation runner does), not a reason to stop.
+    Context length, a server that does not answer, and every provider API error (credentials,
+    unknown model, rate limit, provider outage, rejected request: by HTTP status) get advice.
+    Other failures return None and propagate as they are: one question's hiccup is the caller's
+    to record (the evaluation runner does), not a reason to stop.
     """
     text = f"{type(exc).__name__}: {exc}".strip()
     low = text.lower()
@@ -177,24 +264,68 @@ def model_failure_message(exc: BaseException) -> str | None:
         )
     elif "connection" in low or "connect call failed" in low:
         advice = "the model server did not answer: check that it is running and that the spec's URL is right."
-    else:
+    elif (advice := _provider_advice(exc)) is None:
         return None
     return f"The model call failed ({text[:300]}); {advice}"
+
+
+_PROVIDER_MODULES = ("openai", "anthropic", "ollama", "httpx", "google", "mistralai", "groq", "cohere")
+
+
+def _provider_advice(exc: BaseException) -> str | None:
+    """What to do about a provider's HTTP/API error (by status code), or None for other exceptions."""
+    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    module = type(exc).__module__.split(".", 1)[0]
+    if not isinstance(status, int) and module not in _PROVIDER_MODULES:
+        return None
+    if status in (401, 403):
+        return "the provider refused the credentials: set the API key (e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY) or check its permissions."
+    if status == 404:
+        return "the provider does not know this model or URL: check the model name and the base URL."
+    if status == 429:
+        return "the provider's rate limit or quota was hit: wait, lower the concurrency, or check the account's quota."
+    if isinstance(status, int) and status >= 500:
+        return "the provider failed on its side: try again later."
+    if status in (400, 422):
+        return ("the provider rejected the request: if it names a field, set RouteConfig(answer_prefill=False) or "
+                "RouteConfig(constrained_json=False), or use a model that accepts it.")
+    return "the model provider's client failed: check the provider's status, the model name and the credentials."
 
 
 def continuing_model(llm: Runnable) -> Runnable | None:
     """``llm`` set up to continue a final assistant message (answer prefill), or None if unknown.
 
     Prefilling the answer's opening (e.g. a ```sql fence) makes small models answer at once
-    instead of explaining first, which is most of their decoding time. In-process engines say so
-    with a ``continues_final_message`` class attribute; OpenAI-compatible servers are asked with
-    vLLM's ``continue_final_message``; any other chat model gets no prefill.
+    instead of explaining first, which is most of their decoding time. Which providers can, and
+    how, is :func:`model_capabilities`' ``prefill``.
     """
-    if getattr(type(getattr(llm, "bound", llm)), "continues_final_message", False):
+    kind = model_capabilities(llm).prefill
+    if kind in ("engine", "assistant_turn"):
         return llm
-    if is_openai_compatible(llm):
+    if kind == "vllm":
         return llm.bind(extra_body={"continue_final_message": True, "add_generation_prompt": False})
     return None
+
+
+_UNSUPPORTED = re.compile(
+    r"unrecognized request argument|unsupported (parameter|argument|value|field)|(argument|parameter|field)s? (is |are )?not supported"
+    r"|not supported (with|for|by) this model|unknown (field|parameter|argument)|extra_forbidden"
+    r"|extra (inputs|fields) (are )?not permitted|unexpected keyword|trailing whitespace|invalid_request_error.*(response_format|json_schema)"
+    r"|final assistant|assistant message prefill",
+    re.IGNORECASE,
+)
+
+
+def rejects_request_feature(exc: BaseException) -> bool:
+    """True when a provider refused a request field or a prefilled turn (HTTP 400/422), not the prompt.
+
+    The graph then drops that feature (prefill or JSON-schema output) for the model, warns once
+    and asks again plainly, instead of failing the user's first question.
+    """
+    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    if status not in (None, 400, 422):
+        return False
+    return bool(_UNSUPPORTED.search(f"{type(exc).__name__}: {exc}"))
 
 
 def is_openai_compatible(llm: Runnable) -> bool:

@@ -150,6 +150,28 @@ def choose_backend(parsed: ModelSpec) -> str:
     return "llamacpp" if llamacpp_available() else "transformers"
 
 
+def _provider_model(parsed: ModelSpec, *, max_new_tokens: int, temperature: float, **kwargs: Any) -> BaseChatModel:
+    """A hosted or local provider's chat model through LangChain's ``init_chat_model``."""
+    try:
+        from langchain.chat_models import init_chat_model
+    except ImportError as exc:
+        raise ModelError(
+            f"'{parsed.target}:{parsed.model}' specs use LangChain's init_chat_model: pip install langchain and the "
+            "provider's package (e.g. 'route-graph[openai]', 'route-graph[anthropic]', 'route-graph[ollama]')."
+        ) from exc
+    # Ollama reads the reply length as num_predict and silently ignores max_tokens.
+    length = {"num_predict": max_new_tokens} if parsed.target == "ollama" else {"max_tokens": max_new_tokens}
+    try:
+        return init_chat_model(parsed.model, model_provider=parsed.target, temperature=temperature, **length, **kwargs)
+    except ImportError as exc:
+        raise ModelError(f"The {parsed.target} provider needs its LangChain package: {exc}") from exc
+    except Exception as exc:  # a provider client refusing to start (no key, bad option)
+        raise ModelError(
+            f"Could not create the {parsed.target} model {parsed.model!r}: {type(exc).__name__}: {str(exc)[:300]}. "
+            "Set the provider's API key (e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY) or check the model name."
+        ) from exc
+
+
 def load_chat_model(
     spec: str | None = None,
     *,
@@ -182,7 +204,14 @@ def load_chat_model(
             max_tokens=max_new_tokens,
             **kwargs,
         )
+    if parsed.kind == "provider":
+        return _provider_model(parsed, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
     backend = choose_backend(parsed)
+    if backend != "llamacpp" and parsed.adapter_scale != 1.0:
+        raise ModelError(
+            f"An adapter scale ('@{parsed.adapter_scale:g}') is applied by the llama.cpp engine only; drop the "
+            "'transformers:' prefix, or merge the adapter at full strength."
+        )
     if parsed.adapter is not None:  # report the tuned model as BASE+ADAPTER, not as its base
         kwargs.setdefault("model_name", f"{parsed.target}+{pathlib.Path(parsed.adapter).name}")
     if backend == "llamacpp":
@@ -199,6 +228,7 @@ def load_chat_model(
             if not path.is_file():
                 raise ModelError(f"GGUF model file {str(path)!r} does not exist.")
             kwargs.setdefault("lora_path", str(lora_gguf(parsed.adapter, path)))
+            kwargs.setdefault("lora_scale", parsed.adapter_scale)
         return LlamaCppChatModel(model_path=str(path), **common, **kwargs)
 
     from .engines.transformers_chat import TransformersChatModel, batching_pays
@@ -213,6 +243,7 @@ def load_chat_model(
         directory = _local_dir(parsed.target)
     if parsed.adapter is not None:
         from .adapters import merged_model_dir
+
 
         directory = merged_model_dir(parsed.adapter, directory)
     if not batching_pays(kwargs.get("dtype", "auto")):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import asdict
@@ -31,6 +32,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_executor_for_config, merge_configs
+from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send, interrupt
 
@@ -54,7 +56,9 @@ from route_graph.linking import (
 from route_graph.model_capabilities import (
     bind_json_schema,
     continuing_model,
+    model_capabilities,
     model_failure_error,
+    rejects_request_feature,
 )
 from route_graph.rendering import recall_first_links, stage_schema_text
 from route_graph.repair import closest_name_fix, join_owner_table, requalify_column
@@ -69,6 +73,7 @@ __all__ = [
     "REJECTED_ERROR",
     "RUN_TAG",
     "SAMPLE_STAGE",
+    "USER_FACING_CALLS",
     "VOTE_CANDIDATES",
     "RouteNodes",
     "stage_schema_text",
@@ -92,6 +97,9 @@ ACCEPTING_STAGES = frozenset({"noise_correct", "continue_write", "rescue"})
 SAMPLE_STAGE = "self_consistency"
 #: The LangChain run name of each model call (``stage.purpose``): a LangSmith trace tells apart the
 #: two concurrent schema-linking calls, NC's verdict from its repair, and so on.
+#: Model calls whose tokens are the user's reply (streamed by ``stream_mode="messages"``); the
+#: others carry LangGraph's ``nostream`` tag unless ``RouteConfig.stream_internal_calls``.
+USER_FACING_CALLS: frozenset[str] = frozenset({"respond.answer"})
 MODEL_CALL_NAMES: frozenset[str] = frozenset(
     {
         "schema_link.links",
@@ -146,6 +154,8 @@ class RouteNodes:
         self.default = config
         self._sl_llm: Runnable = self._structured_linker(llm)
         self._continuing: Runnable | None = continuing_model(llm)
+        self._prefill_trailing_space = model_capabilities(llm).prefill != "assistant_turn"
+        self._degrade_lock = threading.Lock()
 
     def _structured_linker(self, llm: BaseChatModel) -> Runnable:
         """SL through JSON-schema constrained decoding where the backend supports it."""
@@ -171,20 +181,51 @@ class RouteNodes:
         model as a call argument, which LangChain passes on to the backend: the in-process
         engines and OpenAI-compatible servers read it; without it the model's own setting holds.
         """
-        config = merge_configs(config, {"run_name": name, "tags": [RUN_TAG, name.split(".", 1)[0]]})
+        tags = [RUN_TAG, name.split(".", 1)[0]]
+        if name not in USER_FACING_CALLS and not cfg.stream_internal_calls:
+            tags.append(TAG_NOSTREAM)  # stream_mode="messages" streams the reply, not links and drafts
+        config = merge_configs(config, {"run_name": name, "tags": tags})
         options: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
+        continuing = self._continuing if llm is None and prefill and cfg.answer_prefill else None
+        if llm is not None and llm is self._sl_llm and not cfg.constrained_json:
+            llm = None
         try:
-            if llm is None and prefill and cfg.answer_prefill and self._continuing is not None:
-                reply = self._continuing.invoke([*messages, {"role": "assistant", "content": prefill}], config, **options)
+            if continuing is not None:
+                if not self._prefill_trailing_space:  # Anthropic refuses a prefilled turn ending in whitespace
+                    prefill = prefill.rstrip()
+                reply = continuing.invoke([*messages, {"role": "assistant", "content": prefill}], config, **options)
                 return prompts.join_prefill(prefill, meter.record(reply))
             return meter.record((llm or self.llm).invoke(messages, config, **options))
         except RouteGraphError:
             raise
         except Exception as exc:
+            feature = "answer prefill" if continuing is not None else "JSON-schema output" if llm is self._sl_llm else None
+            if feature is not None and rejects_request_feature(exc):
+                self._degrade(feature, exc)  # the provider refused the field: once, then plain prompts
+                return self._ask(meter, messages, prefill, cfg, config, None, name=name, temperature=temperature)
             error = model_failure_error(exc)
             if error is None:
                 raise
             raise error from exc  # the user's to fix: say how
+
+    def _degrade(self, feature: str, exc: BaseException) -> None:
+        """Stop using ``feature`` with this model after its provider rejected it; warn once."""
+        with self._degrade_lock:
+            if feature == "answer prefill":
+                if self._continuing is None:
+                    return
+                self._continuing = None
+            else:
+                if self._sl_llm is self.llm:
+                    return
+                self._sl_llm = self.llm
+        warnings.warn(
+            f"The model's provider rejected route-graph's {feature} ({type(exc).__name__}: {str(exc)[:200]}); "
+            f"continuing without it. Set RouteConfig({'answer_prefill' if feature == 'answer prefill' else 'constrained_json'}=False) "
+            "to skip the failed first try.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     # ---------------------------------------------------------------- helpers
     def settings(self, runtime: Runtime[RouteConfig] | None) -> RouteConfig:
@@ -223,7 +264,7 @@ class RouteNodes:
                 limit=cfg.value_match_limit, threshold=cfg.value_match_threshold,
             )
             matches = [m.to_dict() for m in found]
-        except Exception as exc:  # noqa: BLE001 - value retrieval is an aid; the question goes on without it
+        except Exception as exc:
             matches = []
             trace["value_error"] = f"{type(exc).__name__}: {exc}"
         trace["value_matches"] = matches
@@ -260,7 +301,7 @@ class RouteNodes:
                 sl_text = sl_future.result()
             except RouteGraphError:
                 raise  # the backend itself failed (ModelError): the user's to fix
-            except Exception as exc:  # noqa: BLE001 - an unreadable SL answer must not end the run
+            except Exception as exc:
                 # e.g. JSON-schema decoding cut at the length limit (openai.LengthFinishReasonError):
                 # link from the draft SQL alone, and say so in the trace.
                 sl_text, added_error = "", {"links_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
@@ -363,7 +404,7 @@ class RouteNodes:
                 meter, msgs, prompts.answer_prefill("ts"), cfg, config,
                 name="sample_generate", temperature=cfg.sample_temperature,
             )
-        except Exception as exc:  # noqa: BLE001 - one lost sample must not end the run
+        except Exception as exc:
             sample.update(executed=False, rows=None, error=None, model_error=f"{type(exc).__name__}: {str(exc)[:300]}")
             return {"samples": [{**sample, **meter.cost()}]}
         sql = prompts.parse_sql(answer)
@@ -765,6 +806,7 @@ class RouteNodes:
         hint = state.get("hint")
         if hint is not None and not isinstance(hint, str):
             raise InputError(f"The hint must be a string or None, got {type(hint).__name__}.")
+        cfg.check_input(turn.question, hint)
         update: dict[str, Any] = {
             "question": turn.question,
             "asked_question": turn.question,

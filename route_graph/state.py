@@ -26,7 +26,7 @@ def _merge(left: dict[str, str] | None, right: dict[str, str] | None) -> dict[st
     return {**(left or {}), **(right or {})}
 
 
-class RouteInput(TypedDict):
+class RouteInput(TypedDict, total=False):
     """``graph.invoke({"question": ..., "hint": ...})`` or ``{"messages": [...]}`` (chat).
 
     The hint is optional (BIRD's evidence). Without a new ``question``, the last human message is

@@ -395,3 +395,51 @@ def test_review_without_checkpointer_fails_before_any_model_call(db_path: Path) 
     with pytest.raises(ConfigError, match="checkpointer"):
         graph.invoke({"question": "Which singers are from France?"})
     assert llm.calls == []
+
+
+# ------------------------------------------------------------------------------ streaming
+def _streamed_ai_texts(graph, payload: dict, **kwargs) -> list[str]:
+    texts: dict[str, str] = {}
+    for chunk, _meta in graph.stream(payload, stream_mode="messages", **kwargs):
+        if chunk.type in ("ai", "AIMessageChunk"):
+            texts[chunk.id] = texts.get(chunk.id, "") + str(chunk.content)
+    return list(texts.values())
+
+
+def test_messages_stream_shows_only_the_reply_by_default(db_path: Path) -> None:
+    def model() -> ScriptedChatModel:
+        return ScriptedChatModel(scripts={
+            "sl": ['{"singer": ["name", "country"]}'], "ts": [fence(SQL_FRENCH_NAMES)] * 2,
+            "nc": ["The SQL is correct."], "answer": ["Edith and Jacques are from France."],
+        })
+
+    payload = {"question": "Which singers are from France?"}
+    context = {"answer_in_words": True}
+    texts = _streamed_ai_texts(build_route_graph(model(), db_path), payload, context=context)
+    assert texts and all("Edith and Jacques are from France." in t for t in texts), texts
+    assert not any('{"singer"' in t for t in texts)  # no schema-linking JSON, no draft SQL
+    internal = _streamed_ai_texts(build_route_graph(model(), db_path), payload,
+                                  context={**context, "stream_internal_calls": True})
+    assert any('{"singer"' in t for t in internal) and len(internal) > len(texts)
+
+
+def test_over_long_question_or_hint_is_refused_before_any_model_call(db_path: Path) -> None:
+    llm = ScriptedChatModel(scripts={})
+    graph = build_route_graph(llm, db_path)
+    with pytest.raises(InputError, match="at most 2,000 are accepted.*max_question_chars"):
+        graph.invoke({"question": "Which singers? " * 200})
+    with pytest.raises(InputError, match="max_hint_chars"):
+        graph.invoke({"question": "Which singers?", "hint": "x" * 5000})
+    with pytest.raises(InputError, match="at most 10 are accepted"):
+        graph.invoke({"question": "Which singers are from France?"}, context={"max_question_chars": 10})
+    assert llm.calls == []
+
+
+def test_graph_as_tool_takes_the_question_alone(db_path: Path) -> None:
+    llm = ScriptedChatModel(scripts={"ts": [fence(SQL_FRENCH_NAMES)]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as_tool is marked beta by langchain-core
+        tool = build_route_graph(llm, db_path, GENERATE_ONLY).as_tool(name="ask_db")
+    assert tool.name == "ask_db" and set(tool.args) == {"question", "hint"}
+    out = tool.invoke({"question": "Which singers are from France?"})
+    assert out["sql"] == SQL_FRENCH_NAMES and [list(r) for r in out["result"]["rows"]] == [["Edith"], ["Jacques"]]

@@ -57,7 +57,7 @@ def test_json_and_yaml_files(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.json")
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("msft_*")))
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.json")))
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(REPO / "configs" / name)
     assert cfg.train.lora_r <= 16 and cfg.output_dir.startswith("outputs/")
@@ -90,6 +90,20 @@ def test_mix_skips_rejected_records_and_repeats_only_when_asked() -> None:
     assert all(r.example_id % 2 == 0 for r, _ in chosen)
     again, _ = mix_records(records, {"ts": 1, "sl": 1}, 10, reject_odd, seed=0)
     assert [r for r, _ in again] == [r for r, _ in chosen]
+
+
+def test_phase_slices_split_one_task_without_overlap() -> None:
+    """Phase A takes max_records=N of the seeded order, phase B skip=N takes the rest: no overlap, nothing lost."""
+    records = _records("ts", 23)
+    keep = lambda r: r.example_id
+    first, _ = mix_records(records, {"ts": 1}, 10, keep, seed=3)
+    rest, report_b = mix_records(records, {"ts": 1}, None, keep, seed=3, skip=10)
+    ids_a, ids_b = {r.example_id for r, _ in first}, {r.example_id for r, _ in rest}
+    assert len(ids_a) == 10 and len(ids_b) == 13 and not ids_a & ids_b
+    assert ids_a | ids_b == set(range(23))
+    assert report_b.available == {"ts": 13}
+    with pytest.raises(ConfigError, match="hold none"):  # a slice past the end is an error, not an empty phase
+        mix_records(records, {"ts": 1}, None, keep, seed=3, skip=30)
 
 
 # -------------------------------------------------------------------------------------- CLI

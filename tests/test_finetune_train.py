@@ -192,6 +192,52 @@ def test_lora_on_the_top_layers_only_adapts_those(tiny: Path, records_path: Path
     assert any("q_proj" in k for k in changed) and any("down_proj" in k for k in changed)
 
 
+def _adapter_weights(directory: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {k: v.float() for k, v in load_file(str(directory / "adapter_model.safetensors")).items()}
+
+
+def test_a_phase_starts_from_a_committed_adapter_and_checks_its_data(tiny: Path, records_path: Path, workdir: Path) -> None:
+    """train.init_adapter: phase 2 starts from phase 1's weights (not a fresh adapter); data_sha256 guards the data."""
+    common = {"base_model": str(tiny), "learning_rate": 1e-2, "warmup_steps": 0, "max_records": 8,
+              "task_ratios": {"ts": 1}, "lora_top_layers": 1, "resume": None}
+    first = train(records_path, workdir / "phase1", TrainConfig(**common, max_steps=2, checkpoint_dir=str(workdir / "p1ck")))
+    phase1 = _adapter_weights(first.adapter_dir)
+    summary = json.loads(first.summary_path.read_text())
+    assert len(summary["data_sha256"]) == 64 and summary["init_adapter"] is None
+
+    # Zero steps from the adapter: what gets saved is the adapter itself (loaded, not re-initialised).
+    frozen = {**common, "learning_rate": 0.0}
+    start = TrainConfig(**frozen, max_steps=1, init_adapter=str(first.adapter_dir), checkpoint_dir=str(workdir / "p2ck0"))
+    same = _adapter_weights(train(records_path, workdir / "phase2-lr0", start).adapter_dir)
+    assert same.keys() == phase1.keys()
+    assert all(torch.allclose(same[k], phase1[k]) for k in phase1)
+    fresh = _adapter_weights(train(records_path, workdir / "fresh-lr0", TrainConfig(
+        **frozen, max_steps=1, checkpoint_dir=str(workdir / "fresh0"))).adapter_dir)
+    assert any(not torch.allclose(fresh[k], phase1[k]) for k in phase1)  # a fresh adapter is another start
+
+    # Training on from it moves the weights, and the key records the starting adapter's hash.
+    second = train(records_path, workdir / "phase2", TrainConfig(
+        **common, max_steps=1, init_adapter=str(first.adapter_dir), data_sha256=summary["data_sha256"],
+        checkpoint_dir=str(workdir / "p2ck")))
+    assert any(not torch.allclose(_adapter_weights(second.adapter_dir)[k], phase1[k]) for k in phase1)
+    assert json.loads(second.summary_path.read_text())["init_adapter"] == summary_sha(first.adapter_dir)
+
+    with pytest.raises(ConfigError, match="synthesis or tokenizer differs"):
+        train(records_path, workdir / "phase2-bad", TrainConfig(**common, max_steps=1, data_sha256="0" * 64,
+                                                                checkpoint_dir=str(workdir / "p2bad")))
+    with pytest.raises(ConfigError, match="another LoRA shape"):
+        train(records_path, workdir / "phase2-r8", TrainConfig(**{**common, "lora_top_layers": None}, max_steps=1, lora_r=8,
+                                                               init_adapter=str(first.adapter_dir), checkpoint_dir=str(workdir / "p2r8")))
+
+
+def summary_sha(directory: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((directory / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
 def test_adapters_vllm_cannot_serve_are_refused(tmp_path: Path) -> None:
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 32, "modules_to_save": None}))
     with pytest.raises(ConfigError, match="rank 32"):

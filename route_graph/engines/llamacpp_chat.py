@@ -202,7 +202,10 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class _LlamaEngine:
     """One loaded GGUF, its chat template, the prefix LRU and the lock that serializes calls."""
 
-    def __init__(self, path: str, n_ctx: int, n_threads: int, n_batch: int, cache_bytes: int, lora_path: str | None):
+    def __init__(
+        self, path: str, n_ctx: int, n_threads: int, n_batch: int, cache_bytes: int, lora_path: str | None,
+        lora_scale: float = 1.0,
+    ):
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -227,6 +230,7 @@ class _LlamaEngine:
                     n_threads=n_threads,
                     n_threads_batch=n_threads,
                     lora_path=lora_path,
+                    lora_scale=lora_scale,
                     verbose=False,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -392,14 +396,15 @@ def _close_engines() -> None:
 
 
 def _get_engine(
-    path: str, n_ctx: int, n_threads: int, n_batch: int, cache_bytes: int, lora_path: str | None = None
+    path: str, n_ctx: int, n_threads: int, n_batch: int, cache_bytes: int, lora_path: str | None = None,
+    lora_scale: float = 1.0,
 ) -> _LlamaEngine:
     lora = str(pathlib.Path(lora_path).resolve()) if lora_path else None
-    key = (str(pathlib.Path(path).resolve()), n_ctx, n_threads, n_batch, cache_bytes, lora)
+    key = (str(pathlib.Path(path).resolve()), n_ctx, n_threads, n_batch, cache_bytes, lora, lora_scale if lora else 1.0)
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
-            engine = _ENGINES[key] = _LlamaEngine(key[0], n_ctx, n_threads, n_batch, cache_bytes, lora)
+            engine = _ENGINES[key] = _LlamaEngine(key[0], n_ctx, n_threads, n_batch, cache_bytes, lora, key[-1])
         return engine
 
 
@@ -419,6 +424,10 @@ class LlamaCppChatModel(BaseChatModel):
     model_path: str = Field(description="A GGUF model file.")
     lora_path: str | None = Field(
         default=None, description="A LoRA adapter GGUF applied on top (route_graph.adapters.lora_gguf)."
+    )
+    lora_scale: float = Field(
+        default=1.0, ge=0.0, le=4.0,
+        description="How strongly the LoRA adapter is applied (1.0: as trained; 0: the base model).",
     )
     model_name: str | None = Field(default=None, description="Name reported in metadata.")
     max_new_tokens: int = Field(default=384, ge=1)
@@ -466,6 +475,7 @@ class LlamaCppChatModel(BaseChatModel):
             "model_name": self.model_name,
             "model_path": self.model_path,
             "lora_path": self.lora_path,
+            "lora_scale": self.lora_scale,
             "temperature": self.temperature,
             "max_new_tokens": self.max_new_tokens,
         }
@@ -479,6 +489,7 @@ class LlamaCppChatModel(BaseChatModel):
             self.n_batch,
             self.prefix_cache_mb * 1024 * 1024,
             self.lora_path,
+            self.lora_scale,
         )
 
     def get_token_ids(self, text: str) -> list[int]:
