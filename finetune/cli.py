@@ -9,6 +9,7 @@ used fields. Commands share one run directory (``--output-dir``), so they chain:
     route-finetune synth  --output-dir outputs/x --data train.json
     route-finetune train  --output-dir outputs/x --set train.max_steps=300
     route-finetune export --output-dir outputs/x
+    route-finetune phase  --config configs/phase1_ts_full.json --to finetune/phases/1-ts-full
 """
 
 from __future__ import annotations
@@ -112,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter-copy", metavar="DIR",
                    help="Instead of merging, write the adapter with export.dtype weights to DIR (e.g. bf16 to ship).")
 
+    p = sub.add_parser("phase", help="Commit a finished training phase: bf16 adapter + PHASE.md in a folder (finetune/phases.py).")
+    _common(p)
+    p.add_argument("--to", required=True, metavar="DIR", help="Phase folder to write, e.g. finetune/phases/1-ts-full.")
+    p.add_argument("--command-line", default=None, help="The command that trained it (recorded in PHASE.md).")
+    p.add_argument("--notes", default="", help="A paragraph for PHASE.md: what this phase is in the plan.")
+
     p = sub.add_parser("run", help="filter -> synth -> train -> export; finished steps are reused (resumable).")
     _common(p)
     _data_flags(p)
@@ -173,6 +180,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         _print({"adapter_dir": result.adapter_dir, "model_dir": result.model_dir, "steps": result.steps,
                 "finished": result.finished, "train_loss": result.train_loss, "seconds": round(result.seconds, 1),
                 "summary": result.summary_path})
+        return 0
+    if args.command == "phase":
+        from finetune.phases import commit_phase
+
+        config_path = args.config or "(defaults)"
+        command = args.command_line or f"route-finetune run --config {config_path} --until train"
+        out = commit_phase(paths.train_dir, args.to, config_path=config_path, command=command, notes=args.notes)
+        _print({"phase": str(out), "files": sorted(p.name for p in out.iterdir()),
+                "load_with": f"--model 'qwen2.5-coder-0.5b+{out}'"})
         return 0
     if args.command == "export":
         from finetune.export import check_adapter, merge_adapter

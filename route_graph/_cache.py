@@ -313,15 +313,15 @@ def _convert(
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
     except ImportError as exc:
         raise ModelError(
-            f"Converting the offline model needs the local extra ({exc.name} is missing): "
-            "pip install 'route-graph[local]'"
+            f"Converting the offline model needs the transformers extra ({exc.name} is missing): "
+            "pip install 'route-graph[transformers]'"
         ) from exc
     try:
         import gguf  # noqa: F401
     except ImportError as exc:
         raise ModelError(
             "Reading the offline model's GGUF needs the 'gguf' package: "
-            "pip install 'route-graph[local]'"
+            "pip install 'route-graph[transformers]'"
         ) from exc
 
     folder, file = str(gguf_path.parent), gguf_path.name

@@ -96,7 +96,7 @@ def _write_lora_gguf(adapter_dir: pathlib.Path, config: dict[str, Any], base_ggu
     except ImportError as exc:
         raise ModelError(
             f"Converting a LoRA adapter for llama.cpp needs gguf, safetensors and torch ({exc.name} is "
-            "missing): pip install 'route-graph[local]'."
+            "missing): pip install 'route-graph[transformers]'."
         ) from exc
 
     arch, blocks = gguf_architecture(base_gguf)

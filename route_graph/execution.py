@@ -1182,11 +1182,50 @@ class _Batches:
         return self._batch.pop()
 
 
+# PostgreSQL type OIDs whose text is short by construction (numbers, dates, times, booleans,
+# uuids); every other column may hold a value of up to 1 GB and is cut on the server.
+_PG_BOUNDED_TYPES = frozenset({16, 18, 19, 20, 21, 23, 26, 700, 701, 790, 1082, 1083, 1114, 1184, 1186, 1266, 1700, 2950})
+_PG_BYTEA = 17
+
+
+def _pg_capped_query(sql: str, description: Any) -> Any:
+    """``sql`` wrapped so that every variable-length column leaves the server cut to ``MAX_CELL_CHARS + 1``.
+
+    Measured (issue 29): through psycopg 3, ``SELECT repeat('x', 500000000)`` took 10.4 s with a
+    5 s timeout, because the whole value crossed the socket after the statement had started
+    returning rows (no server timeout applies then, and a cancel cannot stop a row in flight).
+    Cut on the server, a huge value is never transferred; the extra character still tells
+    ``_cap_cell`` that the cell was cut. None when no column needs it.
+    """
+    if all(d.type_code in _PG_BOUNDED_TYPES for d in description):
+        return None
+    from psycopg import sql as pg
+
+    limit = pg.Literal(MAX_CELL_CHARS + 1)
+    items = []
+    for i, column in enumerate(description):
+        ref = pg.Identifier("route_graph_q", f"c{i}")
+        if column.type_code in _PG_BOUNDED_TYPES:
+            value: Any = ref
+        elif column.type_code == _PG_BYTEA:
+            value = pg.SQL("substring({} from 1 for {})").format(ref, limit)
+        else:
+            value = pg.SQL("left({}::text, {})").format(ref, limit)
+        items.append(pg.SQL("{} AS {}").format(value, pg.Identifier(column.name)))
+    aliases = pg.SQL(", ").join(pg.Identifier(f"c{i}") for i in range(len(description)))
+    return pg.SQL("SELECT {} FROM ({}) AS route_graph_q({})").format(pg.SQL(", ").join(items), pg.SQL(sql), aliases)
+
+
 def _pg_rows(driver: Any, cursor: Any, sql: str) -> Any:
-    """Execute ``sql``; a server-side cursor with psycopg 3 (bounded memory), else ``cursor``."""
+    """Execute ``sql``; a server-side cursor with psycopg 3 (bounded memory and transfer), else ``cursor``."""
     if type(driver).__module__.split(".")[0] == "psycopg" and hasattr(driver, "cursor"):
         server_side = driver.cursor(name="route_graph_query")
-        server_side.execute(sql)
+        server_side.execute(sql)  # DECLARE: planned and described, not run yet
+        capped = _pg_capped_query(sql, server_side.description or ())
+        if capped is not None:
+            server_side.close()
+            server_side = driver.cursor(name="route_graph_capped")
+            server_side.execute(capped)
         return _Batches(server_side)
     cursor.execute(sql)
     return cursor

@@ -107,7 +107,7 @@ def _hf_cached_dir(repo_id: str) -> pathlib.Path:
         from huggingface_hub import snapshot_download
     except ImportError as exc:
         raise ModelError(
-            "'hf:' specs need transformers and huggingface_hub: pip install 'route-graph[local]'"
+            "'hf:' specs need transformers and huggingface_hub: pip install 'route-graph[transformers]'"
         ) from exc
     try:
         folder = snapshot_download(repo_id, local_files_only=True)

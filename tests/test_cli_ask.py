@@ -74,3 +74,47 @@ def test_ask_trace_shows_a_skipped_verdict(tmp_path: Path, monkeypatch: pytest.M
     assert cli_main(["ask", "--db", str(db), "Which singers are from France?"]) == 0
     out = capsys.readouterr()
     assert "noise_correct   skipped (the SQL returns rows; nc_verdict is off)" in out.out + out.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--db", "missing.sqlite"], "missing.sqlite"),
+        (["--model", "no-such-model-spec"], "Unknown model spec"),
+        (["--include-tables", "no_such_table"], "no_such_table"),
+        (["--set", "max_question_chars=5"], "max_question_chars"),
+    ],
+)
+def test_ask_checks_every_input_before_loading_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """A wrong path, spec, table or an over-long question fails with one line, and no model is loaded."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("route_graph.models.load_chat_model", lambda *a, **k: pytest.fail("no model may load"))
+    db = make_concert_db(tmp_path / "concert.sqlite")
+    argv = ["ask", "--db", str(db), *args, "How many singers are there?"]
+    code = cli_main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.startswith("route-sql: error:"), err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_ask_ignore_tables_hides_them_from_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    llm = ScriptedChatModel(scripts={"ts": [f"```sql\n{FRENCH}\n```"]})
+    monkeypatch.setattr("route_graph.models.load_chat_model", lambda *args, **kwargs: llm)
+    db = make_concert_db(tmp_path / "concert.sqlite")
+    assert cli_main(["ask", "--json", "--db", str(db), "--stages", "", "--ignore-tables", "stadium,concert", "Who?"]) == 0
+    prompt = llm.calls[0][1]
+    assert "CREATE TABLE singer" in prompt and "stadium" not in prompt and "CREATE TABLE concert " not in prompt
+
+
+def test_version_and_exit_codes_are_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as version:
+        cli_main(["--version"])
+    assert version.value.code == 0 and capsys.readouterr().out.startswith("route-sql ")
+    with pytest.raises(SystemExit):
+        cli_main(["ask", "--help"])
+    help_text = capsys.readouterr().out
+    assert "exit codes:" in help_text and "130" in help_text and "--ignore-tables" in help_text

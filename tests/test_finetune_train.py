@@ -232,6 +232,33 @@ def test_a_phase_starts_from_a_committed_adapter_and_checks_its_data(tiny: Path,
                                                                init_adapter=str(first.adapter_dir), checkpoint_dir=str(workdir / "p2r8")))
 
 
+def test_a_finished_phase_is_committed_in_bf16_and_the_next_phase_starts_from_it(tiny: Path, records_path: Path, workdir: Path) -> None:
+    from safetensors import safe_open
+
+    from finetune.phases import commit_phase
+
+    common = {"base_model": str(tiny), "learning_rate": 1e-2, "warmup_steps": 0, "max_records": 8,
+              "task_ratios": {"ts": 1}, "lora_top_layers": 1, "resume": None}
+    run = workdir / "phase-a"
+    train(records_path, run, TrainConfig(**common, max_steps=2, checkpoint_dir=str(workdir / "pa")))
+    phase = commit_phase(run, workdir / "phases" / "1-a", config_path="configs/x.json", command="route-finetune run ...")
+    assert sorted(p.name for p in phase.iterdir()) == ["PHASE.md", "adapter_config.json", "adapter_model.safetensors", "train_summary.json"]
+    with safe_open(str(phase / "adapter_model.safetensors"), "pt") as weights:
+        assert {str(weights.get_tensor(k).dtype) for k in weights.keys()} == {"torch.bfloat16"}
+    text = (phase / "PHASE.md").read_text()
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["data_sha256"] in text and "configs/x.json" in text and "loss" in text
+    # The next phase loads the committed bf16 adapter and trains on (fp32 adapter weights again).
+    nxt = train(records_path, workdir / "phase-b", TrainConfig(**common, max_steps=1, init_adapter=str(phase),
+                                                               checkpoint_dir=str(workdir / "pb")))
+    assert nxt.finished and json.loads(nxt.summary_path.read_text())["init_adapter"] == summary_sha(phase)
+    # An unfinished run is refused.
+    stopped = workdir / "phase-stopped"
+    train(records_path, stopped, TrainConfig(**common, max_steps=3, deadline="0s", checkpoint_dir=str(workdir / "ps")))
+    with pytest.raises(ConfigError, match="has not finished"):
+        commit_phase(stopped, workdir / "phases" / "bad", config_path="c", command="c")
+
+
 def summary_sha(directory: Path) -> str:
     import hashlib
 

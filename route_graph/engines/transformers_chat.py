@@ -231,7 +231,7 @@ class _Engine:
         except ImportError as exc:
             raise ModelError(
                 f"Local models need the local extra ({exc.name} is missing): "
-                "pip install torch==2.13.0 'route-graph[local]'"
+                "pip install torch==2.13.0 'route-graph[transformers]'"
             ) from exc
         from .._cache import _dtype_kwarg
 
