@@ -141,12 +141,10 @@ def _table_list(text: str | None) -> list[str] | None:
 
 def _ask(args: argparse.Namespace) -> int:
     from route_graph.database import open_database
-    from route_graph.graph import build_route_graph
     from route_graph.model_capabilities import parse_model_spec
-    from route_graph.models import load_chat_model
 
-    # Every argument is checked before the model loads (seconds to minutes): a wrong path,
-    # table, spec, field or an over-long question fails at once with one line.
+    # Every argument is checked before the model (seconds to minutes) or even the graph (a second
+    # of imports) loads: a wrong path, table, spec, field or an over-long question fails at once.
     db = args.db or str(demo_database_path())
     question = " ".join(args.question) if args.question else DEMO_QUESTIONS[0]
     config = RouteConfig(prompt_style=args.prompt_style).with_stages(args.stages)
@@ -156,6 +154,9 @@ def _ask(args: argparse.Namespace) -> int:
     database = open_database(
         db, schema=args.schema, include_tables=_table_list(args.include_tables), ignore_tables=_table_list(args.ignore_tables)
     )
+    from route_graph.graph import build_route_graph
+    from route_graph.models import load_chat_model
+
     show_progress = not args.json and not args.quiet and sys.stderr.isatty()
     with _Progress(sys.stderr, show_progress) as progress:
         if not args.json and not args.quiet:
@@ -221,8 +222,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--model",
         default=None,
-        help="model spec: qwen2.5-coder-0.5b (default, offline), an HF model directory, "
-        "hf:ORG/NAME, or openai:http://HOST:PORT/v1#MODEL_NAME",
+        help="model spec: qwen2.5-coder-0.5b (default, offline), BASE+ADAPTER_DIR[@SCALE], a .gguf file or HF "
+        "model directory, hf:ORG/NAME, openai:http://HOST:PORT/v1#MODEL_NAME, or PROVIDER:MODEL "
+        "(e.g. openai:gpt-4o-mini, anthropic:claude-haiku-4-5, ollama:qwen2.5-coder:0.5b)",
     )
     ask.add_argument("--hint", default=None, help="extra knowledge for the question (BIRD's evidence)")
     ask.add_argument("--stages", default=None, help="MCP stages to run, subset of sl,nc,cw,rescue (default: all)")

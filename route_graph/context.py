@@ -49,14 +49,14 @@ class RouteConfig:
         "Schema linking errs toward recall, as the ROUTE reference does: tables the question names and "
         "junction tables between linked tables are added, and linked tables keep all their columns "
         "when the full schema fits schema_token_budget. Off (default): the tables/columns the model "
-        "and its draft named, keys kept. Measured with the untuned 0.5B (benchmarks/RESULTS.md): strict "
+        "and its draft named, keys kept. Measured with the untuned 0.5B (benchmarks/HISTORY.md): strict "
         "column recall 75% -> 97%, but no EX gain (the small model is not helped by more columns).",
         False,
     )
     link_sample_rows: int = _describe(
         "Sample rows per table in prompts on the full schema (linking, NC, draft SQL, CW, rescue). "
         "These prompts are ~2.6 of every question's ~3.6 calls, so this decides most prompt tokens. "
-        "Measured with the 0.5B (benchmarks/RESULTS.md): 0 here and generate_sample_rows=5 cut prompt "
+        "Measured with the 0.5B (benchmarks/HISTORY.md): 0 here and generate_sample_rows=5 cut prompt "
         "tokens per question 47% and full-MCP EX by 1.5 points (CI -4.5..+1.2), the draft by 4.5 "
         "(significant), so 3 stays the default.",
         3,
@@ -67,7 +67,7 @@ class RouteConfig:
     schema_format: Literal["ddl", "compact"] = _describe(
         "How prompts show the schema: 'ddl' (CREATE TABLE + sample-row blocks, the ROUTE reference) "
         "or 'compact' (one line per table with a few sample values; ~40% fewer schema tokens, for small "
-        "contexts). Measured with the 0.5B (benchmarks/RESULTS.md): compact cut prompt tokens per "
+        "contexts). Measured with the 0.5B (benchmarks/HISTORY.md): compact cut prompt tokens per "
         "question only 11% and its drafts executed less often (70% vs 83%, 57 paired questions), so 'ddl' is the default.",
         "ddl",
     )

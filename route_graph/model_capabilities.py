@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Literal
-
-from langchain_core.runnables import Runnable
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._cache import OFFLINE_MODELS
 from .errors import ModelError, PromptTooLongError
+
+if TYPE_CHECKING:  # annotations only: spec parsing (the CLI's first check) stays import-light
+    from langchain_core.runnables import Runnable
 
 __all__ = [
     "BACKENDS",
@@ -269,14 +270,14 @@ def model_failure_message(exc: BaseException) -> str | None:
     return f"The model call failed ({text[:300]}); {advice}"
 
 
-_PROVIDER_MODULES = ("openai", "anthropic", "ollama", "httpx", "google", "mistralai", "groq", "cohere")
-
-
 def _provider_advice(exc: BaseException) -> str | None:
-    """What to do about a provider's HTTP/API error (by status code), or None for other exceptions."""
+    """What to do about a provider's HTTP error (by its status code), or None for other exceptions.
+
+    Only errors that carry an HTTP status: a client-side failure such as a JSON answer cut at the
+    length limit (``openai.LengthFinishReasonError``) stays the caller's to handle.
+    """
     status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
-    module = type(exc).__module__.split(".", 1)[0]
-    if not isinstance(status, int) and module not in _PROVIDER_MODULES:
+    if not isinstance(status, int) or status < 400:
         return None
     if status in (401, 403):
         return "the provider refused the credentials: set the API key (e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY) or check its permissions."
@@ -284,12 +285,12 @@ def _provider_advice(exc: BaseException) -> str | None:
         return "the provider does not know this model or URL: check the model name and the base URL."
     if status == 429:
         return "the provider's rate limit or quota was hit: wait, lower the concurrency, or check the account's quota."
-    if isinstance(status, int) and status >= 500:
+    if status >= 500:
         return "the provider failed on its side: try again later."
     if status in (400, 422):
         return ("the provider rejected the request: if it names a field, set RouteConfig(answer_prefill=False) or "
                 "RouteConfig(constrained_json=False), or use a model that accepts it.")
-    return "the model provider's client failed: check the provider's status, the model name and the credentials."
+    return f"the provider answered HTTP {status}: check the provider's status, the model name and the credentials."
 
 
 def continuing_model(llm: Runnable) -> Runnable | None:

@@ -13,7 +13,7 @@ Local models run in-process on one of two engines (``route_graph.engines``):
 - **llama.cpp** (the default for the offline models and .gguf files whenever llama-cpp-python is
   installed): runs the shipped Q4_K_M GGUF as it is, reuses the KV cache of shared prompt
   prefixes. On 2 AVX2-only cores it answers a full MCP question many times faster than
-  transformers in fp32 (benchmarks/RESULTS.md).
+  transformers in fp32 (benchmarks/HISTORY.md).
 - **transformers**: any Hugging Face directory (merged fine-tunes), GPUs, and bf16 on CPUs with
   AMX; micro-batches concurrent calls where batching pays (bf16/GPU), not on fp32 CPUs.
 
@@ -126,7 +126,7 @@ def choose_backend(parsed: ModelSpec) -> str:
 
     llama.cpp runs GGUF files only (the offline models are GGUFs); Hugging Face directories
     need transformers. For the offline models llama.cpp is chosen whenever it is installed:
-    it is the fast engine on CPUs without AMX, the common case (benchmarks/RESULTS.md).
+    it is the fast engine on CPUs without AMX, the common case (benchmarks/HISTORY.md).
     """
     from .engines.llamacpp_chat import llamacpp_available
 

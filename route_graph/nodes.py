@@ -95,11 +95,11 @@ VOTE_CANDIDATES: tuple[tuple[str, str], ...] = (
 ACCEPTING_STAGES = frozenset({"noise_correct", "continue_write", "rescue"})
 #: The trace stage of the self-consistency samples (and the answer's ``stage`` when one wins the vote).
 SAMPLE_STAGE = "self_consistency"
-#: The LangChain run name of each model call (``stage.purpose``): a LangSmith trace tells apart the
-#: two concurrent schema-linking calls, NC's verdict from its repair, and so on.
 #: Model calls whose tokens are the user's reply (streamed by ``stream_mode="messages"``); the
 #: others carry LangGraph's ``nostream`` tag unless ``RouteConfig.stream_internal_calls``.
 USER_FACING_CALLS: frozenset[str] = frozenset({"respond.answer"})
+#: The LangChain run name of each model call (``stage.purpose``): a LangSmith trace tells apart the
+#: two concurrent schema-linking calls, NC's verdict from its repair, and so on.
 MODEL_CALL_NAMES: frozenset[str] = frozenset(
     {
         "schema_link.links",
@@ -264,7 +264,7 @@ class RouteNodes:
                 limit=cfg.value_match_limit, threshold=cfg.value_match_threshold,
             )
             matches = [m.to_dict() for m in found]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - value retrieval is an aid; the question goes on without it
             matches = []
             trace["value_error"] = f"{type(exc).__name__}: {exc}"
         trace["value_matches"] = matches
@@ -301,7 +301,7 @@ class RouteNodes:
                 sl_text = sl_future.result()
             except RouteGraphError:
                 raise  # the backend itself failed (ModelError): the user's to fix
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - an unreadable SL answer must not end the run
                 # e.g. JSON-schema decoding cut at the length limit (openai.LengthFinishReasonError):
                 # link from the draft SQL alone, and say so in the trace.
                 sl_text, added_error = "", {"links_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
@@ -404,7 +404,7 @@ class RouteNodes:
                 meter, msgs, prompts.answer_prefill("ts"), cfg, config,
                 name="sample_generate", temperature=cfg.sample_temperature,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one lost sample must not end the run
             sample.update(executed=False, rows=None, error=None, model_error=f"{type(exc).__name__}: {str(exc)[:300]}")
             return {"samples": [{**sample, **meter.cost()}]}
         sql = prompts.parse_sql(answer)

@@ -400,7 +400,7 @@ def answer_prefill(task: Task, prefix: str = "") -> str:
     if task == "sl":
         # '{"', not '{': Qwen's tokenizer encodes a target '{"Accounts": …' as '{"' + 'Accounts',
         # so a bare '{' is a token boundary the tuned model never saw, and after it the MSFT v3
-        # model wrote unquoted or empty links in 395 of 400 questions (benchmarks/RESULTS.md).
+        # model wrote unquoted or empty links in 395 of 400 questions (benchmarks/HISTORY.md).
         return '{"'
     return ""
 
@@ -566,7 +566,7 @@ def _listed_links(text: str) -> dict[str, list[str]]:
     """``Table: [col, col], ...`` (JSON without its quotes, or cut short), in linear time.
 
     The MSFT v3 model wrote this after the old bare ``{`` prefill (395 of 400 SL answers were
-    unreadable, benchmarks/RESULTS.md); a JSON answer cut at the token limit keeps its complete
+    unreadable, benchmarks/HISTORY.md); a JSON answer cut at the token limit keeps its complete
     lists this way too. Each table name is read backwards from its ``:``, never past the previous list.
     """
     links: dict[str, list[str]] = {}

@@ -3,7 +3,7 @@
 Why a script: llama.cpp's default ``-march=native`` build crashed on an AMX machine (DESIGN.md),
 so the README used a fixed portable AVX2 build — which leaves AVX-512 CPUs idle: on 2 AMX Xeon
 cores a full MCP question took 11.4 s with AVX2 kernels and 7.75 s with AVX-512 ones
-(benchmarks/RESULTS.md, eighth session). This names every x86 extension explicitly, from
+(benchmarks/HISTORY.md, eighth session). This names every x86 extension explicitly, from
 /proc/cpuinfo, and nothing the CPU lacks. AMX kernels are never enabled: that build died with
 SIGILL ("Illegal instruction") at its first model call on the same Xeon. Runs before the package
 is installed, so the standard library only:

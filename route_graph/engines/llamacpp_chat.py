@@ -1,6 +1,6 @@
 """The llama.cpp engine: the shipped GGUF as it is (4-5 bit weights), fast on CPUs without AMX.
 
-Measured on 2 AVX2-only cores (AMD EPYC, benchmarks/RESULTS.md): the transformers engine must
+Measured on 2 AVX2-only cores (AMD EPYC, benchmarks/HISTORY.md): the transformers engine must
 dequantize the Q4_K_M default model to fp32 (bf16 is unusable there) and decodes ~6 tokens/s;
 llama.cpp reads the quantized weights directly. The engine also reuses the KV cache of the
 longest shared prompt prefix: ROUTE's schema linking, draft, noise correction and the next
@@ -8,7 +8,7 @@ question on the same database all start with the same system + schema text, so o
 after it is prefilled again. A bounded LRU of saved prefix states extends that across databases.
 
 One ``llama_cpp.Llama`` per (file, settings) and process; calls are serialized by a lock
-(batching does not pay on these CPUs, see benchmarks/RESULTS.md).
+(batching does not pay on these CPUs, see benchmarks/HISTORY.md).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def rebuild_hint(system_info: str, cpuinfo: str, version: str = "") -> str | Non
     """What to run when this CPU has AVX-512 but the installed llama.cpp build has no AVX-512 kernels.
 
     A build made with the README's earlier fixed AVX2 flags (or reused from pip's wheel cache)
-    takes 11.4 s instead of 7.75 s per full MCP question on an AVX-512 Xeon (benchmarks/RESULTS.md,
+    takes 11.4 s instead of 7.75 s per full MCP question on an AVX-512 Xeon (benchmarks/HISTORY.md,
     eighth session).
     """
     flags: set[str] = set()

@@ -5,7 +5,7 @@ directory (a merged fine-tune). On a CPU the lever for throughput there is batch
 callers (``graph.batch``, evaluation with ``max_concurrency``) are gathered for a few milliseconds
 and answered by one padded ``generate`` call: on 2 AMX cores a batch of eight short SQL answers
 took 1.2–1.6× the time of one answered alone. On AVX2-only CPUs fp32 batching is *slower*
-(3.1 tok/s aggregate at batch 8 vs 6.2 at batch 1, benchmarks/RESULTS.md), so the factory
+(3.1 tok/s aggregate at batch 8 vs 6.2 at batch 1, benchmarks/HISTORY.md), so the factory
 gives those CPUs ``max_batch_size=1`` and prefers the llama.cpp engine.
 
 It behaves like any LangChain chat model: ``stream``/``astream`` (whole-reply chunks, see
@@ -97,7 +97,7 @@ def cpu_supports_bf16() -> bool:
 def batching_pays(dtype: str = "auto") -> bool:
     """Micro-batching pays on GPUs and bf16 CPUs (AMX), not in fp32 on CPUs.
 
-    Measured (benchmarks/RESULTS.md): on 2 AMX cores a batch of eight short answers took
+    Measured (benchmarks/HISTORY.md): on 2 AMX cores a batch of eight short answers took
     1.2-1.6x one answer's time; on 2 AVX2-only cores in fp32, eight in flight decoded 3.1 tok/s
     in aggregate against 6.2 tok/s for one at a time.
     """

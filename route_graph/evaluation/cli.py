@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="single: one text-to-SQL prompt on the full schema (the 'w/o MCP' baseline); "
                    "mcp: the ROUTE pipeline (default)")
     p.add_argument("--stages", help="MCP stages to run, a subset of sl,nc,cw,rescue (default: all)")
-    p.add_argument("--model", help="chat model spec (default: the offline Qwen2.5-Coder-0.5B; "
-                   "'openai:http://HOST:PORT/v1#NAME' for an OpenAI-compatible server, or a HF model dir/id)")
+    p.add_argument("--model", help="chat model spec (default: the offline Qwen2.5-Coder-0.5B; BASE+ADAPTER_DIR[@SCALE]; "
+                   "'openai:http://HOST:PORT/v1#NAME' for an OpenAI-compatible server; PROVIDER:MODEL such as "
+                   "openai:gpt-4o-mini through LangChain's init_chat_model; or a HF model dir/id)")
     p.add_argument("--prompt-style", choices=("zero_shot", "few_shot"), default="zero_shot",
                    help="few_shot adds a worked example (base models); zero_shot for fine-tuned ones")
     p.add_argument("--set", dest="config_overrides", action="append", default=[], metavar="FIELD=VALUE",
