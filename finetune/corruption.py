@@ -18,7 +18,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from route_graph.database import Schema
+from route_graph.sql.schema import Schema
 
 __all__ = ["CORRUPTION_KINDS", "Corruption", "corrupt_sql", "render_sql"]
 

@@ -24,11 +24,12 @@ from finetune.config import FilterConfig
 from finetune.views import full_schema_text
 from route_graph import prompts
 from route_graph.context import RouteConfig
-from route_graph.database import Database
 from route_graph.errors import DatabaseError
 from route_graph.evaluation.datasets import Example
-from route_graph.execution import execute_sql, summarize_result
 from route_graph.linking import links_from_sql
+from route_graph.sql.database import Database
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.result import summarize_result
 
 __all__ = ["Dropped", "FilterReport", "check_gold", "filter_examples", "judge_pairs", "write_filtered_split"]
 

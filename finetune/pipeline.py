@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from finetune.config import RunConfig, config_to_dict
-from route_graph.database import Database, open_database
 from route_graph.errors import DataError
 from route_graph.evaluation.datasets import Dataset, Example, load_dataset
+from route_graph.sql.database import Database
+from route_graph.sql.opening import open_database
 
 __all__ = ["STEPS", "DatabasePool", "RunPaths", "default_split", "load_examples", "run_all", "run_export", "run_filter", "run_synth", "run_train"]
 

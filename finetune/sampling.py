@@ -23,12 +23,13 @@ from finetune.synthesis import gold_sql_of
 from finetune.views import full_schema_text, linked_schema_text, question_values
 from route_graph import prompts
 from route_graph.context import RouteConfig
-from route_graph.database import Database
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
-from route_graph.execution import execute_sql, summarize_result
 from route_graph.linking import links_from_sql
 from route_graph.rendering import recall_first_links
+from route_graph.sql.database import Database
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.result import summarize_result
 
 __all__ = ["SampleReport", "sample_nc_records"]
 

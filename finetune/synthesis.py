@@ -29,16 +29,22 @@ from typing import Any
 from finetune.config import SynthConfig
 from finetune.corruption import corrupt_sql, render_sql
 from finetune.records import Record
-from finetune.sqltext import clause_boundaries, cut_prefix, normalize_sql, qualify_with_table_names
+from finetune.sqltext import (
+    clause_boundaries,
+    cut_prefix,
+    normalize_sql,
+    qualify_with_table_names,
+)
 from finetune.views import full_schema_text, linked_schema_text, question_values
 from route_graph import prompts
 from route_graph.context import RouteConfig
-from route_graph.database import Database
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
-from route_graph.execution import ExecutionResult, execute_sql, summarize_result
 from route_graph.linking import links_from_sql, merge_links, with_join_keys
 from route_graph.rendering import recall_first_links
+from route_graph.sql.database import Database
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.result import ExecutionResult, summarize_result
 
 __all__ = ["ExampleRecords", "SynthReport", "Synthesizer", "gold_sql_of"]
 

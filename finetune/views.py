@@ -12,8 +12,8 @@ database values that match the question, as the graph's nodes show them.
 from __future__ import annotations
 
 from route_graph.context import RouteConfig
-from route_graph.database import Database
 from route_graph.rendering import stage_schema_text
+from route_graph.sql.database import Database
 from route_graph.values import match_values, render_matches
 
 __all__ = ["full_schema_text", "linked_schema_text", "question_values"]

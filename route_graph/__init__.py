@@ -23,19 +23,21 @@ if TYPE_CHECKING:
 
     from route_graph.chat import as_sql_tool
     from route_graph.context import RouteConfig
-    from route_graph.database import Database, open_database
-    from route_graph.execution import ExecutionResult, execute_sql
     from route_graph.graph import build_route_graph
+    from route_graph.sql.database import Database
+    from route_graph.sql.execute import execute_sql
+    from route_graph.sql.opening import open_database
+    from route_graph.sql.result import ExecutionResult
 
-# Public names imported on first use, so that importing one module (say ``route_graph.execution``)
+# Public names imported on first use, so that importing one module (say ``route_graph.sql.execute``)
 # loads only what that module needs, not the whole graph.
 _LAZY = {
     "as_sql_tool": "route_graph.chat",
     "RouteConfig": "route_graph.context",
-    "Database": "route_graph.database",
-    "open_database": "route_graph.database",
-    "ExecutionResult": "route_graph.execution",
-    "execute_sql": "route_graph.execution",
+    "Database": "route_graph.sql.database",
+    "open_database": "route_graph.sql.opening",
+    "ExecutionResult": "route_graph.sql.result",
+    "execute_sql": "route_graph.sql.execute",
     "build_route_graph": "route_graph.graph",
 }
 

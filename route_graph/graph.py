@@ -19,8 +19,9 @@ from langgraph.graph.state import CompiledStateGraph
 
 from route_graph import chat
 from route_graph.context import RouteConfig
-from route_graph.database import Database, open_database
 from route_graph.nodes import RouteNodes
+from route_graph.sql.database import Database
+from route_graph.sql.opening import open_database
 from route_graph.state import RouteInput, RouteOutput, RouteState
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from route_graph.database import Schema, Table
+from route_graph.sql.schema import Schema, Table
 from route_graph.sql_bounds import check_sql_bounds
 
 __all__ = [

@@ -43,9 +43,7 @@ except ImportError:  # pragma: no cover - moved in another LangGraph version
 
 from route_graph import chat, prompts
 from route_graph.context import RouteConfig
-from route_graph.database import Database
 from route_graph.errors import ConfigError, InputError, RouteGraphError
-from route_graph.execution import ExecutionResult, execute_sql, summarize_result
 from route_graph.linking import (
     is_hard,
     links_from_sql,
@@ -61,8 +59,11 @@ from route_graph.model_capabilities import (
     rejects_request_feature,
 )
 from route_graph.rendering import recall_first_links, stage_schema_text
-from route_graph.repair import closest_name_fix, join_owner_table, requalify_column
+from route_graph.repair import RESCUE_RULES, requalify_column
 from route_graph.results import answer_is_empty, vote_by_result
+from route_graph.sql.database import Database
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.result import ExecutionResult, summarize_result
 from route_graph.state import RouteState, SampleTask
 from route_graph.values import match_values, render_matches
 
@@ -588,12 +589,12 @@ class RouteNodes:
         return not any(s.get("executed") for s in state.get("samples") or ())
 
     def _guess_names(self, sql: str, result: ExecutionResult, cfg: RouteConfig) -> tuple[str, ExecutionResult] | None:
-        """``repair.join_owner_table`` and ``repair.closest_name_fix`` (after the exact re-qualification),
+        """``repair.RESCUE_RULES``: ``join_owner_table`` and ``closest_name_fix`` after the exact re-qualification,
         one error at a time, up to ``MAX_REQUALIFY_STEPS`` steps; the executing SQL, or None."""
         current, current_result = sql, result
         for _ in range(MAX_REQUALIFY_STEPS):
             fixed = None
-            for repair in (requalify_column, join_owner_table, closest_name_fix):  # exact first, then guesses
+            for repair in RESCUE_RULES:  # exact first, then guesses
                 fixed = fixed or repair(current, current_result.error, self.db.schema, self.db.dialect)
             if fixed is None or fixed == current:
                 return None

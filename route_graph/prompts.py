@@ -128,7 +128,7 @@ _EXAMPLE_SQL = (
     "WHERE T1.country = 'Canada' AND T2.year > 2000"
 )
 _EXAMPLE_LINKS = {"author": ["author_id", "name", "country"], "book": ["year", "author_id"]}
-# Feedback in ``execution.summarize_result``'s format, as the model sees it for real SQL.
+# Feedback in ``sql.result.summarize_result``'s format, as the model sees it for real SQL.
 _EXAMPLE_FEEDBACK = "Columns: name\nRows: 1\nAll rows:\nname\nMargaret Atwood"
 _EXAMPLE_WRONG_SQL = "SELECT name FROM author WHERE country = 'Canada'"
 _EXAMPLE_WRONG_FEEDBACK = "Columns: name\nRows: 2\nAll rows:\nname\nAlice Munro\nMargaret Atwood"

@@ -3,7 +3,8 @@
 This is the ONE rendering module: the graph's stages and ``finetune`` (training records) call
 :func:`stage_schema_text`, so a fine-tuned model sees the text it was trained on.
 
-- ``ddl``: CREATE TABLE statements with keys and a block of sample rows (the ROUTE reference).
+- ``ddl``: CREATE TABLE statements with keys and a block of sample rows (the ROUTE reference;
+  :func:`render_ddl`).
 - ``compact``: one line per table, ``name TYPE`` per column with keys marked and a few distinct
   sample values, then the foreign keys; about half the tokens of ``ddl`` on Spider schemas.
 
@@ -19,17 +20,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from route_graph.execution import format_value
+from route_graph.errors import ConfigError, DatabaseError
+from route_graph.sql.result import format_value
+from route_graph.sql.schema import Schema, Table, quote_identifier
 
 if TYPE_CHECKING:
     from route_graph.context import RouteConfig
-    from route_graph.database import Database, Schema, Table
     from route_graph.linking import RecallAdditions
+    from route_graph.sql.database import Database
 
 __all__ = [
     "CHARS_PER_TOKEN",
-    "COMPACT_VALUE_CHARS", "SchemaFormat", "estimate_tokens", "recall_first_links", "render_schema_text",
-    "stage_schema_text"]
+    "COMPACT_VALUE_CHARS", "SchemaFormat", "estimate_tokens", "recall_first_links", "render_ddl",
+    "render_schema_text", "stage_schema_text"]
 
 SchemaFormat = Literal["ddl", "compact"]
 
@@ -98,13 +101,11 @@ def render_schema_text(
     ``keep`` names the tables/columns the question needs (schema links): they are the last to go.
     """
     if fmt not in ("ddl", "compact"):
-        from route_graph.errors import ConfigError
-
         raise ConfigError(f"Unknown schema_format {fmt!r}: use 'ddl' or 'compact'.")
 
     def render(s: Schema, rows: int, chars: int) -> str:
         if fmt == "ddl":
-            return db.render_schema(s, sample_rows=rows, value_chars=chars)
+            return render_ddl(db, s, sample_rows=rows, value_chars=chars)
         return _render_compact(db, s, rows, chars)
 
     text = render(schema, sample_rows, value_chars)
@@ -131,6 +132,42 @@ def render_schema_text(
     return text
 
 
+def render_ddl(db: Database, schema: Schema | None = None, *, sample_rows: int = 3, value_chars: int = 60) -> str:
+    """``schema`` (all of ``db``'s by default) as CREATE TABLE statements with keys and a block of
+    sample rows per table: the ``ddl`` format, the ROUTE reference's."""
+    schema = db.schema if schema is None else schema
+    return "\n\n".join(_ddl_table(db, t, sample_rows, value_chars) for t in schema.tables)
+
+
+def _ddl_table(db: Database, table: Table, sample_rows: int, value_chars: int) -> str:
+    def q(name: str) -> str:
+        return quote_identifier(name, db.dialect)
+
+    lines = [f"  {q(c.name)} {c.type}".rstrip() for c in table.columns]
+    pk = [q(c.name) for c in table.columns if c.primary_key]
+    if pk:
+        lines.append(f"  PRIMARY KEY ({', '.join(pk)})")
+    lines += [
+        f"  FOREIGN KEY ({q(fk.column)}) REFERENCES {q(fk.ref_table)}({q(fk.ref_column)})"
+        for fk in table.foreign_keys
+    ]
+    text = f"CREATE TABLE {q(table.name)} (\n" + ",\n".join(lines) + "\n);"
+    if sample_rows <= 0:
+        return text
+    try:
+        columns, rows = db.sample_rows(table.name, sample_rows)
+    except DatabaseError:
+        return text  # e.g. a table the schema names but the database cannot read
+    position = {c.lower(): i for i, c in enumerate(columns)}
+    keep = [position[c.name.lower()] for c in table.columns if c.name.lower() in position]
+    if not rows:
+        return text + f"\n/*\nTable {table.name} has no rows.\n*/"
+    header = "\t".join(columns[i] for i in keep)
+    body = "\n".join("\t".join(format_value(r[i], value_chars) for i in keep) for r in rows)
+    noun = "example row" if len(rows) == 1 else "example rows"
+    return text + f"\n/*\n{len(rows)} {noun} from table {table.name}:\n{header}\n{body}\n*/"
+
+
 def _omitted(names: Iterable[str]) -> str:
     names = list(names)
     return f"\n-- {len(names)} more table(s) not shown (prompt budget): {', '.join(reversed(names))}"
@@ -138,8 +175,6 @@ def _omitted(names: Iterable[str]) -> str:
 
 def _keys_only(schema: Schema, wanted: Mapping[str, set[str]]) -> Schema:
     """Tables not in ``wanted`` keep only key columns; wanted ones keep their linked columns too."""
-    from route_graph.database import Table
-
     out = []
     for t in schema.tables:
         fk_cols = {fk.column.lower() for fk in t.foreign_keys}
@@ -170,14 +205,10 @@ def _render_compact(db: Database, schema: Schema, sample_rows: int, value_chars:
 
 
 def _q(db: Database, name: str) -> str:
-    from route_graph.database import quote_identifier
-
     return quote_identifier(name, db.dialect)
 
 
 def _compact_table(db: Database, table: Table, sample_rows: int, value_chars: int) -> str:
-    from route_graph.errors import DatabaseError
-
     values: dict[str, list[str]] = {}
     if sample_rows > 0:
         try:

@@ -29,10 +29,13 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from route_graph.database import Schema, Table
 from route_graph.linking import parse_bounded
+from route_graph.sql.schema import Schema, Table
 
-__all__ = ["MissingColumn", "closest_name_fix", "join_owner_table", "missing_column", "requalify_column"]
+__all__ = [
+    "RESCUE_RULES", "MissingColumn", "RepairRule", "closest_name_fix", "join_owner_table", "missing_column",
+    "requalify_column",
+]
 
 _NAME = r"[\"`\[]?([A-Za-z_][\w ]*?)[\"`\]]?"
 # How engines name a qualified column that does not exist (SQLite, DuckDB, PostgreSQL, MySQL).
@@ -295,3 +298,10 @@ def _join_owner(tree: exp.Expression, missing: MissingColumn, schema: Schema) ->
         select.join(exp.to_table(owner.name), on=on, copy=False)
         return True
     return False
+
+
+#: A repair rule: (sql, the database's error, schema, dialect) -> repaired SQL, or None if it does not apply.
+RepairRule = Callable[[str, str | None, Schema, str], str | None]
+#: The rules the rescue stage tries on each error, in order (the order is behaviour, as in
+#: sqlglot's optimizer ``RULES``): the exact re-qualification first, then the two guesses.
+RESCUE_RULES: tuple[RepairRule, ...] = (requalify_column, join_owner_table, closest_name_fix)

@@ -13,7 +13,7 @@ a hash of size + mtime + first and last MiB, and a ``-wal`` file's size and mtim
 one). Other databases (PostgreSQL, ...) are cached in memory only.
 
 Build time and memory are bounded (``ValueBounds``): every query goes through the guarded,
-read-only ``execution.execute_sql`` with a per-query timeout; per column at most
+read-only ``sql.execute.execute_sql`` with a per-query timeout; per column at most
 ``max_rows_scanned`` rows are read and ``max_values_per_column`` distinct values kept; values
 longer than ``max_value_chars`` are skipped; the whole index holds at most ``max_total_values``
 values and stops after ``build_timeout_s`` seconds. A column that times out or fails is skipped
@@ -42,8 +42,9 @@ import sqlglot
 from rapidfuzz import fuzz, process
 
 from route_graph._cache import model_cache_dir
-from route_graph.database import Database, Schema, quote_identifier
-from route_graph.execution import execute_sql
+from route_graph.sql.database import Database
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.schema import Schema, quote_identifier
 
 __all__ = [
     "DEFAULT_LIMIT",

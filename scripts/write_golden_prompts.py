@@ -17,8 +17,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.fakes import shared_data_dir  # noqa: E402
-from tests.golden_prompts import GOLDEN_DIR, SCENARIOS, render_scenario  # noqa: E402
+from tests.fakes import shared_data_dir
+from tests.golden_prompts import GOLDEN_DIR, SCENARIOS, render_scenario
 
 
 def main(argv: list[str] | None = None) -> int:

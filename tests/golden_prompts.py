@@ -40,20 +40,9 @@ __all__ = ["GOLDEN_DIR", "SCENARIOS", "Scenario", "render_scenario"]
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 
-#: Model calls in pipeline order (``nodes.MODEL_CALL_NAMES``): concurrent calls are listed in this
-#: order, so a file does not depend on which thread asked first.
-CALL_ORDER = (
-    "rewrite_question",
-    "schema_link.links",
-    "schema_link.draft",
-    "generate",
-    "sample_generate",
-    "noise_correct.verdict",
-    "noise_correct.repair",
-    "continue_write",
-    "rescue.repair",
-    "respond.answer",
-)
+#: Calls made at the same time, in the order a file lists them (the rest keep their order), so a
+#: file does not depend on which thread asked first.
+CONCURRENT_ORDER = ("schema_link.links", "schema_link.draft")
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
 
@@ -120,20 +109,28 @@ class CallRecorder(BaseCallbackHandler):
                 self.calls.append((str(kwargs.get("name")), [_message(m) for m in batch]))
 
     def ordered(self) -> list[dict[str, Any]]:
-        rank = {name: i for i, name in enumerate(CALL_ORDER)}
-        calls = sorted(enumerate(self.calls), key=lambda c: (rank.get(c[1][0], len(rank)), c[0]))
-        return [{"call": name, "messages": messages} for _, (name, messages) in calls]
+        """Calls by stage (in the order stages first called), concurrent ones in ``CONCURRENT_ORDER``."""
+        first: dict[str, int] = {}
+        for i, (name, _) in enumerate(self.calls):
+            first.setdefault(name.split(".")[0], i)
+        rank = {name: i for i, name in enumerate(CONCURRENT_ORDER)}
+
+        def key(call: tuple[int, tuple[str, Any]]) -> tuple[int, int, int]:
+            index, (name, _) = call
+            return first[name.split(".")[0]], rank.get(name, 0), index
+
+        return [{"call": name, "messages": messages} for _, (name, messages) in sorted(enumerate(self.calls), key=key)]
 
 
 # ----------------------------------------------------------------------------------- databases
 def _concert(tmp: Path) -> Any:
-    from route_graph.database import open_database
+    from route_graph.sql.opening import open_database
 
     return open_database(make_concert_db(tmp / "concert.sqlite"))
 
 
 def _shop(tmp: Path) -> Any:
-    from route_graph.database import open_database
+    from route_graph.sql.opening import open_database
 
     return open_database(make_sqlite(tmp / "shop.sqlite", SHOP_SQL))
 
@@ -141,7 +138,7 @@ def _shop(tmp: Path) -> Any:
 def _concert_duckdb(tmp: Path) -> Any:
     import duckdb
 
-    from route_graph.database import open_database
+    from route_graph.sql.opening import open_database
 
     path = tmp / "concert.duckdb"
     conn = duckdb.connect(str(path))
@@ -160,7 +157,7 @@ def _concert_duckdb(tmp: Path) -> Any:
 
 def _spider(db_id: str) -> Callable[[Path], Any]:
     def open_spider(tmp: Path) -> Any:
-        from route_graph.database import open_database
+        from route_graph.sql.opening import open_database
 
         data = shared_data_dir()
         assert data is not None, "the Spider scenarios need the shared data (ROUTE_GRAPH_DATA)"

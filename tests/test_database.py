@@ -9,17 +9,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from route_graph.database import (
-    Column,
-    Database,
-    ForeignKey,
-    Schema,
-    Table,
-    open_database,
-    quote_identifier,
-)
 from route_graph.errors import DatabaseError
-from route_graph.execution import execute_sql
+from route_graph.rendering import render_ddl
+from route_graph.sql.database import Database
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.opening import open_database
+from route_graph.sql.schema import Column, ForeignKey, Schema, Table, quote_identifier
 
 # --------------------------------------------------------------------------- opening
 
@@ -265,7 +260,7 @@ def test_quote_identifier() -> None:
 
 def test_render_schema_golden(shop_db_path: Path) -> None:
     db = open_database(shop_db_path)
-    text = db.render_schema(sample_rows=2, value_chars=12)
+    text = render_ddl(db, sample_rows=2, value_chars=12)
     orders_block = (
         "CREATE TABLE orders (\n"
         "  order_id INTEGER,\n"
@@ -288,19 +283,19 @@ def test_render_schema_golden(shop_db_path: Path) -> None:
     assert "  price,\n" in text  # blank type: just the name
     assert "  PRIMARY KEY (order_id, product_id),\n" in text
     assert "  FOREIGN KEY (product_id) REFERENCES Products(ProductID)\n" in text
-    assert text == db.render_schema(sample_rows=2, value_chars=12)  # deterministic
+    assert text == render_ddl(db, sample_rows=2, value_chars=12)  # deterministic
     assert text.count("CREATE TABLE") == 4
 
 
 def test_render_cuts_long_values_and_restricted_columns(shop_db_path: Path) -> None:
     db = open_database(shop_db_path)
     sub = db.schema.restrict({"orders": ["note"]})
-    text = db.render_schema(sub, sample_rows=4, value_chars=10)
+    text = render_ddl(db, sub, sample_rows=4, value_chars=10)
     assert text.startswith("CREATE TABLE orders (\n  order_id INTEGER,\n  note TEXT,\n")
     assert "order_id\tnote\n" in text
     assert "12\txyyyyyyyyy…\n" in text  # cut to 10 characters + "…"
     assert "13\ttab and ne…\n" in text  # tabs/newlines never break the row layout
-    assert "/*" not in db.render_schema(sub, sample_rows=0)
+    assert "/*" not in render_ddl(db, sub, sample_rows=0)
 
 
 def test_sample_rows_cached_and_validated(shop_db_path: Path) -> None:
@@ -316,7 +311,7 @@ def test_sample_rows_cached_and_validated(shop_db_path: Path) -> None:
 
 def test_empty_table_render(make_db) -> None:
     db = open_database(make_db("CREATE TABLE e (a INTEGER PRIMARY KEY, b TEXT);"))
-    assert db.render_schema() == (
+    assert render_ddl(db) == (
         "CREATE TABLE e (\n  a INTEGER,\n  b TEXT,\n  PRIMARY KEY (a)\n);\n/*\nTable e has no rows.\n*/"
     )
 
@@ -331,7 +326,7 @@ def test_spider_databases_render(data_dir: Path, db_id: str) -> None:
         pytest.skip(f"{path} is not in this copy of the data")
     before = path.stat().st_mtime_ns
     db = open_database(path)
-    text = db.render_schema(sample_rows=3)
+    text = render_ddl(db, sample_rows=3)
     assert text.count("CREATE TABLE") == len(db.schema.tables) > 0
     for table in db.schema.tables:
         assert f"CREATE TABLE {quote_identifier(table.name)} (" in text
@@ -351,7 +346,7 @@ def test_spider_college_2_details(data_dir: Path) -> None:
     sub = db.schema.restrict({"student": ["name"], "ADVISOR": ["i_id"], "instructor": ["name"]})
     assert [t.name for t in sub.tables] == ["instructor", "student", "advisor"]  # creation order
     assert len(sub.table("advisor").foreign_keys) == 2
-    assert "3 example rows from table advisor:\ns_ID\ti_ID\n" in db.render_schema(sub)
+    assert "3 example rows from table advisor:\ns_ID\ti_ID\n" in render_ddl(db, sub)
 
 
 # --------------------------------------------------------------------------- views, allow-lists, schemas
@@ -372,7 +367,7 @@ def test_sqlite_view_is_read_as_a_table(make_db) -> None:
     assert view.is_view and not db.schema.table("customers").is_view
     assert [c.name for c in view.columns] == ["id", "name"]
     assert view.foreign_keys == () and not any(c.primary_key for c in view.columns)
-    rendered = db.render_schema()
+    rendered = render_ddl(db)
     assert "CREATE TABLE london_customers (\n  id INTEGER,\n  name TEXT\n);" in rendered
     assert "1 example row from table london_customers:\nid\tname\n1\tAda" in rendered
     assert db.schema.restrict({"london_customers": ["name"]}).tables[0].is_view
@@ -385,7 +380,7 @@ def test_include_and_ignore_tables(make_db) -> None:
     assert [t.name for t in only.schema.tables] == ["london_customers", "orders"]
     # A key to a table left out is not shown (the model cannot join to what it cannot see).
     assert only.schema.table("orders").foreign_keys == ()
-    assert "customers (" not in only.render_schema(sample_rows=0).replace("london_customers (", "")
+    assert "customers (" not in render_ddl(only, sample_rows=0).replace("london_customers (", "")
     ignored = open_database(path, ignore_tables=["london_customers"])
     assert [t.name for t in ignored.schema.tables] == ["customers", "orders"]
     both = open_database(path, include_tables=["customers", "orders"], ignore_tables=["orders"])
@@ -471,8 +466,8 @@ def test_duckdb_schema_and_view(sales_duckdb: Path) -> None:
                              "JOIN customers c ON c.id = o.customer_id")
     assert result.ok, result.error
     assert result.rows == [("Grace", 100.0)]
-    assert "2 example rows from table customers" in db.render_schema()
-    assert "1 example row from table big_orders" in db.render_schema()
+    assert "2 example rows from table customers" in render_ddl(db)
+    assert "1 example row from table big_orders" in render_ddl(db)
     # Still read-only.
     assert not execute_sql(db, "DELETE FROM orders").ok
     only = open_database(sales_duckdb, schema="sales", include_tables=["big_orders"])
@@ -500,11 +495,11 @@ def test_engine_pinned_to_one_schema(sales_duckdb: Path) -> None:
 
 
 def test_engines_without_a_timeout_are_named_once(caplog: pytest.LogCaptureFixture, make_db) -> None:
-    """SQL Server queries cannot be interrupted (execution._run_generic): say so, never silently.
+    """SQL Server queries cannot be interrupted (route_graph.sql.dialects.generic): say so, never silently.
     MySQL/MariaDB have a runner with a server-side limit (tests/test_mysql.py): no warning."""
     from types import SimpleNamespace
 
-    from route_graph import database
+    from route_graph.sql import database
 
     class FakeEngine:  # what the warning reads of an engine (no driver is needed)
         def __init__(self, name: str) -> None:
@@ -512,9 +507,9 @@ def test_engines_without_a_timeout_are_named_once(caplog: pytest.LogCaptureFixtu
 
     mssql, mysql = FakeEngine("mssql"), FakeEngine("mysql")
     with caplog.at_level("WARNING", logger="route_graph"):
-        database._warn_unbounded_once(mssql)  # type: ignore[arg-type]
-        database._warn_unbounded_once(mssql)  # type: ignore[arg-type]
-        database._warn_unbounded_once(mysql)  # type: ignore[arg-type]
+        database.warn_unbounded_once(mssql)  # type: ignore[arg-type]
+        database.warn_unbounded_once(mssql)  # type: ignore[arg-type]
+        database.warn_unbounded_once(mysql)  # type: ignore[arg-type]
         open_database(make_db(VIEW_SQL))  # SQLite: bounded, no warning
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1, messages

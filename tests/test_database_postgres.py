@@ -17,9 +17,11 @@ import pytest
 import sqlalchemy
 
 from route_graph import build_route_graph
-from route_graph.database import Database, open_database
 from route_graph.errors import DatabaseError
-from route_graph.execution import execute_sql
+from route_graph.rendering import render_ddl
+from route_graph.sql.database import Database
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.opening import open_database
 from tests.fakes import ScriptedChatModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +83,7 @@ def test_schema_with_views_reached_by_bare_names(engine: sqlalchemy.Engine) -> N
         assert result.rows == [("Edith",), ("Grace",)]
     totals = execute_sql(db, "SELECT customer_id, total FROM customer_totals ORDER BY customer_id")
     assert [(r[0], float(r[1])) for r in totals.rows] == [(1, 25.5), (2, 100.0), (3, 75.0)]
-    rendered = db.render_schema()
+    rendered = render_ddl(db)
     assert "CREATE TABLE big_orders (" in rendered and "decoy" not in rendered
     assert "2 example rows from table big_orders" in rendered
     # Still read-only, and nothing changed.

@@ -63,9 +63,9 @@ def test_nc_repairs_a_failing_sql_on_a_spider_database(llm) -> None:
     column name), as generate would leave it: NC's repair prompt gets the error and the full
     schema, and its repair is taken because it executes; it returns the gold query's rows.
     """
-    from route_graph.database import open_database
-    from route_graph.execution import execute_sql
     from route_graph.nodes import RouteNodes
+    from route_graph.sql.execute import execute_sql
+    from route_graph.sql.opening import open_database
 
     data = shared_data_dir()
     if data is None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from route_graph.database import open_database
 from route_graph.evaluation.attribution import question_attribution
 from route_graph.evaluation.metrics import ExecutionScorer
+from route_graph.sql.opening import open_database
 from tests.fakes import make_concert_db
 
 

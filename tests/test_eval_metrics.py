@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 
-from route_graph.database import open_database
 from route_graph.errors import ConfigError
 from route_graph.evaluation.metrics import (
     ExecutionScorer,
@@ -20,7 +19,8 @@ from route_graph.evaluation.metrics import (
     ves_ratio,
     ves_reward,
 )
-from route_graph.execution import ExecutionResult
+from route_graph.sql.opening import open_database
+from route_graph.sql.result import ExecutionResult
 from tests.fakes import make_concert_db
 
 RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from route_graph import execution
-from route_graph.database import open_database
-from route_graph.execution import (
-    ExecutionResult,
-    check_read_only,
-    execute_sql,
-    summarize_result,
-)
+from route_graph.rendering import render_ddl
+from route_graph.sql import execute as sql_execute
+from route_graph.sql import fetch as sql_fetch
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.fetch import MAX_CELL_CHARS
+from route_graph.sql.guard import check_read_only
+from route_graph.sql.opening import open_database
+from route_graph.sql.result import ExecutionResult, summarize_result
 from tests.hostile_sql import HOSTILE_SQL
 
 HOSTILE_SCHEMA = """
@@ -81,7 +81,7 @@ def test_hostile_sql_held_by_connection_alone(
 ) -> None:
     """With the sqlglot check switched off, the authorizer and read-only connection still hold."""
     db, path, digest = hostile_db
-    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="sqlite": None)
+    monkeypatch.setattr(sql_execute, "check_read_only", lambda sql, dialect="sqlite": None)
     result = execute_sql(db, sql, timeout_s=2)
     harmless = sql.startswith("EXPLAIN QUERY PLAN")  # compiles a SELECT; reads nothing
     assert harmless or not result.ok, f"{sql!r} ran: {result}"
@@ -98,7 +98,7 @@ def test_user_engine_is_guarded_and_restored(make_db, workdir: Path, monkeypatch
     engine = sqlalchemy.create_engine(f"sqlite:///{path}")
     db = open_database(engine)
     digest = sha256(path)
-    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="sqlite": None)
+    monkeypatch.setattr(sql_execute, "check_read_only", lambda sql, dialect="sqlite": None)
     for sql in ("DELETE FROM t", "DROP TABLE t", "VACUUM", "REINDEX", "PRAGMA user_version=5",
                 "ATTACH 'evil.db' AS e", "INSERT INTO t SELECT * FROM t"):
         assert not execute_sql(db, sql).ok, sql
@@ -286,17 +286,17 @@ def test_huge_cells_are_cut_and_counted(hostile_db) -> None:
     )
     result = execute_sql(db, sql)
     assert result.ok and result.row_count == 3 and not result.truncated
-    assert all(len(row[0]) == execution.MAX_CELL_CHARS and set(row[0]) == {"x"} for row in result.rows)
-    assert all(row[1] == b"y" * execution.MAX_CELL_CHARS for row in result.rows)
+    assert all(len(row[0]) == MAX_CELL_CHARS and set(row[0]) == {"x"} for row in result.rows)
+    assert all(row[1] == b"y" * MAX_CELL_CHARS for row in result.rows)
     assert sorted(row[2] for row in result.rows) == [1, 2, 3]  # short cells untouched
     assert result.cells_truncated == 6
-    assert f"6 long values were cut to their first {execution.MAX_CELL_CHARS}" in summarize_result(result)
+    assert f"6 long values were cut to their first {MAX_CELL_CHARS}" in summarize_result(result)
     assert ExecutionResult.from_dict(result.to_dict()).cells_truncated == 6
 
 
 def test_result_size_budget_stops_fetching(hostile_db, monkeypatch: pytest.MonkeyPatch) -> None:
     db, _, _ = hostile_db
-    monkeypatch.setattr(execution, "MAX_RESULT_CHARS", 5_000)
+    monkeypatch.setattr(sql_fetch, "MAX_RESULT_CHARS", 5_000)
     result = execute_sql(db, "SELECT printf('%.*c', 1000, 'z') FROM big", max_rows=100)
     assert result.ok and result.truncated
     assert result.row_count == 6  # fetching stops at the first row past 5,000 characters
@@ -351,11 +351,11 @@ def test_duckdb_end_to_end(tmp_path: Path, workdir: Path, monkeypatch) -> None:
     db = open_database(path)
     assert db.dialect == "duckdb"
     assert db.schema.table("b").foreign_keys[0].ref_table == "a"
-    assert '  "odd col" DOUBLE' in db.render_schema()
+    assert '  "odd col" DOUBLE' in render_ddl(db)
     result = execute_sql(db, "SELECT name FROM a ORDER BY id")
     assert result.ok and result.rows == [("x",), ("y",)]
     assert execute_sql(db, "DELETE FROM a").error_kind == "rejected"
-    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="duckdb": None)
+    monkeypatch.setattr(sql_execute, "check_read_only", lambda sql, dialect="duckdb": None)
     for sql in ("DELETE FROM a", "COPY a TO 'evil.csv'", "ATTACH 'evil.duckdb' AS e",
                 "SELECT * FROM read_csv('/etc/passwd')"):
         bypassed = execute_sql(db, sql)

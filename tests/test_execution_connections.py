@@ -14,8 +14,10 @@ import sqlalchemy
 from sqlalchemy.pool import QueuePool
 
 from route_graph import RouteConfig, build_route_graph
-from route_graph.database import Database, open_database
-from route_graph.execution import execute_sql
+from route_graph.rendering import render_ddl
+from route_graph.sql.database import Database
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.opening import open_database
 from tests.fakes import ScriptedChatModel, make_concert_db
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,17 +33,17 @@ def fence(sql: str) -> str:
 
 def test_execution_does_not_import_the_database_layer() -> None:
     code = (
-        "import sys, route_graph.execution\n"
+        "import sys, route_graph.sql.execute\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('route_graph'))\n"
-        "assert 'route_graph.database' not in loaded, loaded\n"
+        "assert not {'route_graph.sql.database', 'route_graph.sql.opening'} & set(loaded), loaded\n"
         "print('ok')\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
-    source = (REPO / "route_graph" / "execution.py").read_text()
-    assert "route_graph.database" not in source and "from route_graph import" not in source
+    source = (REPO / "route_graph" / "sql" / "execute.py").read_text()
+    assert "route_graph.sql.database" not in source and "from route_graph import" not in source
 
 
 def test_package_names_still_import() -> None:
@@ -65,7 +67,7 @@ class HeldPool:
             f"sqlite:///{path}", poolclass=QueuePool, pool_size=1, max_overflow=0, pool_timeout=30
         )
         self.db = Database(self.engine)
-        self.db.render_schema()  # schema and sample rows cached before the only connection is taken
+        render_ddl(self.db)  # schema and sample rows cached before the only connection is taken
         self._taken, self._release = threading.Event(), threading.Event()
         self._holder = threading.Thread(target=self._hold, daemon=True)
         self._holder.start()

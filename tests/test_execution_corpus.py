@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from route_graph import execution
-from route_graph.database import Database, open_database
-from route_graph.execution import check_read_only, execute_sql
+from route_graph.sql import execute as sql_execute
+from route_graph.sql.database import Database
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.guard import check_read_only
+from route_graph.sql.opening import open_database
 from tests.hostile_sql import DUCKDB_SQL, HOSTILE_SQL, POSTGRES_SQL, SQLITE_SQL
 from tests.mysql_server import SPIDER_MYSQL_SQL
 from tests.mysql_server import server_state as mysql_state
@@ -183,7 +185,7 @@ def test_every_statement_is_refused(engine: Engine) -> None:
 def test_the_engine_alone_modifies_nothing(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """sqlglot's guard off: SQLite's authorizer, DuckDB's own parse and read-only connection,
     Postgres's read-only transaction as pg_read_all_data must hold by themselves."""
-    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="sqlite": None)
+    monkeypatch.setattr(sql_execute, "check_read_only", lambda sql, dialect="sqlite": None)
     before, files = engine.state(), _files(engine.watched)
     leaked, late, ran = [], [], []
     for sql in HOSTILE_SQL:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from route_graph import execution
-from route_graph.database import open_database
-from route_graph.execution import check_read_only, execute_sql
+from route_graph.sql import execute as sql_execute
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.guard import check_read_only
+from route_graph.sql.opening import open_database
 
 duckdb = pytest.importorskip("duckdb", reason="optional extra: pip install 'route-graph[duckdb]'")
 pytest.importorskip("duckdb_engine", reason="optional extra: pip install 'route-graph[duckdb]'")
@@ -106,7 +107,7 @@ def test_user_read_write_engine_reads_and_writes_no_file(user_duckdb, monkeypatc
     rows = execute_sql(db, "SELECT id, name FROM t ORDER BY id").rows
     assert rows == [(1, "a"), (2, "b")]
     if guard == "duckdb_parser_only":
-        monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="duckdb": None)
+        monkeypatch.setattr(sql_execute, "check_read_only", lambda sql, dialect="duckdb": None)
     for sql in _file_attacks(tmp):
         if guard == "both":
             assert check_read_only(sql, "duckdb"), f"the guard allowed {sql!r}"
@@ -141,7 +142,7 @@ def test_refused_profiling_never_sticks_to_the_pooled_connection(tmp_path: Path,
     conn.close()
     digest = sha256(path)
     db = open_database(path)
-    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="duckdb": None)
+    monkeypatch.setattr(sql_execute, "check_read_only", lambda sql, dialect="duckdb": None)
     for sql in (
         "SELECT * FROM enable_profiling(format='json', save_location='p.json')",
         "SELECT * FROM enable_logging()",

@@ -8,7 +8,7 @@ import pytest
 
 from finetune.corruption import CORRUPTION_KINDS, corrupt_sql, render_sql
 from finetune.sqltext import clause_boundaries, cut_prefix, normalize_sql
-from route_graph.database import open_database
+from route_graph.sql.opening import open_database
 from tests.fakes import make_concert_db
 
 JOIN_SQL = (

@@ -20,9 +20,9 @@ from finetune.filtering import (
     write_filtered_split,
 )
 from route_graph import RouteConfig, prompts
-from route_graph.database import open_database
 from route_graph.errors import DatabaseError
 from route_graph.evaluation.datasets import Example, load_dataset
+from route_graph.sql.opening import open_database
 from tests.fakes import make_concert_db
 
 INFINITE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"

@@ -33,7 +33,7 @@ from finetune.records import Record
 from finetune.synthesis import Synthesizer, SynthReport
 from finetune.tiny import build_tiny_model
 from route_graph import RouteConfig
-from route_graph.database import open_database
+from route_graph.sql.opening import open_database
 from tests.fakes import make_concert_db
 from tests.test_finetune_synthesis import concert_examples
 

@@ -13,8 +13,8 @@ import finetune
 from finetune.config import SynthConfig
 from finetune.sampling import SampleReport, sample_nc_records
 from route_graph import RouteConfig, prompts
-from route_graph.database import open_database
 from route_graph.evaluation.datasets import Example
+from route_graph.sql.opening import open_database
 from tests.fakes import make_concert_db
 
 PAIRS = {

@@ -14,12 +14,13 @@ from finetune.records import Record, read_jsonl, write_jsonl
 from finetune.synthesis import Synthesizer, SynthReport, gold_sql_of
 from finetune.views import full_schema_text, linked_schema_text
 from route_graph import RouteConfig, build_route_graph, prompts
-from route_graph.database import open_database
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
-from route_graph.execution import execute_sql, summarize_result
 from route_graph.linking import links_from_sql, validate_links, with_join_keys
 from route_graph.rendering import recall_first_links
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.opening import open_database
+from route_graph.sql.result import summarize_result
 from tests.fakes import ScriptedChatModel, make_concert_db
 
 THREE_TABLES = (

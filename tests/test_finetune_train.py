@@ -22,8 +22,8 @@ from finetune.synthesis import Synthesizer, SynthReport
 from finetune.tiny import build_tiny_model
 from finetune.train import train
 from route_graph import RouteConfig
-from route_graph.database import open_database
 from route_graph.errors import ConfigError
+from route_graph.sql.opening import open_database
 from tests.fakes import make_concert_db
 from tests.test_finetune_synthesis import CONCERT_PAIRS, concert_examples
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from route_graph.database import open_database
 from route_graph.linking import (
     bridge_tables,
     expand_links,
@@ -20,6 +19,7 @@ from route_graph.linking import (
     validate_links,
     with_join_keys,
 )
+from route_graph.sql.opening import open_database
 from tests.fakes import make_concert_db
 
 

@@ -28,6 +28,7 @@ from route_graph.engines.llamacpp_chat import (
 from route_graph.errors import ModelError
 from route_graph.model_capabilities import continuing_model, parse_model_spec
 from route_graph.models import choose_backend
+from route_graph.rendering import render_ddl
 
 # --------------------------------------------------------------------------- chat rendering
 
@@ -327,7 +328,7 @@ def test_prefix_reuse_does_not_change_greedy_output(data_dir: Path):
     from route_graph.models import load_chat_model
 
     db = open_database(data_dir / "spider_train" / "database" / "race_track" / "race_track.sqlite")
-    schema = db.render_schema(sample_rows=3)
+    schema = render_ddl(db, sample_rows=3)
     questions = ["How many tracks are there?", "List the names of races held after 2000.", "What is the average seating of tracks?"]
     cached = load_chat_model(max_new_tokens=96)
     fresh_engine_llm = load_chat_model(max_new_tokens=96, prefix_cache_mb=0)  # a second engine

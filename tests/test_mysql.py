@@ -2,7 +2,7 @@
 
 Every guarantee is measured on a throwaway server (``mysql_server`` in conftest.py) with two
 engines: SQLAlchemy's default (the driver's transactions) and ``isolation_level="AUTOCOMMIT"``.
-The MySQL (Oracle) branch of ``execution._run_mysql`` (``max_execution_time``) has no live test.
+The MySQL (Oracle) branch of ``route_graph.sql.dialects.mysql.run`` (``max_execution_time``) has no live test.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from route_graph import build_route_graph, execution
-from route_graph.database import Database, open_database
-from route_graph.execution import check_read_only, execute_sql
+from route_graph import build_route_graph
+from route_graph.sql import execute as sql_execute
+from route_graph.sql.database import Database
+from route_graph.sql.dialects import mysql as mysql_dialect
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.guard import check_read_only
+from route_graph.sql.opening import open_database
 from tests.fakes import ScriptedChatModel
 from tests.mysql_server import SPIDER_MYSQL_SQL, server_state
 
@@ -141,7 +145,7 @@ def test_the_server_alone_refuses_writes_with_the_guard_off(
     """The engine-level half: a read-only transaction in a read-only session (DDL's implicit commit
     cannot escape it), rolled back, user locks released. Nothing changes and nothing stays locked
     when every statement but the guard-only ones reaches the server."""
-    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="mysql": None)
+    monkeypatch.setattr(sql_execute, "check_read_only", lambda sql, dialect="mysql": None)
     before = server_state(my_db.engine, DB)
     outcomes = {}
     for sql in HARMFUL:
@@ -189,7 +193,7 @@ def test_runaway_queries_stop_at_the_timeout(my_db: Database, sql: str) -> None:
 
 def test_sleep_is_refused_and_stopped_by_the_server_without_the_guard(my_db: Database, monkeypatch) -> None:
     assert execute_sql(my_db, "SELECT SLEEP(30)").error_kind == "rejected"
-    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="mysql": None)
+    monkeypatch.setattr(sql_execute, "check_read_only", lambda sql, dialect="mysql": None)
     result = execute_sql(my_db, "SELECT SLEEP(30)", timeout_s=1)
     assert result.error_kind == "timeout", result
     assert result.elapsed_s < 20
@@ -198,11 +202,11 @@ def test_sleep_is_refused_and_stopped_by_the_server_without_the_guard(my_db: Dat
 def test_the_client_kills_when_the_server_does_not(my_db: Database, monkeypatch) -> None:
     """``KILL QUERY`` from a second connection backs up the server's limit: with no server limit
     at all (as on MySQL before 5.7.8), it alone stops a 30 s sleep at the timeout."""
-    real = execution._my_session
+    real = mysql_dialect._my_session
     monkeypatch.setattr(
-        execution, "_my_session", lambda cursor, info: dataclasses.replace(real(cursor, info), limit_var=None)
+        mysql_dialect, "_my_session", lambda cursor, info: dataclasses.replace(real(cursor, info), limit_var=None)
     )
-    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="mysql": None)
+    monkeypatch.setattr(sql_execute, "check_read_only", lambda sql, dialect="mysql": None)
     result = execute_sql(my_db, "SELECT SLEEP(30)", timeout_s=1)
     assert (result.ok, result.error_kind) == (False, "timeout"), result
     assert result.elapsed_s < 20

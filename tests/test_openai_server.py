@@ -41,6 +41,7 @@ import pytest
 
 from route_graph import RouteConfig, build_route_graph, load_chat_model, open_database
 from route_graph.models import bind_json_schema, ensure_default_model
+from route_graph.rendering import render_ddl
 from tests.fakes import shared_data_dir
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -272,7 +273,7 @@ def test_json_schema_structured_output(server_llm) -> None:
     from route_graph import prompts
     from route_graph.linking import links_json_schema
 
-    schema_text = db.render_schema(db.schema, sample_rows=3, value_chars=60)
+    schema_text = render_ddl(db, db.schema, sample_rows=3, value_chars=60)
     question = "What are the names of tracks that have held at least one race?"
     messages = prompts.sl_messages(
         question, schema_text, hint=None, dialect=db.dialect, style="zero_shot"
@@ -387,7 +388,15 @@ def test_graph_over_server_matches_in_process(
 def finetune_exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """One real LoRA step on the default model from synthesized records, then its merge:
     the two formats route-finetune writes (train/adapter/ and merged/)."""
-    from finetune import FilterConfig, SynthConfig, Synthesizer, SynthReport, TrainConfig, filter_examples, write_jsonl
+    from finetune import (
+        FilterConfig,
+        SynthConfig,
+        Synthesizer,
+        SynthReport,
+        TrainConfig,
+        filter_examples,
+        write_jsonl,
+    )
     from finetune.export import check_adapter, merge_adapter
     from finetune.pipeline import DatabasePool
     from finetune.train import train

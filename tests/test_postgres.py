@@ -17,9 +17,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from route_graph import execution
-from route_graph.database import Database, open_database
-from route_graph.execution import bound_connect_timeout, check_read_only, execute_sql
+from route_graph.sql import execute as sql_execute
+from route_graph.sql.database import Database
+from route_graph.sql.dialects import postgres as pg_dialect
+from route_graph.sql.dialects.postgres import bound_connect_timeout
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.fetch import MAX_CELL_CHARS
+from route_graph.sql.guard import check_read_only
+from route_graph.sql.opening import open_database
 from tests.postgres_server import SPIDER_PG_SQL, server_state
 
 ENGINE_KINDS = ["default", "autocommit"]
@@ -136,7 +141,7 @@ def test_the_server_alone_holds_with_the_guard_off(
 ) -> None:
     """The engine-level half: a read-only transaction, run as pg_read_all_data, always rolled
     back, advisory locks dropped. Nothing changes even when every statement reaches the server."""
-    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="postgres": None)
+    monkeypatch.setattr(sql_execute, "check_read_only", lambda sql, dialect="postgres": None)
     before = server_state(pg_db.engine)
     for sql in _harmful(postgres_server):
         result = execute_sql(pg_db, sql, timeout_s=5)
@@ -222,13 +227,13 @@ def test_large_values_are_streamed_not_held(pg_db: Database) -> None:
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert result.ok, result.error
     assert result.row_count == 200 and result.cells_truncated == 200
-    assert len(result.rows[0][0]) == execution.MAX_CELL_CHARS
+    assert len(result.rows[0][0]) == MAX_CELL_CHARS
     assert grown_mib < 250, f"peak memory grew by {grown_mib:.0f} MiB"
 
 
 def test_sleep_is_refused_and_bounded_without_the_guard(pg_db: Database, monkeypatch) -> None:
     assert execute_sql(pg_db, "SELECT pg_sleep(30)").error_kind == "rejected"
-    monkeypatch.setattr(execution, "check_read_only", lambda sql, dialect="postgres": None)
+    monkeypatch.setattr(sql_execute, "check_read_only", lambda sql, dialect="postgres": None)
     result = execute_sql(pg_db, "SELECT pg_sleep(30)", timeout_s=1)
     assert result.error_kind == "timeout"
     assert result.elapsed_s < 30
@@ -237,7 +242,7 @@ def test_sleep_is_refused_and_bounded_without_the_guard(pg_db: Database, monkeyp
 def test_the_client_cancels_when_the_server_does_not(pg_db: Database, monkeypatch) -> None:
     """The client-side cancel backs up ``statement_timeout`` (e.g. behind a pooler that drops it):
     made to fire first here, it stops the query and reports a timeout."""
-    monkeypatch.setattr(execution, "_PG_CANCEL_GRACE_S", -1.0)
+    monkeypatch.setattr(pg_dialect, "_PG_CANCEL_GRACE_S", -1.0)
     result = execute_sql(pg_db, "SELECT count(*) FROM generate_series(1, 1e11)", timeout_s=2)
     assert (result.ok, result.error_kind) == (False, "timeout"), result
     assert result.elapsed_s < 30
@@ -426,7 +431,7 @@ def test_huge_values_stop_within_the_timeout_on_both_drivers(pg_driver_db: Datab
     assert took <= timeout + 1, f"{took:.1f} s"
     if result.ok:  # a capped result: every cell cut to the cap
         assert result.cells_truncated == result.row_count >= 1
-        assert {len(row[0]) for row in result.rows} == {execution.MAX_CELL_CHARS}
+        assert {len(row[0]) for row in result.rows} == {MAX_CELL_CHARS}
     else:
         assert result.error_kind == "timeout", result.error
     assert execute_sql(pg_driver_db, "SELECT count(*) FROM t").rows == [(3,)]  # the database is unchanged
@@ -442,5 +447,5 @@ def test_capped_columns_keep_names_order_and_types(pg_driver_db: Database) -> No
     assert result.columns == ["name", "age", "name", "long"]
     ages = [row[1] for row in result.rows]
     assert ages == sorted(ages, reverse=True) and all(isinstance(a, int) for a in ages)
-    assert all(len(row[3]) == execution.MAX_CELL_CHARS for row in result.rows)
+    assert all(len(row[3]) == MAX_CELL_CHARS for row in result.rows)
     assert result.cells_truncated == result.row_count

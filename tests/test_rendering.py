@@ -9,7 +9,12 @@ import pytest
 from route_graph import open_database
 from route_graph.context import RouteConfig
 from route_graph.errors import ConfigError
-from route_graph.rendering import estimate_tokens, render_schema_text, stage_schema_text
+from route_graph.rendering import (
+    estimate_tokens,
+    render_ddl,
+    render_schema_text,
+    stage_schema_text,
+)
 
 # A wide database: 12 tables of 15 columns with long text values, keys between neighbours.
 WIDE_TABLES = 12
@@ -75,7 +80,7 @@ def test_budget_keeps_linked_columns_and_keys(wide_db, fmt):
 def test_within_budget_the_text_is_unchanged(shop):
     full = render_schema_text(shop, shop.schema, fmt="ddl", sample_rows=3)
     assert render_schema_text(shop, shop.schema, fmt="ddl", sample_rows=3, token_budget=10_000) == full
-    assert full == shop.render_schema(shop.schema, sample_rows=3)  # ddl is the database's own rendering
+    assert full == render_ddl(shop, shop.schema, sample_rows=3)  # ddl within budget is render_ddl's text
 
 
 def test_sample_values_go_first(wide_db):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from route_graph.database import open_database
-from route_graph.execution import execute_sql
 from route_graph.repair import MissingColumn, missing_column, requalify_column
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.opening import open_database
 from tests.fakes import make_concert_db
 
 JOIN = "FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id"

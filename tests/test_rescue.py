@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from route_graph import RouteConfig, build_route_graph
-from route_graph.database import open_database
-from route_graph.execution import execute_sql
 from route_graph.repair import closest_name_fix, join_owner_table
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.opening import open_database
 from tests.fakes import SamplingChatModel, make_concert_db
 
 SQL_FRENCH = "SELECT name FROM singer WHERE country = 'France'"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 
 from route_graph import prompts
-from route_graph.database import open_database
-from route_graph.execution import check_read_only, execute_sql
 from route_graph.linking import is_hard, links_from_sql, sql_table_count
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.guard import check_read_only
+from route_graph.sql.opening import open_database
 from route_graph.sql_bounds import (
     MAX_MODEL_SQL_CHARS,
     MAX_SQL_NESTING,

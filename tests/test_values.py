@@ -11,7 +11,7 @@ import pytest
 
 from route_graph import RouteConfig, build_route_graph, prompts
 from route_graph import values as V
-from route_graph.database import open_database
+from route_graph.sql.opening import open_database
 from tests.fakes import ScriptedChatModel, make_concert_db
 
 SQL_FRENCH = "SELECT name FROM singer WHERE country = 'France'"

@@ -24,9 +24,10 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from route_graph.database import Database, Schema
 from route_graph.evaluation.metrics import ExecutionScorer
 from route_graph.linking import Links, links_from_sql, score_links
+from route_graph.sql.database import Database
+from route_graph.sql.schema import Schema
 
 __all__ = [
     "STAGES",

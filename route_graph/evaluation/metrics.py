@@ -42,16 +42,17 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from route_graph.errors import ConfigError
-from route_graph.execution import ExecutionResult, execute_sql
 from route_graph.results import (
     Semantics,
     normalize_rows,
     normalize_value,
     results_match,
 )
+from route_graph.sql.execute import execute_sql
+from route_graph.sql.result import ExecutionResult
 
 if TYPE_CHECKING:
-    from route_graph.database import Database
+    from route_graph.sql.database import Database
 
 __all__ = [
     "ExOutcome",

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from route_graph.context import STAGE_NAMES, RouteConfig, parse_config_overrides
-from route_graph.database import Database, open_database
 from route_graph.errors import ConfigError, PromptTooLongError, RouteGraphError
 from route_graph.evaluation.attribution import question_attribution
 from route_graph.evaluation.datasets import Dataset, Example, load_dataset
@@ -39,6 +38,8 @@ from route_graph.evaluation.metrics import ExecutionScorer, ScoringOptions
 from route_graph.evaluation.report import write_report
 from route_graph.evaluation.summary import read_predictions, summarize
 from route_graph.graph import build_route_graph
+from route_graph.sql.database import Database
+from route_graph.sql.opening import open_database
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
