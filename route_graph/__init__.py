@@ -2,6 +2,12 @@
 
 ``build_route_graph(llm, db)`` compiles the multitask collaboration pipeline for any LangChain chat
 model and any SQL database; ``load_chat_model()`` gives the offline default model.
+
+Layering (enforced on imports by tests/test_layering.py): faces (``cli``, ``studio``) -> the graph
+(``graph``, ``nodes``, ``state``, ``context``, ``chat``) -> what the model sees (``prompts``,
+``rendering``, ``linking``, ``values``, ``results``, ``repair``) -> ``sql`` (databases, the guard,
+execution); ``models`` (and its engines) and ``finetune`` sit beside the graph, which never imports
+them.
 """
 
 from __future__ import annotations
