@@ -1,8 +1,9 @@
 """Every knob of MSFT (filter, synthesis, training, export) in dataclasses, loaded from JSON/YAML.
 
 One file reproduces a run; ``--set section.field=value`` overrides any field from the command
-line. The schema renderings and execution limits come from a nested ``RouteConfig`` (``route``),
-so training records show exactly what the graph shows at inference with the same settings.
+line. The schema renderings and execution limits come from a nested ``ViewConfig`` (``route``: the
+settings of ``route_graph.views``), so training records show exactly what the graph shows at
+inference with the same settings.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from route_graph.context import RouteConfig
 from route_graph.errors import ConfigError
+from route_graph.views import ViewConfig
 
 __all__ = [
     "TASKS",
@@ -202,7 +203,7 @@ class RunConfig:
     limit: int | None = _describe("Use a seeded sample of this many training pairs (None: all).", None)
     seed: int = _describe("Seed for sampling and synthesis.", 0)
     route: dict[str, Any] = _describe(
-        "RouteConfig overrides (sample rows, value cut, feedback rows, timeout, CW prefix, prompt style).",
+        "ViewConfig fields: what the model sees (sample rows, value cut, feedback rows, timeout, CW prefix, prompt style).",
         default_factory=dict,
     )
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -210,12 +211,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
-    def route_config(self) -> RouteConfig:
+    def view_config(self) -> ViewConfig:
         """The inference settings whose renderings the records must match."""
         try:
-            return RouteConfig(**self.route)
+            return ViewConfig(**self.route)
         except TypeError as exc:
-            raise ConfigError(f"Unknown RouteConfig field in 'route': {exc}") from exc
+            raise ConfigError(f"Unknown ViewConfig field in 'route': {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -330,7 +331,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data = _read(Path(path)) if path is not None else {}
     data = apply_overrides(data, overrides or [])
     config = _build(RunConfig, data, "")
-    config.route_config()  # validate now
+    config.view_config()  # validate now
     unknown_tasks = set(config.synth.tasks) - set(TASKS)
     if unknown_tasks:
         raise ConfigError(f"synth.tasks: unknown task(s) {sorted(unknown_tasks)}; use {list(TASKS)}.")

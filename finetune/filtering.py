@@ -21,15 +21,13 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from finetune.config import FilterConfig
-from finetune.views import full_schema_text
 from route_graph import prompts
-from route_graph.context import RouteConfig
 from route_graph.errors import DatabaseError
 from route_graph.evaluation.datasets import Example
 from route_graph.linking import links_from_sql
 from route_graph.sql.database import Database
 from route_graph.sql.execute import execute_sql
-from route_graph.sql.result import summarize_result
+from route_graph.views import ViewConfig, execution_feedback, stage_messages
 
 __all__ = ["Dropped", "FilterReport", "check_gold", "filter_examples", "judge_pairs", "write_filtered_split"]
 
@@ -74,14 +72,14 @@ class FilterReport:
 
 
 def _gold_problem(
-    example: Example, open_db: Callable[[str], Database], route: RouteConfig, cfg: FilterConfig, timeout: float
+    example: Example, open_db: Callable[[str], Database], view: ViewConfig, cfg: FilterConfig, timeout: float
 ) -> tuple[str, str] | None:
     """(reason, detail) when the pair's gold SQL cannot be trusted, else None."""
     try:
         db = open_db(example.db_id)
     except DatabaseError as exc:
         return "missing_database", str(exc)
-    result = execute_sql(db, example.gold_sql, timeout_s=timeout, max_rows=route.max_rows)
+    result = execute_sql(db, example.gold_sql, timeout_s=timeout, max_rows=view.max_rows)
     if not result.ok:
         reason = "gold_timeout" if result.error_kind == "timeout" else "gold_error"
         return reason, f"{result.error_kind}: {result.error}"
@@ -95,16 +93,17 @@ def _gold_problem(
 def check_gold(
     examples: Sequence[Example],
     open_db: Callable[[str], Database],
-    route: RouteConfig,
+    view: ViewConfig,
     cfg: FilterConfig | None = None,
 ) -> FilterReport:
     """Execute every gold SQL once (read-only, time-limited); keep the pairs that run cleanly."""
+    view = ViewConfig.of(view)
     cfg = cfg or FilterConfig()
-    timeout = cfg.timeout_s or route.execution_timeout_s
+    timeout = cfg.timeout_s or view.execution_timeout_s
     report = FilterReport()
     start = time.perf_counter()
     for example in examples:
-        problem = _gold_problem(example, open_db, route, cfg, timeout)
+        problem = _gold_problem(example, open_db, view, cfg, timeout)
         if problem is None:
             report.kept.append(example)
         else:
@@ -117,25 +116,21 @@ def judge_pairs(
     examples: Sequence[Example],
     open_db: Callable[[str], Database],
     llm: BaseChatModel,
-    route: RouteConfig,
+    view: ViewConfig,
     *,
     batch_size: int = 4,
 ) -> list[Dropped]:
     """Ask ``llm`` the NC question about each gold SQL; the pairs it calls incorrect are returned."""
+    view = ViewConfig.of(view)
     dropped: list[Dropped] = []
     for begin in range(0, len(examples), max(1, batch_size)):
         chunk = examples[begin : begin + batch_size]
         batch = []
         for example in chunk:
             db = open_db(example.db_id)
-            result = execute_sql(db, example.gold_sql, timeout_s=route.execution_timeout_s, max_rows=route.max_rows)
-            feedback = summarize_result(result, max_rows=route.feedback_rows, value_chars=route.feedback_value_chars)
-            batch.append(
-                prompts.nc_messages(
-                    example.question, full_schema_text(db, route), example.gold_sql, feedback,
-                    hint=example.hint, dialect=db.dialect, style=route.prompt_style,
-                )
-            )
+            result = execute_sql(db, example.gold_sql, timeout_s=view.execution_timeout_s, max_rows=view.max_rows)
+            feedback = execution_feedback(result, view)
+            batch.append(stage_messages("nc", example.question, db, view, sql=example.gold_sql, feedback=feedback, hint=example.hint))
         answers = llm.batch(batch)
         for example, answer in zip(chunk, answers):
             verdict = prompts.parse_verdict(str(answer.content), example.gold_sql)
@@ -148,17 +143,19 @@ def judge_pairs(
 def filter_examples(
     examples: Sequence[Example],
     open_db: Callable[[str], Database],
-    route: RouteConfig,
+    view: ViewConfig,
     cfg: FilterConfig | None = None,
     *,
     judge: BaseChatModel | None = None,
 ) -> FilterReport:
-    """Execution check, then (if ``judge`` is given) the model judge on the survivors."""
+    """Execution check, then (if ``judge`` is given) the model judge on the survivors.
+
+    ``view`` gives the execution limits and what the judge's prompt shows (a ``RouteConfig`` will do)."""
     cfg = cfg or FilterConfig()
     start = time.perf_counter()
-    report = check_gold(examples, open_db, route, cfg)
+    report = check_gold(examples, open_db, view, cfg)
     if judge is not None:
-        rejected = judge_pairs(report.kept, open_db, judge, route, batch_size=cfg.judge_batch_size)
+        rejected = judge_pairs(report.kept, open_db, judge, view, batch_size=cfg.judge_batch_size)
         gone = {d.example_id for d in rejected}
         report.kept = [e for e in report.kept if e.id not in gone]
         report.dropped.extend(rejected)

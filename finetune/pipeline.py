@@ -128,7 +128,7 @@ def run_filter(cfg: RunConfig, dataset: Dataset, examples: Sequence[Example], pa
         from route_graph.models import load_chat_model
 
         judge = load_chat_model(cfg.filter.judge_model)
-    report = filter_examples(examples, DatabasePool(dataset), cfg.route_config(), cfg.filter, judge=judge)
+    report = filter_examples(examples, DatabasePool(dataset), cfg.view_config(), cfg.filter, judge=judge)
     _write_json(paths.filter_report, report.to_dict())
     write_filtered_split(dataset.split_path, [e.id for e in report.kept], paths.filtered_split)
     summary = report.to_dict()
@@ -155,10 +155,10 @@ def run_synth(
     if records_path.is_file() and report_path.is_file() and not force:
         _say(f"synth: reusing {records_path}")
         return json.loads(report_path.read_text(encoding="utf-8"))
-    route = cfg.route_config()
+    view = cfg.view_config()
     pool = DatabasePool(dataset)
     report = SynthReport()
-    records = list(Synthesizer(route, cfg.synth, seed=cfg.seed).run(examples, pool, report))
+    records = list(Synthesizer(view, cfg.synth, seed=cfg.seed).run(examples, pool, report))
     summary = report.to_dict()
     if cfg.synth.sample_model:
         from route_graph.models import load_chat_model
@@ -166,7 +166,7 @@ def run_synth(
         llm = load_chat_model(cfg.synth.sample_model, temperature=cfg.synth.sample_temperature)
         chosen = list(examples)[: cfg.synth.sample_limit] if cfg.synth.sample_limit else list(examples)
         sampled = SampleReport()
-        records.extend(sample_nc_records(chosen, pool, llm, route, cfg.synth, sampled))
+        records.extend(sample_nc_records(chosen, pool, llm, view, cfg.synth, sampled))
         summary["model_samples"] = sampled.to_dict()
     written = write_jsonl(records, records_path)
     summary["records_written"] = written

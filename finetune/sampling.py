@@ -20,16 +20,19 @@ from langchain_core.language_models import BaseChatModel
 from finetune.config import SynthConfig
 from finetune.records import Record
 from finetune.synthesis import gold_sql_of
-from finetune.views import full_schema_text, linked_schema_text, question_values
 from route_graph import prompts
-from route_graph.context import RouteConfig
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
 from route_graph.linking import links_from_sql
 from route_graph.rendering import recall_first_links
 from route_graph.sql.database import Database
 from route_graph.sql.execute import execute_sql
-from route_graph.sql.result import summarize_result
+from route_graph.views import (
+    ViewConfig,
+    execution_feedback,
+    question_values,
+    stage_messages,
+)
 
 __all__ = ["SampleReport", "sample_nc_records"]
 
@@ -49,11 +52,14 @@ def sample_nc_records(
     examples: Sequence[Example],
     open_db: Callable[[str], Database],
     llm: BaseChatModel,
-    route: RouteConfig,
+    view: ViewConfig,
     cfg: SynthConfig,
     report: SampleReport | None = None,
 ) -> Iterator[Record]:
-    """NC records (variants ``model:correct`` / ``model:incorrect``) from ``llm``'s TS answers."""
+    """NC records (variants ``model:correct`` / ``model:incorrect``) from ``llm``'s TS answers.
+
+    ``view`` decides what the prompts show (a ``RouteConfig`` gives its ``view()``'s fields)."""
+    view = ViewConfig.of(view)
     report = report if report is not None else SampleReport()
     start = time.perf_counter()
     size = max(1, cfg.sample_batch_size)
@@ -63,13 +69,10 @@ def sample_nc_records(
         for example in chunk:
             db = open_db(example.db_id)
             links = links_from_sql(gold_sql_of(example, cfg), db.schema, db.dialect) or {}
-            links, _ = recall_first_links(db, route, links, f"{example.question} {example.hint or ''}")
-            text = linked_schema_text(db, route, links or None)
-            values = question_values(db, route, example.question, example.hint)
+            links, _ = recall_first_links(db, view, links, f"{example.question} {example.hint or ''}")
+            values = question_values(db, view, example.question, example.hint)
             prompts_batch.append(
-                prompts.ts_messages(
-                    example.question, text, hint=example.hint, dialect=db.dialect, style=route.prompt_style, values=values
-                )
+                stage_messages("generate", example.question, db, view, links=links or None, hint=example.hint, values=values)
             )
         answers = llm.batch(prompts_batch)
         for example, answer in zip(chunk, answers):
@@ -79,21 +82,19 @@ def sample_nc_records(
             if not sql:
                 report.counts["no_sql"] += 1
                 continue
-            timeout = cfg.timeout_s or route.execution_timeout_s
-            gold_result = execute_sql(db, gold, timeout_s=timeout, max_rows=route.max_rows)
+            timeout = cfg.timeout_s or view.execution_timeout_s
+            gold_result = execute_sql(db, gold, timeout_s=timeout, max_rows=view.max_rows)
             if not gold_result.ok:
                 report.counts["gold_error"] += 1
                 continue
-            result = execute_sql(db, sql, timeout_s=timeout, max_rows=route.max_rows)
+            result = execute_sql(db, sql, timeout_s=timeout, max_rows=view.max_rows)
             correct = result.ok and results_match(
                 gold_result.rows, result.rows, order_matters=gold_order_matters(gold, db.dialect)
             )
             report.counts["correct" if correct else "incorrect"] += 1
-            feedback = summarize_result(result, max_rows=route.feedback_rows, value_chars=route.feedback_value_chars)
-            prompt = prompts.nc_messages(
-                example.question, full_schema_text(db, route), sql, feedback,
-                hint=example.hint, dialect=db.dialect, style=route.prompt_style,
-                values=question_values(db, route, example.question, example.hint),
+            prompt = stage_messages(
+                "nc", example.question, db, view, sql=sql, feedback=execution_feedback(result, view), hint=example.hint,
+                values=question_values(db, view, example.question, example.hint),
             )
             answer_text = prompts.nc_completion(correct, None if correct else gold)
             variant = "model:correct" if correct else "model:incorrect"

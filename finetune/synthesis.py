@@ -1,7 +1,7 @@
 """MSFT data synthesis: one question/SQL pair -> TS, SL, NC and CW training records.
 
-Every prompt comes from ``route_graph.prompts`` and every schema text from ``views`` (the graph's
-own renderings), so the fine-tuned model sees at training time exactly what it sees in MCP:
+Every prompt comes from ``route_graph.views.stage_messages``, the very composition the graph's nodes
+call, so the fine-tuned model sees at training time exactly what it sees in MCP:
 
 - TS: question (+hint) -> gold SQL (T1/T2 aliases replaced by table names where unambiguous and
   the result is unchanged), on the full schema (the draft of MCP step 1) and on the
@@ -35,16 +35,21 @@ from finetune.sqltext import (
     normalize_sql,
     qualify_with_table_names,
 )
-from finetune.views import full_schema_text, linked_schema_text, question_values
 from route_graph import prompts
-from route_graph.context import RouteConfig
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
 from route_graph.linking import links_from_sql, merge_links, with_join_keys
 from route_graph.rendering import recall_first_links
 from route_graph.sql.database import Database
 from route_graph.sql.execute import execute_sql
-from route_graph.sql.result import ExecutionResult, summarize_result
+from route_graph.sql.result import ExecutionResult
+from route_graph.views import (
+    ViewConfig,
+    execution_feedback,
+    full_schema_text,
+    question_values,
+    stage_messages,
+)
 
 __all__ = ["ExampleRecords", "SynthReport", "Synthesizer", "gold_sql_of"]
 
@@ -108,11 +113,12 @@ class Synthesizer:
     the examples it has seen, so output is deterministic for a given seed and example order.
     """
 
-    def __init__(self, route: RouteConfig, cfg: SynthConfig, *, seed: int = 0) -> None:
-        self.route = route
+    def __init__(self, view: ViewConfig, cfg: SynthConfig, *, seed: int = 0) -> None:
+        """``view`` decides what the records show (a ``RouteConfig`` gives its ``view()``'s fields)."""
+        self.view = ViewConfig.of(view)
         self.cfg = cfg
         self.seed = seed
-        self.timeout_s = cfg.timeout_s or route.execution_timeout_s
+        self.timeout_s = cfg.timeout_s or self.view.execution_timeout_s
         self._full_text: dict[int, str] = {}
         self._nc_seen = 0
         self._nc_incorrect = 0
@@ -149,46 +155,44 @@ class Synthesizer:
             links = {t: [c.name for c in db.schema.table(t).columns] for t in links}
         view_links = self._view_links(links, db, rng) if links else {}
         # Generation at inference sees recall-first links (rendering.recall_first_links): so does training.
-        view_links, _ = recall_first_links(db, self.route, view_links, f"{example.question} {example.hint or ''}")
+        view_links, _ = recall_first_links(db, self.view, view_links, f"{example.question} {example.hint or ''}")
         kwargs = {
-            "hint": example.hint, "dialect": db.dialect, "style": self.route.prompt_style,
-            "values": question_values(db, self.route, example.question, example.hint),
+            "hint": example.hint, "values": question_values(db, self.view, example.question, example.hint),
+            "full_text": self._full_schema(db),
         }
-        full_text = self._full_schema(db)
-        q = example.question
+        messages = lambda stage, **more: stage_messages(stage, example.question, db, self.view, **kwargs, **more)
         make = lambda task, variant, prompt, answer: Record.of(task, example.db_id, example.id, variant, prompt, answer)
 
         if "ts" in tasks:
             target = prompts.ts_completion(gold)
             if self.cfg.ts_full_schema:
-                out.records.append(make("ts", "full_schema", prompts.ts_messages(q, full_text, **kwargs), target))
+                out.records.append(make("ts", "full_schema", messages("draft"), target))
             if self.cfg.ts_reduced_schema:
                 if view_links:
-                    text = linked_schema_text(db, self.route, view_links)
-                    out.records.append(make("ts", "linked_schema", prompts.ts_messages(q, text, **kwargs), target))
+                    out.records.append(make("ts", "linked_schema", messages("generate", links=view_links), target))
                 else:
                     out.skipped["ts"] = "no links: gold SQL uses no schema column sqlglot can resolve"
         if "sl" in tasks:
             if links:
-                out.records.append(make("sl", "gold_links", prompts.sl_messages(q, full_text, **kwargs), prompts.sl_completion(links)))
+                out.records.append(make("sl", "gold_links", messages("sl"), prompts.sl_completion(links)))
             else:
                 out.skipped["sl"] = "no links: sqlglot cannot parse the gold SQL or resolve its columns"
         if "nc" in tasks:
-            out.records.append(self._nc_record(example, db, gold, gold_result, full_text, kwargs, rng))
+            out.records.append(self._nc_record(example, db, gold, gold_result, kwargs, rng))
         if "cw" in tasks:
             prefix, variant = self._cw_prefix(gold, db.dialect, rng)
             if prefix is None:
                 out.skipped["cw"] = variant
             else:
                 # The schema the graph's CW prompt shows: full with ``cw_full_schema``, else reduced.
-                text = full_text if self.route.cw_full_schema else linked_schema_text(db, self.route, view_links or None)
                 target_sql = prefix + gold[len(prefix):] if gold.lower().startswith(prefix.lower()) else gold
-                out.records.append(make("cw", variant, prompts.cw_messages(q, text, prefix, **kwargs), prompts.cw_completion(target_sql)))
+                prompt = messages("cw", links=view_links or None, prefix=prefix)
+                out.records.append(make("cw", variant, prompt, prompts.cw_completion(target_sql)))
         return out
 
     # ---------------------------------------------------------------------------- helpers
     def _execute(self, db: Database, sql: str) -> ExecutionResult:
-        return execute_sql(db, sql, timeout_s=self.timeout_s, max_rows=self.route.max_rows)
+        return execute_sql(db, sql, timeout_s=self.timeout_s, max_rows=self.view.max_rows)
 
     def _qualify(self, db: Database, gold: str, gold_result: ExecutionResult) -> tuple[str, bool]:
         """The gold with table names for aliases when that executes to the very same rows."""
@@ -201,12 +205,12 @@ class Synthesizer:
         return gold, False
 
     def _feedback(self, result: ExecutionResult) -> str:
-        return summarize_result(result, max_rows=self.route.feedback_rows, value_chars=self.route.feedback_value_chars)
+        return execution_feedback(result, self.view)
 
     def _full_schema(self, db: Database) -> str:
         key = id(db)
         if key not in self._full_text:
-            self._full_text[key] = full_schema_text(db, self.route)
+            self._full_text[key] = full_schema_text(db, self.view)
         return self._full_text[key]
 
     def _view_links(self, links: dict[str, list[str]], db: Database, rng: random.Random) -> dict[str, list[str]]:
@@ -228,7 +232,6 @@ class Synthesizer:
         db: Database,
         gold: str,
         gold_result: ExecutionResult,
-        full_text: str,
         kwargs: dict[str, Any],
         rng: random.Random,
     ) -> Record:
@@ -254,13 +257,15 @@ class Synthesizer:
         correct = variant == "correct"
         self._nc_seen += 1
         self._nc_incorrect += 0 if correct else 1
-        prompt = prompts.nc_messages(example.question, full_text, candidate, self._feedback(result), **kwargs)
+        prompt = stage_messages(
+            "nc", example.question, db, self.view, sql=candidate, feedback=self._feedback(result), **kwargs
+        )
         answer = prompts.nc_completion(correct, None if correct else gold)
         return Record.of("nc", example.db_id, example.id, variant, prompt, answer)
 
     def _cw_prefix(self, gold: str, dialect: str, rng: random.Random) -> tuple[str | None, str]:
         """(prefix, variant): the inference prefix or a cut before a random clause of the gold."""
-        bare = self.route.continuation_prefix
+        bare = self.view.continuation_prefix
         starts_bare = gold.lower().startswith(bare.strip().lower() + " ") or gold.lower() == bare.strip().lower()
         cuts = clause_boundaries(gold, dialect)
         if starts_bare and (not cuts or rng.random() < self.cfg.cw_bare_prefix_ratio):

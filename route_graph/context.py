@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from route_graph.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from route_graph.views.config import ViewConfig
 
 __all__ = ["MAX_SELF_CONSISTENCY", "STAGE_NAMES", "PromptStyle", "RouteConfig", "parse_config_overrides"]
 
@@ -314,6 +317,13 @@ class RouteConfig:
             continuation_writing="cw" in names,
             rescue="rescue" in names,
         )
+
+    def view(self) -> ViewConfig:
+        """The fields that decide what the model sees (``route_graph.views``), as ``finetune`` holds them."""
+        # Imported here: the CLI reads this module before anything heavy.
+        from route_graph.views.config import ViewConfig
+
+        return ViewConfig.of(self)
 
     @classmethod
     def field_descriptions(cls) -> dict[str, str]:

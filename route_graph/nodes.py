@@ -58,14 +58,21 @@ from route_graph.model_capabilities import (
     model_failure_error,
     rejects_request_feature,
 )
-from route_graph.rendering import recall_first_links, stage_schema_text
+from route_graph.rendering import recall_first_links
 from route_graph.repair import RESCUE_RULES, requalify_column
 from route_graph.results import answer_is_empty, vote_by_result
 from route_graph.sql.database import Database
 from route_graph.sql.execute import execute_sql
-from route_graph.sql.result import ExecutionResult, summarize_result
+from route_graph.sql.result import ExecutionResult
 from route_graph.state import RouteState, SampleTask
 from route_graph.values import match_values, render_matches
+from route_graph.views import (
+    Stage,
+    execution_feedback,
+    full_schema_text,
+    stage_messages,
+    stage_prefill,
+)
 
 __all__ = [
     "MAX_REQUALIFY_STEPS",
@@ -77,7 +84,6 @@ __all__ = [
     "USER_FACING_CALLS",
     "VOTE_CANDIDATES",
     "RouteNodes",
-    "stage_schema_text",
 ]
 
 NO_SQL_ERROR = "The model's answer contained no SQL query."
@@ -241,14 +247,18 @@ class RouteNodes:
             )
         return execute_sql(self.db, sql, timeout_s=cfg.execution_timeout_s, max_rows=cfg.max_rows)
 
-    def _prompt_kwargs(
-        self, state: Mapping[str, Any], cfg: RouteConfig, matches: list[dict[str, Any]] | None = None
-    ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"hint": state.get("hint"), "dialect": self.db.dialect, "style": cfg.prompt_style}
+    def _messages(
+        self,
+        stage: Stage,
+        state: Mapping[str, Any],
+        cfg: RouteConfig,
+        matches: list[dict[str, Any]] | None = None,
+        **view: Any,
+    ) -> list[prompts.Message]:
+        """``views.stage_messages`` for this question: its hint, and the value matches it looked up."""
         matches = state.get("value_matches") if matches is None else matches
-        if cfg.value_retrieval and matches:
-            kwargs["values"] = render_matches(matches)
-        return kwargs
+        values = render_matches(matches) if cfg.value_retrieval and matches else None
+        return stage_messages(stage, state["question"], self.db, cfg.view(), hint=state.get("hint"), values=values, **view)
 
     def _retrieve_values(self, state: RouteState, cfg: RouteConfig) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
         """This question's value matches (``value_retrieval``) and the trace fields of the node that
@@ -283,19 +293,19 @@ class RouteNodes:
         """MCP step 1: links from the SL answer and from a full-schema draft SQL, merged."""
         cfg = self.settings(runtime)
         meter = _Meter()
-        schema_text = stage_schema_text(self.db, cfg)
+        view = cfg.view()
+        schema_text = full_schema_text(self.db, view)
         matches, value_trace = self._retrieve_values(state, cfg)
-        kwargs = self._prompt_kwargs(state, cfg, matches)
-        sl_msgs = prompts.sl_messages(state["question"], schema_text, **kwargs)
-        ts_msgs = prompts.ts_messages(state["question"], schema_text, **kwargs)
+        sl_msgs = self._messages("sl", state, cfg, matches, full_text=schema_text)
+        ts_msgs = self._messages("draft", state, cfg, matches, full_text=schema_text)
         # Constrained (JSON-schema) decoding replaces the prefill where the backend has it.
         sl_llm = None if self._sl_llm is self.llm else self._sl_llm
         with get_executor_for_config(config) as pool:  # both calls at once: batched by local models
             sl_future: Future = pool.submit(
-                self._ask, meter, sl_msgs, prompts.answer_prefill("sl"), cfg, config, sl_llm, name="schema_link.links"
+                self._ask, meter, sl_msgs, stage_prefill("sl", view), cfg, config, sl_llm, name="schema_link.links"
             )
             ts_future: Future = pool.submit(
-                self._ask, meter, ts_msgs, prompts.answer_prefill("ts"), cfg, config, name="schema_link.draft"
+                self._ask, meter, ts_msgs, stage_prefill("draft", view), cfg, config, name="schema_link.draft"
             )
             ts_text = ts_future.result()
             try:
@@ -314,7 +324,7 @@ class RouteNodes:
         links = merge_links(self.db.schema, model_links, draft_links)
         added: dict[str, Any] = {}
         text = f"{state['question']} {state.get('hint') or ''}"
-        links, additions = recall_first_links(self.db, cfg, links, text, schema_text)
+        links, additions = recall_first_links(self.db, view, links, text, schema_text)
         if additions is not None:
             added = {"recall_added": asdict(additions)}
         draft = self._execute(draft_sql, cfg)
@@ -349,7 +359,7 @@ class RouteNodes:
         meter = _Meter()
         matches, value_trace = self._retrieve_values(state, cfg)
         msgs, links = self._generate_prompt(state, cfg, matches)
-        sql = prompts.parse_sql(self._ask(meter, msgs, prompts.answer_prefill("ts"), cfg, config, name="generate"))
+        sql = prompts.parse_sql(self._ask(meter, msgs, stage_prefill("generate", cfg.view()), cfg, config, name="generate"))
         result = self._execute(sql, cfg)
         entry: dict[str, Any] = {
             "stage": "generate",
@@ -382,8 +392,7 @@ class RouteNodes:
         """Generate's TS prompt on the reduced schema (full without linking) and the links it used;
         the self-consistency samples are drawn from this same prompt."""
         links = state.get("links") if cfg.schema_linking else None
-        schema_text = stage_schema_text(self.db, cfg, links)
-        return prompts.ts_messages(state["question"], schema_text, **self._prompt_kwargs(state, cfg, matches)), links
+        return self._messages("generate", state, cfg, matches, links=links), links
 
     def sample_generate(
         self, task: SampleTask, runtime: Runtime[RouteConfig], config: RunnableConfig
@@ -402,7 +411,7 @@ class RouteNodes:
         try:
             msgs, _ = self._generate_prompt(task, cfg, task.get("value_matches"))
             answer = self._ask(
-                meter, msgs, prompts.answer_prefill("ts"), cfg, config,
+                meter, msgs, stage_prefill("generate", cfg.view()), cfg, config,
                 name="sample_generate", temperature=cfg.sample_temperature,
             )
         except Exception as exc:  # noqa: BLE001 - one lost sample must not end the run
@@ -474,8 +483,9 @@ class RouteNodes:
         cfg = self.settings(runtime)
         meter = _Meter()
         current = ExecutionResult.from_dict(state["result"])
-        feedback = summarize_result(current, max_rows=cfg.feedback_rows, value_chars=cfg.feedback_value_chars)
-        schema_text = stage_schema_text(self.db, cfg)
+        view = cfg.view()
+        feedback = execution_feedback(current, view)
+        schema_text = full_schema_text(self.db, view)
         problem = self._problem(current)
         if cfg.nc_repair and problem is not None:
             return self._repair(state, cfg, config, meter, schema_text, feedback, problem)
@@ -483,10 +493,8 @@ class RouteNodes:
             entry = {"stage": "noise_correct", "mode": "skipped", "reason": "the SQL returns rows; nc_verdict is off",
                      **meter.cost()}
             return {"sql_by_stage": {"noise_correct": state.get("sql") or ""}, "trace": [entry]}
-        msgs = prompts.nc_messages(
-            state["question"], schema_text, state.get("sql") or "", feedback, **self._prompt_kwargs(state, cfg)
-        )
-        answer = self._ask(meter, msgs, prompts.answer_prefill("nc"), cfg, config, name="noise_correct.verdict")
+        msgs = self._messages("nc", state, cfg, sql=state.get("sql") or "", feedback=feedback, full_text=schema_text)
+        answer = self._ask(meter, msgs, stage_prefill("nc", view), cfg, config, name="noise_correct.verdict")
         verdict = prompts.parse_verdict(answer, state.get("sql"))
         update: dict[str, Any] = {}
         entry: dict[str, Any] = {
@@ -519,12 +527,11 @@ class RouteNodes:
         """NC on SQL that fails, returns no rows or only NULLs: no verdict is asked (execution gave
         it); the repaired SQL is taken if it executes, and for an empty or NULL result only if it
         returns rows that are not all NULL."""
-        msgs = prompts.nc_repair_messages(
-            state["question"], schema_text, state.get("sql") or "", feedback, problem=problem,
-            **self._prompt_kwargs(state, cfg),
+        msgs = self._messages(
+            "nc_repair", state, cfg, sql=state.get("sql") or "", feedback=feedback, problem=problem, full_text=schema_text
         )
         sql = prompts.parse_sql(
-            self._ask(meter, msgs, prompts.answer_prefill("nc_repair"), cfg, config, name="noise_correct.repair")
+            self._ask(meter, msgs, stage_prefill("nc_repair", cfg.view()), cfg, config, name="noise_correct.repair")
         )
         entry: dict[str, Any] = {
             "stage": "noise_correct",
@@ -557,11 +564,8 @@ class RouteNodes:
         meter = _Meter()
         current_ok = bool(state.get("result", {}).get("ok"))
         links = state.get("links") if cfg.schema_linking and not cfg.cw_full_schema else None
-        schema_text = stage_schema_text(self.db, cfg, links)
-        msgs = prompts.cw_messages(
-            state["question"], schema_text, cfg.continuation_prefix, **self._prompt_kwargs(state, cfg)
-        )
-        prefill = prompts.answer_prefill("cw", cfg.continuation_prefix)
+        msgs = self._messages("cw", state, cfg, links=links)
+        prefill = stage_prefill("cw", cfg.view())
         answer = prompts.parse_sql(self._ask(meter, msgs, prefill, cfg, config, name="continue_write"))
         sql = prompts.join_continuation(cfg.continuation_prefix, answer) if answer else None
         result = self._execute(sql, cfg)
@@ -624,14 +628,11 @@ class RouteNodes:
             if found:
                 break
         current = ExecutionResult.from_dict(state.get("result") or {}) if state.get("result") else self._execute(None, cfg)
-        feedback = summarize_result(current, max_rows=cfg.feedback_rows, value_chars=cfg.feedback_value_chars)
-        msgs = prompts.nc_repair_messages(
-            state["question"], stage_schema_text(self.db, cfg), state.get("sql") or "", feedback,
-            **self._prompt_kwargs(state, cfg),
-        )
+        feedback = execution_feedback(current, cfg.view())
+        msgs = self._messages("nc_repair", state, cfg, sql=state.get("sql") or "", feedback=feedback)
         for _ in range(cfg.rescue_samples if found is None else 0):
             sql = prompts.parse_sql(
-                self._ask(meter, msgs, prompts.answer_prefill("nc_repair"), cfg, config,
+                self._ask(meter, msgs, stage_prefill("nc_repair", cfg.view()), cfg, config,
                           name="rescue.repair", temperature=cfg.sample_temperature)
             )
             result = self._execute(sql, cfg)
@@ -888,9 +889,7 @@ class RouteNodes:
         words = None
         if cfg.answer_in_words and result.get("ok"):
             meter = _Meter()
-            feedback = summarize_result(
-                ExecutionResult.from_dict(result), max_rows=cfg.feedback_rows, value_chars=cfg.feedback_value_chars
-            )
+            feedback = execution_feedback(ExecutionResult.from_dict(result), cfg.view())
             words = self._ask(
                 meter, prompts.answer_messages(state["question"], sql, feedback), "", cfg, config,
                 name="respond.answer",

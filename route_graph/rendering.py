@@ -9,7 +9,7 @@ This is the ONE rendering module: the graph's stages and ``finetune`` (training 
   sample values, then the foreign keys; about half the tokens of ``ddl`` on Spider schemas.
 
 The budget is what makes a big schema safe: when the text would exceed
-``RouteConfig.schema_token_budget`` (estimated tokens), the renderer gives up detail in a fixed
+``schema_token_budget`` (estimated tokens; ``views.ViewConfig``), the renderer gives up detail in a fixed
 order — sample values first, then the columns of tables the question does not need (keys and
 the columns in ``keep`` stay), then whole such tables — and says so in the text. A prompt never
 grows past what the model accepts, so one huge database cannot stop an evaluation run.
@@ -25,9 +25,9 @@ from route_graph.sql.result import format_value
 from route_graph.sql.schema import Schema, Table, quote_identifier
 
 if TYPE_CHECKING:
-    from route_graph.context import RouteConfig
     from route_graph.linking import RecallAdditions
     from route_graph.sql.database import Database
+    from route_graph.views.config import ViewConfig
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -50,15 +50,14 @@ def estimate_tokens(text: str) -> int:
     return int(len(text) / CHARS_PER_TOKEN) + 1
 
 
-def stage_schema_text(db: Database, cfg: RouteConfig, links: Mapping[str, Sequence[str]] | None = None) -> str:
+def stage_schema_text(db: Database, cfg: ViewConfig, links: Mapping[str, Sequence[str]] | None = None) -> str:
     """The schema text a stage shows the model (fine-tuning renders its records with this too).
 
     Full schema with ``link_sample_rows`` rows (schema linking, draft SQL, noise correction, and
     generation when there are no links); the schema reduced to ``links`` with
     ``generate_sample_rows`` rows (generation, continuation writing). Both within the budget.
     """
-    fmt = getattr(cfg, "schema_format", "ddl")
-    budget = getattr(cfg, "schema_token_budget", 0)
+    fmt, budget = cfg.schema_format, cfg.schema_token_budget
     if not links:
         return render_schema_text(
             db, db.schema, fmt=fmt, sample_rows=cfg.link_sample_rows,
@@ -71,16 +70,16 @@ def stage_schema_text(db: Database, cfg: RouteConfig, links: Mapping[str, Sequen
 
 
 def recall_first_links(
-    db: Database, cfg: RouteConfig, links: Mapping[str, Sequence[str]], text: str, full_text: str | None = None
+    db: Database, cfg: ViewConfig, links: Mapping[str, Sequence[str]], text: str, full_text: str | None = None
 ) -> tuple[dict[str, list[str]], RecallAdditions | None]:
     """The links generation sees under ``cfg.recall_first_linking`` (``linking.expand_links``):
     kept tables keep all their columns when the full schema (``full_text``, rendered if not given)
     fits ``schema_token_budget``. The graph and fine-tuning both call this, so they agree."""
     from route_graph.linking import expand_links
 
-    if not getattr(cfg, "recall_first_linking", False) or not links:
+    if not cfg.recall_first_linking or not links:
         return dict(links), None
-    budget = getattr(cfg, "schema_token_budget", 0)
+    budget = cfg.schema_token_budget
     full = full_text if full_text is not None else stage_schema_text(db, cfg)
     fits = budget <= 0 or estimate_tokens(full) <= budget
     return expand_links(db.schema, dict(links), text, all_columns=fits)

@@ -24,7 +24,7 @@ def test_defaults_and_overrides() -> None:
     cfg = load_config(None, ["train.max_steps=3", 'synth.tasks=["ts","nc"]', "route.link_sample_rows=2", "filter.judge_model=default", "limit=null"])
     assert isinstance(cfg, RunConfig)
     assert cfg.train.max_steps == 3 and cfg.synth.tasks == ["ts", "nc"]
-    assert cfg.route_config().link_sample_rows == 2 and cfg.filter.judge_model == "default"
+    assert cfg.view_config().link_sample_rows == 2 and cfg.filter.judge_model == "default"
     assert cfg.train.method == "lora" and cfg.train.lora_r <= 16
 
 
@@ -35,7 +35,7 @@ def test_defaults_and_overrides() -> None:
         ("train.max_steps=abc", "expected an integer"),
         ("train.method=qlora", "not one of"),
         ('synth.tasks=["xx"]', "unknown task"),
-        ("route.bogus=1", "RouteConfig"),
+        ("route.bogus=1", "ViewConfig"),
         ("route.link_sample_rows=-1", "link_sample_rows"),
         ('train.task_ratios={"zz": 1}', "task_ratios"),
         ("train", "section.field=value"),

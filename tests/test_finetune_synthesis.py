@@ -12,7 +12,6 @@ import pytest
 from finetune.config import SynthConfig
 from finetune.records import Record, read_jsonl, write_jsonl
 from finetune.synthesis import Synthesizer, SynthReport, gold_sql_of
-from finetune.views import full_schema_text, linked_schema_text
 from route_graph import RouteConfig, build_route_graph, prompts
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
@@ -21,6 +20,7 @@ from route_graph.rendering import recall_first_links
 from route_graph.sql.execute import execute_sql
 from route_graph.sql.opening import open_database
 from route_graph.sql.result import summarize_result
+from route_graph.views import full_schema_text, linked_schema_text
 from tests.fakes import ScriptedChatModel, make_concert_db
 
 THREE_TABLES = (

@@ -1,8 +1,9 @@
 """The package's layering, enforced on its imports (read with ``ast``, nothing is imported).
 
-    faces (cli, studio) -> graph (graph, nodes, state, context, chat) -> views (prompts, rendering,
-    linking, values, results, repair) -> sql (route_graph/sql, sql_bounds, errors)
-    models (models, engines, adapters) and finetune sit beside the graph, never under it.
+    faces (cli, studio) -> graph (graph, nodes, state, context, chat) -> views (route_graph/views,
+    prompts, rendering, linking, values, results, repair) -> sql (route_graph/sql, sql_bounds, errors)
+    models (models, engines, adapters) and finetune sit beside the graph; finetune imports no graph
+    module.
 
 A lower layer never imports a higher one, so each can be read, tested and reused alone: the SQL
 layer knows no prompt and no graph setting, and the graph runs any LangChain chat model without
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 FACES = ("route_graph.cli", "route_graph.studio")
 GRAPH = ("route_graph.graph", "route_graph.nodes", "route_graph.state", "route_graph.context", "route_graph.chat")
 VIEWS = (
-    "route_graph.prompts", "route_graph.rendering", "route_graph.linking", "route_graph.values",
+    "route_graph.views", "route_graph.prompts", "route_graph.rendering", "route_graph.linking", "route_graph.values",
     "route_graph.results", "route_graph.repair",
 )
 SQL_LAYER = ("route_graph.sql", "route_graph.sql_bounds", "route_graph.errors")
@@ -39,18 +40,6 @@ EXCEPTIONS = {
     # the one rendering module inside the method, so importing the SQL layer never loads it.
     ("route_graph.sql.database", "route_graph.rendering"),
 }
-#: finetune -> graph imports that step 4 of issue 28 removes (finetune holds a small ViewConfig
-#: instead of RouteConfig); the rule "finetune imports no graph module" is enforced from then on.
-#: This list may only shrink.
-FINETUNE_GRAPH_IMPORTS = {
-    ("finetune.config", "route_graph.context"),
-    ("finetune.filtering", "route_graph.context"),
-    ("finetune.sampling", "route_graph.context"),
-    ("finetune.synthesis", "route_graph.context"),
-    ("finetune.views", "route_graph.context"),
-}
-
-
 @dataclass(frozen=True)
 class Import:
     """One import statement's target, resolved to a module; ``typing_only`` under TYPE_CHECKING."""
@@ -192,17 +181,11 @@ def test_nothing_imports_the_compat_shims() -> None:
     assert not found, "import from route_graph.sql instead:\n" + "\n".join(found)
 
 
-def test_finetune_graph_imports_only_shrink() -> None:
-    """Not yet "finetune imports no graph module": finetune still holds RouteConfig (issue 28, step 4)."""
-    found = {
-        (i.source, i.target)
-        for i in IMPORTS
-        if _within(i.source, ("finetune",)) and _within(i.target, GRAPH)
-    }
-    new = sorted(found - FINETUNE_GRAPH_IMPORTS)
-    assert not new, f"finetune must not import more of the graph: {new}"
-    gone = sorted(FINETUNE_GRAPH_IMPORTS - found)
-    assert not gone, f"these finetune -> graph imports are gone; remove them from FINETUNE_GRAPH_IMPORTS: {gone}"
+def test_finetune_imports_no_graph_module() -> None:
+    """Training renders what the model sees through ``route_graph.views`` (holding a ``ViewConfig``),
+    never through the graph's nodes or its ``RouteConfig``."""
+    found = _violations(("finetune",), GRAPH, typing_too=True)
+    assert not found, "\n".join(found)
 
 
 @pytest.mark.parametrize(
