@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from finetune.export import copy_adapter
 from route_graph.errors import ConfigError
 
-__all__ = ["MAX_PHASE_BYTES", "commit_phase", "cpu_name", "loss_summary"]
+__all__ = ["MAX_PHASE_BYTES", "commit_phase", "cpu_name", "loss_summary", "refuse_git_ignored"]
 
 MAX_PHASE_BYTES = 10 * 1024 * 1024  # a phase adapter committed to git stays under 10 MB
 
@@ -65,6 +67,26 @@ def loss_summary(log_path: Path, run_key: str | None = None) -> dict[str, Any]:
     }
 
 
+def refuse_git_ignored(path: Path) -> None:
+    """Raise if git would skip ``path`` on ``git add``: a phase that is not committed dies with the machine.
+
+    Phase 1's adapter was lost that way once (``*.safetensors`` in .gitignore; only its PHASE.md
+    and config were committed). Outside a git work tree, or without git, there is nothing to check.
+    """
+    git = shutil.which("git")
+    if git is None:
+        return
+    probe = subprocess.run(
+        [git, "-C", str(path.parent), "check-ignore", "-q", path.name],
+        capture_output=True, check=False, timeout=30,
+    )
+    if probe.returncode == 0:  # 1: not ignored; 128: not a work tree
+        raise ConfigError(
+            f"{path} is ignored by git, so committing the phase would leave its weights behind. "
+            "Add a rule such as '!finetune/phases/*/adapter_model.safetensors' to .gitignore, then commit."
+        )
+
+
 def commit_phase(
     train_dir: str | os.PathLike[str],
     destination: str | os.PathLike[str],
@@ -86,6 +108,7 @@ def commit_phase(
     if not summary.get("finished") or not summary.get("adapter_dir"):
         raise ConfigError(f"The run in {train_dir} did not finish with a LoRA adapter; only finished phases are committed.")
     copy_adapter(summary["adapter_dir"], out, dtype="bfloat16", base_model=base_model)
+    refuse_git_ignored(out / "adapter_model.safetensors")
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     if size > MAX_PHASE_BYTES:
         raise ConfigError(f"The phase adapter is {size / 2**20:.1f} MiB, over {MAX_PHASE_BYTES / 2**20:.0f} MiB: lower lora_r or lora_top_layers.")

@@ -5,6 +5,7 @@ LoRA and full fine-tuning change weights, checkpoints resume, the merged model r
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -257,6 +258,15 @@ def test_a_finished_phase_is_committed_in_bf16_and_the_next_phase_starts_from_it
     train(records_path, stopped, TrainConfig(**common, max_steps=3, deadline="0s", checkpoint_dir=str(workdir / "ps")))
     with pytest.raises(ConfigError, match="has not finished"):
         commit_phase(stopped, workdir / "phases" / "bad", config_path="c", command="c")
+    # A destination git would skip on `git add` (the .gitignore that lost phase 1's weights) is refused.
+    repo = workdir / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("*.safetensors\n")
+    with pytest.raises(ConfigError, match="ignored by git"):
+        commit_phase(run, repo / "finetune" / "phases" / "1-a", config_path="c", command="c")
+    (repo / ".gitignore").write_text("*.safetensors\n!finetune/phases/*/adapter_model.safetensors\n")
+    assert commit_phase(run, repo / "finetune" / "phases" / "1-a", config_path="c", command="c").is_dir()
 
 
 def summary_sha(directory: Path) -> str:

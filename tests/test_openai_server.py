@@ -20,19 +20,15 @@ Environment:
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import dataclasses
 import json
 import os
 import random
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +39,7 @@ from route_graph import RouteConfig, build_route_graph, load_chat_model, open_da
 from route_graph.models import bind_json_schema, ensure_default_model
 from route_graph.rendering import render_ddl
 from tests.fakes import shared_data_dir
+from tests.server_process import free_port, served_models, serving
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -80,44 +77,6 @@ class Server:
     log: Path | None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _served_models(base_url: str) -> list[str]:
-    with urllib.request.urlopen(f"{base_url}/models", timeout=5) as response:
-        return [m["id"] for m in json.load(response)["data"]]
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's whole process group (script, API server, engine), then SIGKILL."""
-    pgid = proc.pid  # start_new_session=True: the script leads its own group
-    for sig, grace in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                proc.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(pgid, 0)  # anyone left in the group?
-            except ProcessLookupError:
-                return
-        # still there after the grace period: escalate
-
-
-def _log_tail(path: Path | None, lines: int = 40) -> str:
-    if path is None or not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 @pytest.fixture(scope="session")
 def vllm_python() -> tuple[str, float]:
     """The python of the vLLM virtualenv (made by scripts/vllm_env.sh) and seconds it took."""
@@ -146,7 +105,7 @@ def running_vllm(
     vpy: str, model_dir: Path, name: str, logs: Path, extra: Sequence[str] = ()
 ) -> Iterator[Server]:
     """``scripts/serve_vllm.sh`` on a free loopback port until ``name`` is served; always stopped."""
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     server_log, script_log = logs / "server.log", logs / "serve_vllm.log"
     cmd = [
@@ -166,42 +125,12 @@ def running_vllm(
         str(server_log),
         *extra,
     ]
-    started = time.perf_counter()
-    with open(script_log, "w") as script_out:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=script_out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=ROOT,
-            # 1 GiB of KV cache (~87k tokens) is plenty for these tests; two servers run at once in
-            # the finetune test, next to the test process's own models, on a 24 GiB machine.
-            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")},
-        )
-    atexit.register(_stop_group, proc)  # even if pytest is interrupted
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"vLLM server exited with {proc.returncode} before it was ready.\n"
-                    f"{_log_tail(script_log)}\n--- server log ---\n{_log_tail(server_log)}"
-                )
-            try:
-                if name in _served_models(base_url):
-                    break
-            except OSError:
-                pass
-            if time.perf_counter() - started > SERVER_TIMEOUT_S + 10:
-                pytest.fail(
-                    f"vLLM server not ready after {SERVER_TIMEOUT_S:.0f} s.\n{_log_tail(server_log)}"
-                )
-            time.sleep(1.0)
-        ready_s = time.perf_counter() - started
+    # 1 GiB of KV cache (~87k tokens) is plenty for these tests; two servers run at once in the
+    # finetune test, next to the test process's own models, on a 24 GiB machine.
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    with serving(cmd, base_url, name, script_log, SERVER_TIMEOUT_S + 10, env=env, cwd=ROOT, label="vLLM server") as ready_s:
         print(f"\n[vllm] {name}: server ready in {ready_s:.1f} s at {base_url}")
         yield Server(f"openai:{base_url}#{name}", base_url, name, ready_s, None, server_log)
-    finally:
-        _stop_group(proc)
 
 
 @pytest.fixture(scope="session")
@@ -256,7 +185,7 @@ def _norm(sql: str | None) -> str:
 
 
 def test_server_lists_the_served_model(vllm_server: Server) -> None:
-    assert vllm_server.name in _served_models(vllm_server.base_url)
+    assert vllm_server.name in served_models(vllm_server.base_url)
 
 
 def test_chat_completion_is_greedy_and_deterministic(server_llm) -> None:
@@ -428,7 +357,7 @@ def test_vllm_serves_the_finetune_exports(
     the adapter is applied on top of the merged model, which has the base's architecture)."""
     adapter, merged = finetune_exports
     with running_vllm(vllm_python[0], merged, "route-ft", tmp_path, ["--lora", f"route-lora={adapter}"]) as server:
-        served = _served_models(server.base_url)
+        served = served_models(server.base_url)
         assert {"route-ft", "route-lora"} <= set(served), served
         for name in ("route-ft", "route-lora"):
             llm = load_chat_model(f"openai:{server.base_url}#{name}", timeout=600)

@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ import pytest
 
 from route_graph import RouteConfig
 from route_graph.demo import DEMO_QUESTIONS, demo_database_path
+from tests.server_process import free_port
 
 pytestmark = [pytest.mark.server]
 
@@ -76,12 +76,6 @@ class DevServer:
             return self.log.read_text(errors="replace")[-chars:]
         except OSError:
             return "(no log)"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -121,7 +115,7 @@ def _dev_server(workdir: Path, config: str | Path) -> Iterator[DevServer]:
         import langgraph_cli  # noqa: F401
     except ImportError as exc:
         pytest.fail(f"langgraph-cli[inmem] is not installed ({exc}); pip install -e '.[studio]'")
-    port = _free_port()
+    port = free_port()
     log = workdir / "langgraph-dev.log"
     env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
     env.update(OFFLINE_ENV)
