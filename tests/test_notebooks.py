@@ -97,7 +97,7 @@ def execute_notebook(path: Path, cwd: Path, kernel_name: str = "python3"):
 
 def test_every_notebook_is_listed() -> None:
     names = [p.name for p in NOTEBOOKS]
-    assert names == ["01_quickstart.ipynb", "02_graph_and_studio.ipynb", "03_finetune.ipynb", "04_evaluate.ipynb"]
+    assert names == ["01_quickstart.ipynb", "02_graph_and_studio.ipynb", "03_finetune.ipynb", "04_evaluate.ipynb", "05_agent_app.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
