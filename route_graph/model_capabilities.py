@@ -157,7 +157,8 @@ class ModelCapabilities:
 
     ``prefill``: how a prefilled answer opening is continued -- ``"engine"`` (in-process engines
     continue a final assistant message), ``"vllm"`` (vLLM's ``continue_final_message`` request
-    fields; llama.cpp's server ignores them and continues anyway), ``"assistant_turn"`` (the
+    fields; llama-cpp-python's server ignores them and answers in a new turn, which
+    ``prompts.join_prefill`` accepts), ``"assistant_turn"`` (the
     provider continues a final assistant message by itself, e.g. Anthropic), or None.
     ``json_schema``: how JSON-schema constrained output is asked for -- ``"response_format"``
     (OpenAI and compatible servers), ``"ollama_format"`` (Ollama's ``format``), or None.
@@ -315,18 +316,25 @@ _UNSUPPORTED = re.compile(
     r"|final assistant|assistant message prefill",
     re.IGNORECASE,
 )
+# A request-body validation error that names the field (pydantic's ``'loc': ('body', 'response_format', ...)``).
+# llama-cpp-python's server answers ``response_format: json_schema`` with it under HTTP 500.
+_BODY_FIELD_REFUSED = re.compile(r"validation error.*\(\s*'body',\s*'(response_format|messages|extra_body)'", re.DOTALL)
 
 
 def rejects_request_feature(exc: BaseException) -> bool:
-    """True when a provider refused a request field or a prefilled turn (HTTP 400/422), not the prompt.
+    """True when a provider refused a request field or a prefilled turn (HTTP 400/422; 500 with a
+    body validation error naming the field, as llama-cpp-python's server answers), not the prompt.
 
     The graph then drops that feature (prefill or JSON-schema output) for the model, warns once
     and asks again plainly, instead of failing the user's first question.
     """
     status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    text = f"{type(exc).__name__}: {exc}"
+    if status in (None, 400, 422, 500) and _BODY_FIELD_REFUSED.search(text):
+        return True
     if status not in (None, 400, 422):
         return False
-    return bool(_UNSUPPORTED.search(f"{type(exc).__name__}: {exc}"))
+    return bool(_UNSUPPORTED.search(text))
 
 
 def is_openai_compatible(llm: Runnable) -> bool:

@@ -147,6 +147,15 @@ def test_rejected_field_is_recognised_and_other_errors_are_not() -> None:
     assert rejects_request_feature(BadRequest("Unrecognized request argument supplied: add_generation_prompt"))
     assert not rejects_request_feature(BadRequest("This model's maximum context length is 8192 tokens"))
     assert not rejects_request_feature(Unauthorized("Unrecognized request argument supplied: x"))
+
+    class ServerError(Exception):
+        status_code = 500
+
+    # llama-cpp-python's server, asked for response_format json_schema (seen in tests/test_llamacpp_server.py)
+    llamacpp = ("Error code: 500 - 1 validation error:\n{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}")
+    assert rejects_request_feature(ServerError(llamacpp))
+    assert not rejects_request_feature(ServerError("Internal server error: CUDA out of memory"))
     error = model_failure_error(Unauthorized("Incorrect API key provided"))
     assert isinstance(error, ModelError) and "API key" in str(error)
     assert model_failure_error(ValueError("a hiccup")) is None
