@@ -86,7 +86,7 @@ def explain(name: str, expected_text: str, actual_text: str) -> str:
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_prompts_match_their_golden_file(scenario: Scenario) -> None:
     if scenario.spider and shared_data_dir() is None:
-        pytest.skip("needs the shared Spider data (ROUTE_GRAPH_DATA)")
+        pytest.fail("The Spider scenarios need the shared data: set ROUTE_GRAPH_DATA to the folder holding spider_train/.")
     path = GOLDEN_DIR / f"{scenario.name}.json"
     assert path.exists(), f"no golden file {path}; write it with `{REGENERATE} {scenario.name}`"
     expected = path.read_text(encoding="utf-8")
