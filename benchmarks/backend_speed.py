@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from route_graph import RouteConfig, open_database
-    from route_graph.context import parse_config_overrides
+    from route_graph.graph.context import parse_config_overrides
     from route_graph.models import load_chat_model
 
     cfg = RouteConfig(**parse_config_overrides(args.config_overrides))

@@ -1,14 +1,14 @@
 """The package's layering, enforced on its imports (read with ``ast``, nothing is imported).
 
-    faces (cli, studio) -> graph (graph, nodes, state, context, chat) -> views (route_graph/views,
-    prompts, rendering, linking, values, results, repair) -> sql (route_graph/sql, sql_bounds, errors)
+    faces (cli, studio) -> graph (route_graph/graph: stages, state, context, chat, build) -> views
+    (route_graph/views, prompts, rendering, linking, values, results, repair) -> sql (route_graph/sql,
+    sql_bounds, errors)
     models (models, engines, adapters) and finetune sit beside the graph; finetune imports no graph
     module.
 
 A lower layer never imports a higher one, so each can be read, tested and reused alone: the SQL
 layer knows no prompt and no graph setting, and the graph runs any LangChain chat model without
-knowing how ours are loaded. ``chat.py`` holds the conversation helpers the graph's nodes use
-(question intake, rewrite, reply); it is graph-level until the graph package gives it a module.
+knowing how ours are loaded.
 Imports under ``if TYPE_CHECKING:`` are annotations only and are not counted as dependencies,
 except where a rule says so.
 """
@@ -25,7 +25,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 FACES = ("route_graph.cli", "route_graph.studio")
-GRAPH = ("route_graph.graph", "route_graph.nodes", "route_graph.state", "route_graph.context", "route_graph.chat")
+GRAPH = ("route_graph.graph",)
 VIEWS = (
     "route_graph.views", "route_graph.prompts", "route_graph.rendering", "route_graph.linking", "route_graph.values",
     "route_graph.results", "route_graph.repair",
@@ -192,7 +192,7 @@ def test_finetune_imports_no_graph_module() -> None:
     ("text", "expected"),
     [
         ("from route_graph import prompts", [("route_graph.prompts", False)]),
-        ("from route_graph import RouteConfig", [("route_graph.context", False)]),
+        ("from route_graph import RouteConfig", [("route_graph.graph.context", False)]),
         ("def f():\n    from route_graph.sql.schema import Table", [("route_graph.sql.schema", False)]),
         ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import route_graph.models", [("route_graph.models", True)]),
         ("import json\nfrom sqlglot import exp", []),
@@ -203,5 +203,5 @@ def test_imports_are_resolved(text: str, expected: list[tuple[str, bool]]) -> No
 
 
 def test_a_violation_is_caught() -> None:
-    bad = list(imports_of("route_graph.sql.guard", "from route_graph.prompts import parse_sql"))
+    bad = list(imports_of("route_graph.sql.guard", "from route_graph.views.parsing import parse_sql"))
     assert bad and not _within(bad[0].target, SQL_LAYER)

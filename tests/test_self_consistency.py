@@ -14,8 +14,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from route_graph import ConfigError, RouteConfig, build_route_graph
 from route_graph.cli import format_trace
-from route_graph.context import MAX_SELF_CONSISTENCY, parse_config_overrides
-from route_graph.nodes import SAMPLE_STAGE
+from route_graph.graph.context import MAX_SELF_CONSISTENCY, parse_config_overrides
+from route_graph.graph.self_consistency import SAMPLE_STAGE
 from tests.fakes import RAISE, SamplingChatModel, make_concert_db
 
 SQL_UK = "SELECT name FROM singer WHERE country = 'UK'"  # 1 row: Adele
@@ -165,9 +165,9 @@ def test_samples_of_one_question_do_not_reach_the_next(db_path: Path) -> None:
 
 
 def test_samples_are_prefilled_like_generate(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from route_graph import nodes
+    from route_graph.graph import calls
 
-    monkeypatch.setattr(nodes, "continuing_model", lambda llm: llm)  # every call continues "```sql\n"
+    monkeypatch.setattr(calls, "continuing_model", lambda llm: llm)  # every call continues "```sql\n"
     out, llm = run(db_path, [SQL_UK, SQL_FRANCE, SQL_FRANCE], GENERATE_ONLY.override({"self_consistency": 2}))
     assert all(prompt == "```sql\n" for _, prompt in llm.calls)  # the prefill is the last message
     assert sorted(t for _, t in llm.temperatures if t is not None) == [0.7, 0.7]

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from route_graph.context import STAGE_NAMES, RouteConfig, parse_config_overrides
 from route_graph.errors import ConfigError, PromptTooLongError, RouteGraphError
 from route_graph.evaluation.attribution import question_attribution
 from route_graph.evaluation.datasets import Dataset, Example, load_dataset
@@ -38,11 +37,15 @@ from route_graph.evaluation.metrics import ExecutionScorer, ScoringOptions
 from route_graph.evaluation.report import write_report
 from route_graph.evaluation.summary import read_predictions, summarize
 from route_graph.graph import build_route_graph
+from route_graph.graph.context import STAGE_NAMES, RouteConfig, parse_config_overrides
+from route_graph.graph.stages import FINALIZE
 from route_graph.sql.database import Database
 from route_graph.sql.opening import open_database
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
+
+    from route_graph.graph.state import TraceEntry
 
 __all__ = ["PREDICTIONS", "REPORT", "RUN_FILE", "SUMMARY", "EvalSettings", "RunResult", "run_eval"]
 
@@ -288,8 +291,8 @@ def score_output(
         return record
     pred_sql = (output.get("sql") or "").strip()
     outcome = scorer.score(pred_sql)
-    trace = list(output.get("trace") or [])
-    final = next((e for e in trace if e.get("stage") == "finalize"), {})
+    trace: list[TraceEntry] = list(output.get("trace") or [])
+    final = next((e for e in trace if e.get("stage") == FINALIZE.node), {})
     record.update(
         pred_sql=pred_sql,
         winner=output.get("stage"),

@@ -4,22 +4,84 @@ One run answers one question; a thread (checkpointer) holds many. The first node
 per-question field (``trace``, ``sql_by_stage`` and ``samples`` through ``Overwrite``, past their reducers), so
 no stage and no answer sees an earlier question's candidates. ``messages`` is the conversation and
 keeps growing (LangGraph's ``add_messages``).
+
+``TraceEntry`` is the contract the evaluation, the CLI and stored runs read: its keys never change
+meaning, and its values are plain JSON, so a run's trace is stored as it is.
 """
 
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 # typing_extensions' TypedDict: pydantic (LangGraph Studio's input/output forms) rejects
 # typing.TypedDict on Python < 3.12.
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import NotRequired, Required, TypedDict
 
 __all__ = ["RouteInput", "RouteOutput", "RouteState", "SampleTask", "TraceEntry"]
 
-TraceEntry = dict[str, Any]
+
+class TraceEntry(TypedDict, total=False):
+    """What one stage did for one question: what it proposed, whether that executed and was taken,
+    and its cost. ``stage`` is the node id (``stages.STAGES``); each stage sets the keys it has."""
+
+    stage: Required[str]
+    # The SQL it proposed and its execution (the SQL-writing stages and review).
+    proposed_sql: str | None
+    accepted: bool
+    executed: bool
+    rows: int | None
+    error: str | None
+    # Its cost (every node that asks the model).
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    seconds: float
+    # Value retrieval (value_retrieval), on the first SQL-writing node.
+    value_matches: list[dict[str, Any]]
+    value_seconds: float
+    value_error: str
+    # schema_link
+    model_links: dict[str, list[str]]
+    hallucinated: list[str]
+    sql_links: dict[str, list[str]]
+    links_error: str
+    recall_added: dict[str, Any]
+    links: dict[str, list[str]]
+    fallback_full_schema: bool
+    # generate
+    schema_tables: list[str] | Literal["full"]
+    requalified: dict[str, Any]
+    # self_consistency
+    samples: int
+    temperature: float
+    executed_samples: int
+    distinct_results: int
+    failed_calls: int
+    proposals: list[dict[str, Any]]
+    # noise_correct ("reason" also continue_write's: "hard" or "not_executable")
+    mode: Literal["skipped", "verdict", "repair"]
+    reason: str
+    problem: Literal["error", "empty", "null"]
+    verdict: Literal["correct", "incorrect", "unclear", "repair"]
+    # continue_write
+    schema: Literal["reduced", "full"]
+    # rescue
+    attempts: list[dict[str, Any]]
+    # finalize
+    winner: str
+    vote: dict[str, Any]
+    changed: bool
+    fallback: bool
+    # rewrite_question
+    original: str
+    question: str
+    # review
+    action: Literal["approve", "edit", "reject"]
+    # respond
+    answer: str
 
 
 def _merge(left: dict[str, str] | None, right: dict[str, str] | None) -> dict[str, str]:

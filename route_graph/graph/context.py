@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from route_graph.errors import ConfigError, InputError
+from route_graph.graph.stages import STAGE_ALIASES, STAGES
 
 if TYPE_CHECKING:
     from route_graph.views.config import ViewConfig
@@ -27,8 +28,8 @@ __all__ = ["MAX_SELF_CONSISTENCY", "STAGE_NAMES", "PromptStyle", "RouteConfig", 
 PromptStyle = Literal["zero_shot", "few_shot"]
 #: Most self-consistency samples per question: each is one more model call.
 MAX_SELF_CONSISTENCY = 16
-#: The stages ``with_stages`` (and ``--stages``) can name, in pipeline order.
-STAGE_NAMES: tuple[str, ...] = ("sl", "nc", "cw", "rescue")
+#: The stages ``with_stages`` (and ``--stages``) can name, in pipeline order (``stages.STAGES``).
+STAGE_NAMES: tuple[str, ...] = STAGE_ALIASES
 
 
 def _describe(text: str, default: Any) -> Any:
@@ -310,13 +311,7 @@ class RouteConfig:
         unknown = names - set(STAGE_NAMES)
         if unknown:
             raise ConfigError(f"Unknown stage(s) {sorted(unknown)}; use a subset of {','.join(STAGE_NAMES)}.")
-        return replace(
-            self,
-            schema_linking="sl" in names,
-            noise_correction="nc" in names,
-            continuation_writing="cw" in names,
-            rescue="rescue" in names,
-        )
+        return replace(self, **{s.switch: s.alias in names for s in STAGES if s.alias and s.switch})
 
     def view(self) -> ViewConfig:
         """The fields that decide what the model sees (``route_graph.views``), as ``finetune`` holds them."""
