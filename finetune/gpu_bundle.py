@@ -92,7 +92,7 @@ def _resolve_base(spec: str | None, tokenizer: str | os.PathLike[str] | None) ->
     parsed = parse_model_spec(spec)
     local = Path(resolve_base_model(spec))  # the dir train.py tokenizes with (a stat once converted)
     if parsed.kind == "offline":
-        from route_graph._cache import ensure_offline_gguf
+        from route_graph.models.cache import ensure_offline_gguf
 
         return _Base(str(local), "gguf", ensure_offline_gguf(parsed.target), Path(tokenizer or local))
     if parsed.kind == "path":
@@ -104,7 +104,7 @@ def _num_layers(base: _Base) -> int:
     config = base.tokenizer_dir / "config.json"
     if config.is_file():
         return int(json.loads(config.read_text(encoding="utf-8"))["num_hidden_layers"])
-    from route_graph.adapters import gguf_architecture  # a bare .gguf: its header only
+    from route_graph.models.adapters import gguf_architecture  # a bare .gguf: its header only
 
     return gguf_architecture(base.path)[1]
 
@@ -357,7 +357,7 @@ def collect_adapter(files_dir: str | os.PathLike[str], out: str | os.PathLike[st
     """Join the adapter parts the device wrote to ``$OUT`` (each part and the whole checked
     against ``adapter_manifest.json``) into a PEFT adapter directory, with the bundle's tokenizer
     and the device's train_summary.json beside it. ``load_chat_model("BASE+OUT")`` loads it."""
-    from route_graph.adapters import adapter_config
+    from route_graph.models.adapters import adapter_config
 
     src, dest = Path(files_dir), Path(out)
     record_path = src / ADAPTER_MANIFEST

@@ -17,17 +17,18 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from route_graph import prompts
-from route_graph._cache import QWEN_CHATML_TEMPLATE
-from route_graph.engines import llamacpp_chat
-from route_graph.engines.llamacpp_chat import (
+from route_graph.errors import ModelError
+from route_graph.model_capabilities import continuing_model
+from route_graph.models import choose_backend
+from route_graph.models.cache import QWEN_CHATML_TEMPLATE
+from route_graph.models.engines import llamacpp_chat
+from route_graph.models.engines.llamacpp_chat import (
     LlamaCppChatModel,
     _PrefixLRU,
     rebuild_hint,
     render_chat,
 )
-from route_graph.errors import ModelError
-from route_graph.model_capabilities import continuing_model, parse_model_spec
-from route_graph.models import choose_backend
+from route_graph.models.spec import parse_model_spec
 from route_graph.rendering import render_ddl
 
 # --------------------------------------------------------------------------- chat rendering
@@ -363,8 +364,8 @@ def test_answer_prefill_ends_on_a_token_boundary_of_the_target(task, prefix, tar
     boundary it was trained on. A bare '{' failed this for SL ('{"' is one token) and cost the
     MSFT v3 model its schema links (benchmarks/RESULTS.md)."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="CI installs llama-cpp-python with the [local] extra")
-    from route_graph._cache import ensure_offline_gguf
-    from route_graph.model_capabilities import DEFAULT_MODEL
+    from route_graph.models.cache import ensure_offline_gguf
+    from route_graph.models.spec import DEFAULT_MODEL
 
     vocab = llama_cpp.Llama(model_path=str(ensure_offline_gguf(DEFAULT_MODEL)), vocab_only=True, verbose=False)
 
