@@ -54,7 +54,7 @@ def tiny_adapter(tmp_path_factory):
     peft = pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM
 
-    from finetune.tiny import build_tiny_model
+    from finetune.training.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("adapter")
     base = build_tiny_model(root / "base", ["SELECT name FROM singer WHERE age > 30"] * 20, hidden_size=HIDDEN, layers=LAYERS)
@@ -215,7 +215,7 @@ def test_adapter_copy_casts_weights_and_records_the_base(tiny_adapter, tmp_path)
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file
 
-    from finetune.export import copy_adapter
+    from finetune.training.export import copy_adapter
 
     _, adapter = tiny_adapter
     out = copy_adapter(adapter, tmp_path / "ship", dtype="bfloat16", base_model="Qwen/Qwen2.5-Coder-0.5B-Instruct")

@@ -202,6 +202,23 @@ def test_finetune_imports_no_graph_module() -> None:
     assert not found, "\n".join(found)
 
 
+def test_finetune_data_then_training_then_gpu() -> None:
+    """Records are made without training code and trained without the GPU path; the device script
+    (finetune/gpu/train.py) runs where neither route_graph nor finetune is installed."""
+    forbidden = {
+        "finetune.data": ("finetune.training", "finetune.gpu", "finetune.pipeline", "finetune.cli"),
+        "finetune.training": ("finetune.gpu", "finetune.pipeline", "finetune.cli"),
+        "finetune.gpu.train": ("route_graph", "finetune"),
+    }
+    found = [
+        f"{i.source} (line {i.line}) imports {i.target}"
+        for source, targets in forbidden.items()
+        for i in IMPORTS
+        if _within(i.source, (source,)) and _within(i.target, targets)
+    ]
+    assert not found, "\n".join(found)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
