@@ -136,6 +136,19 @@ def fake_llama(monkeypatch, tmp_path: Path):
     return gguf
 
 
+def test_a_gguf_without_a_chat_template_gets_qwens(fake_llama):
+    """The fallback template comes from the offline weights cache (route_graph.models.cache)."""
+
+    class NoTemplate(FakeLlama):
+        def __init__(self, model_path: str, n_ctx: int, **kwargs):
+            super().__init__(model_path, n_ctx, **kwargs)
+            self.metadata = {}
+
+    sys.modules["llama_cpp"].Llama = NoTemplate
+    llm = LlamaCppChatModel(model_path=str(fake_llama), prefix_cache_mb=0)
+    assert llm.engine().template == QWEN_CHATML_TEMPLATE
+
+
 def test_reply_stops_after_the_closed_fence_and_reports_usage(fake_llama):
     llm = LlamaCppChatModel(model_path=str(fake_llama), prefix_cache_mb=0)
     reply = llm.invoke([HumanMessage("How many?")])

@@ -249,7 +249,7 @@ class _LlamaEngine:
         meta = self.llm.metadata
         self.template = meta.get("tokenizer.chat_template")
         if not self.template:
-            from .._cache import QWEN_CHATML_TEMPLATE
+            from route_graph.models.cache import QWEN_CHATML_TEMPLATE
 
             self.template = QWEN_CHATML_TEMPLATE
         self.eos = {int(self.llm.token_eos())}
