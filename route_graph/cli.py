@@ -145,7 +145,7 @@ def _table_list(text: str | None) -> list[str] | None:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from route_graph.model_capabilities import parse_model_spec
+    from route_graph.models.spec import parse_model_spec
     from route_graph.sql.opening import open_database
 
     # Every argument is checked before the model (seconds to minutes) or even the graph (a second

@@ -247,11 +247,11 @@ def _synthesis(
     route: dict[str, Any] | None = None,
     synth: dict[str, Any] | None = None,
 ) -> Callable[[Path], dict[str, Any]]:
-    """The training records ``finetune.synthesis`` makes for ``pairs``."""
+    """The training records ``finetune.data.synthesis`` makes for ``pairs``."""
 
     def build(tmp: Path) -> dict[str, Any]:
         from finetune.config import SynthConfig
-        from finetune.synthesis import Synthesizer
+        from finetune.data.synthesis import Synthesizer
         from route_graph import RouteConfig
 
         db = open_db(tmp)
@@ -279,9 +279,9 @@ def _record(record: Any) -> dict[str, Any]:
 
 
 def _sampling(tmp: Path) -> dict[str, Any]:
-    """``finetune.sampling``: the TS prompts sent for sampling and the NC records made of the answers."""
+    """``finetune.data.sampling``: the TS prompts sent for sampling and the NC records made of the answers."""
     from finetune.config import SynthConfig
-    from finetune.sampling import sample_nc_records
+    from finetune.data.sampling import sample_nc_records
     from route_graph import RouteConfig
 
     db = _concert(tmp)
@@ -293,8 +293,8 @@ def _sampling(tmp: Path) -> dict[str, Any]:
 
 
 def _judging(tmp: Path) -> dict[str, Any]:
-    """``finetune.filtering.judge_pairs``: the NC prompts about each gold SQL."""
-    from finetune.filtering import judge_pairs
+    """``finetune.data.filtering.judge_pairs``: the NC prompts about each gold SQL."""
+    from finetune.data.filtering import judge_pairs
     from route_graph import RouteConfig
 
     db = _concert(tmp)

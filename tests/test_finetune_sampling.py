@@ -11,7 +11,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 import finetune
 from finetune.config import SynthConfig
-from finetune.sampling import SampleReport, sample_nc_records
+from finetune.data.sampling import SampleReport, sample_nc_records
 from route_graph import RouteConfig, prompts
 from route_graph.evaluation.datasets import Example
 from route_graph.sql.opening import open_database

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from finetune.config import SynthConfig
-from finetune.records import Record, read_jsonl, write_jsonl
-from finetune.synthesis import Synthesizer, SynthReport, gold_sql_of
+from finetune.data.records import Record, read_jsonl, write_jsonl
+from finetune.data.synthesis import Synthesizer, SynthReport, gold_sql_of
 from route_graph import RouteConfig, build_route_graph, prompts
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match

@@ -3,8 +3,9 @@
     faces (cli, studio) -> graph (route_graph/graph: stages, state, context, chat, build) -> views
     (route_graph/views, prompts, rendering, linking, values, results, repair) -> sql (route_graph/sql,
     sql_bounds, errors)
-    models (models, engines, adapters) and finetune sit beside the graph; finetune imports no graph
-    module.
+    models (route_graph/models: spec, weights cache, adapters, engines) and finetune sit beside the
+    graph; finetune imports no graph module. model_capabilities (what a provider supports) sits below
+    both the graph and models, which use it.
 
 A lower layer never imports a higher one, so each can be read, tested and reused alone: the SQL
 layer knows no prompt and no graph setting, and the graph runs any LangChain chat model without
@@ -31,7 +32,10 @@ VIEWS = (
     "route_graph.results", "route_graph.repair",
 )
 SQL_LAYER = ("route_graph.sql", "route_graph.sql_bounds", "route_graph.errors")
-MODELS = ("route_graph.models", "route_graph.engines", "route_graph.adapters")
+MODELS = ("route_graph.models",)
+#: What the graph may ask of any chat model (prefill, JSON schema, failures): used by the graph and
+#: by models, so it imports neither, nor anything above the SQL layer.
+CAPABILITIES = ("route_graph.model_capabilities",)
 #: Old module paths kept as re-exports for users' code; nothing in the repository imports them.
 COMPAT_SHIMS = ("route_graph.execution", "route_graph.database")
 #: (importing module, imported module) pairs allowed against a rule, each with its reason.
@@ -157,6 +161,16 @@ def test_the_graph_never_imports_models_or_engines() -> None:
     assert not found, "\n".join(found)
 
 
+def test_model_capabilities_import_only_errors() -> None:
+    """The graph degrades a provider's features with it: it must not pull in how our models load."""
+    outside = [
+        f"{i.source} (line {i.line}) imports {i.target}"
+        for i in IMPORTS
+        if _within(i.source, CAPABILITIES) and not _within(i.target, ("route_graph.errors",))
+    ]
+    assert not outside, "\n".join(outside)
+
+
 def test_the_graph_never_imports_the_faces() -> None:
     assert not _violations(GRAPH, FACES), _violations(GRAPH, FACES)
 
@@ -185,6 +199,23 @@ def test_finetune_imports_no_graph_module() -> None:
     """Training renders what the model sees through ``route_graph.views`` (holding a ``ViewConfig``),
     never through the graph's nodes or its ``RouteConfig``."""
     found = _violations(("finetune",), GRAPH, typing_too=True)
+    assert not found, "\n".join(found)
+
+
+def test_finetune_data_then_training_then_gpu() -> None:
+    """Records are made without training code and trained without the GPU path; the device script
+    (finetune/gpu/train.py) runs where neither route_graph nor finetune is installed."""
+    forbidden = {
+        "finetune.data": ("finetune.training", "finetune.gpu", "finetune.pipeline", "finetune.cli"),
+        "finetune.training": ("finetune.gpu", "finetune.pipeline", "finetune.cli"),
+        "finetune.gpu.train": ("route_graph", "finetune"),
+    }
+    found = [
+        f"{i.source} (line {i.line}) imports {i.target}"
+        for source, targets in forbidden.items()
+        for i in IMPORTS
+        if _within(i.source, (source,)) and _within(i.target, targets)
+    ]
     assert not found, "\n".join(found)
 
 

@@ -17,13 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from route_graph import _cache
-from route_graph._cache import (
-    OfflineModel,
-    assemble_gguf,
-    ensure_offline_model,
-    find_parts,
-)
 from route_graph.errors import ModelError
 from route_graph.models import (
     DEFAULT_MODEL,
@@ -35,6 +28,13 @@ from route_graph.models import (
     load_chat_model,
     model_cache_dir,
     parse_model_spec,
+)
+from route_graph.models import cache as _cache
+from route_graph.models.cache import (
+    OfflineModel,
+    assemble_gguf,
+    ensure_offline_model,
+    find_parts,
 )
 
 # --------------------------------------------------------------------------- spec strings
@@ -602,7 +602,7 @@ def test_continuing_model_knows_which_backends_continue(solo):
 
 def test_batch_split_by_prompt_length(tiny, solo, monkeypatch):
     """One long prompt is not padded into a batch of short ones; answers stay the same."""
-    import route_graph.engines.transformers_chat as models
+    import route_graph.models.engines.transformers_chat as models
 
     long_prompt = "Count the rows of table singer. " * 40
     prompts = [*PROMPTS[:3], long_prompt]

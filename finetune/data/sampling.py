@@ -18,8 +18,8 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from finetune.config import SynthConfig
-from finetune.records import Record
-from finetune.synthesis import gold_sql_of
+from finetune.data.records import Record
+from finetune.data.synthesis import gold_sql_of
 from route_graph import prompts
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
