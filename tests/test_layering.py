@@ -17,6 +17,8 @@ except where a rule says so.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +202,19 @@ def test_finetune_imports_no_graph_module() -> None:
     never through the graph's nodes or its ``RouteConfig``."""
     found = _violations(("finetune",), GRAPH, typing_too=True)
     assert not found, "\n".join(found)
+
+
+def test_loading_finetune_loads_no_graph_module() -> None:
+    """Also through a package's ``__init__`` (the direct-import check cannot see those): training
+    reads datasets and metrics from ``route_graph.evaluation``, whose runner builds graphs."""
+    code = (
+        "import sys, pkgutil, importlib, finetune\n"
+        "for m in pkgutil.walk_packages(finetune.__path__, 'finetune.'):\n"
+        "    if m.name != 'finetune.gpu.train': importlib.import_module(m.name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('route_graph.graph')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_finetune_data_then_training_then_gpu() -> None:
