@@ -361,7 +361,7 @@ def test_prefix_reuse_does_not_change_greedy_output(data_dir: Path):
 def test_answer_prefill_ends_on_a_token_boundary_of_the_target(task, prefix, target):
     """The prefill's tokens open the training target's tokens, so a tuned model continues from a
     boundary it was trained on. A bare '{' failed this for SL ('{"' is one token) and cost the
-    MSFT v3 model its schema links (benchmarks/RESULTS.md)."""
+    MSFT v3 model its schema links (benchmarks/HISTORY.md)."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="CI installs llama-cpp-python with the [local] extra")
     from route_graph._cache import ensure_offline_gguf
     from route_graph.model_capabilities import DEFAULT_MODEL
