@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from route_graph.demo import DEMO_QUESTIONS, demo_database_path
 from route_graph.errors import RouteGraphError
-from route_graph.graph.context import RouteConfig, parse_config_overrides
+from route_graph.graph.context import RouteConfig
+from route_graph.graph.extras import parse_overrides
 from route_graph.graph.stages import (
     CONTINUE_WRITE,
     FINALIZE,
     GENERATE,
     NOISE_CORRECT,
+    RETRIEVE_VALUES,
     SCHEMA_LINK,
     SELF_CONSISTENCY,
     STAGES,
@@ -71,6 +73,11 @@ def format_trace(trace: Sequence[TraceEntry]) -> str:
             for sample in entry.get("proposals", []):
                 status = "executes" if sample.get("executed") else "fails"
                 lines.append(f"      {sample['name']} ({status}): {sample.get('sql') or sample.get('model_error')}")
+            continue
+        if stage == RETRIEVE_VALUES.node:
+            found = ", ".join(f"{m['table']}.{m['column']}: {m['value']!r}" for m in entry.get("value_matches", []))
+            error = f"; failed: {entry['value_error']}" if entry.get("value_error") else ""
+            lines.append(f"  {stage:<15} {found or 'no values matched'}{error}  [{entry.get('value_seconds', 0):.1f}s]")
             continue
         if entry.get("mode") == "skipped":
             lines.append(f"  {stage:<15} skipped ({entry.get('reason')})")
@@ -136,7 +143,9 @@ class _Progress:
             return
         elapsed = time.perf_counter() - self.start
         self.stream.write(f"\r\033[K  ✓ {_STAGE_LABELS.get(node, node)} ({elapsed:.1f}s)\n")
-        following = {SCHEMA_LINK.node: GENERATE.node, GENERATE.node: NOISE_CORRECT.node}.get(node, FINALIZE.node)
+        following = {
+            RETRIEVE_VALUES.node: SCHEMA_LINK.node, SCHEMA_LINK.node: GENERATE.node, GENERATE.node: NOISE_CORRECT.node,
+        }.get(node, FINALIZE.node)
         self.label = _STAGE_LABELS.get(following, "working")
 
 
@@ -153,7 +162,8 @@ def _ask(args: argparse.Namespace) -> int:
     db = args.db or str(demo_database_path())
     question = " ".join(args.question) if args.question else DEMO_QUESTIONS[0]
     config = RouteConfig(prompt_style=args.prompt_style).with_stages(args.stages)
-    config = replace(config, **parse_config_overrides(args.config_overrides))
+    overrides, extras = parse_overrides(args.config_overrides)  # an extra's former field adds the extra
+    config = replace(config, **overrides)
     config.check_input(question, args.hint)
     parse_model_spec(args.model)
     database = open_database(
@@ -167,8 +177,9 @@ def _ask(args: argparse.Namespace) -> int:
         if not args.json and not args.quiet:
             print(f"Database: {db}\nQuestion: {question}", file=sys.stderr)
         llm = load_chat_model(args.model, max_new_tokens=args.max_new_tokens)
-        graph = build_route_graph(llm, database, config)
-        progress.label = _STAGE_LABELS[SCHEMA_LINK.node if config.schema_linking else GENERATE.node]
+        graph = build_route_graph(llm, database, config, extras=extras)
+        first = RETRIEVE_VALUES if any(e.name == RETRIEVE_VALUES.extra for e in extras) else None
+        progress.label = _STAGE_LABELS[(first or (SCHEMA_LINK if config.schema_linking else GENERATE)).node]
         state: dict[str, Any] = {}
         for mode, chunk in graph.stream({"question": question, "hint": args.hint}, stream_mode=["updates", "values"]):
             if mode == "updates":
@@ -239,7 +250,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--ignore-tables", default=None, metavar="T1,T2",
                      help="tables/views never shown to the model (comma-separated)")
     ask.add_argument("--set", dest="config_overrides", action="append", default=[], metavar="FIELD=VALUE",
-                     help="a RouteConfig field, e.g. --set value_retrieval=true (repeatable)")
+                     help="a RouteConfig field, e.g. --set nc_verdict=true, or an extra's setting: "
+                     "--set self_consistency=5, --set value_retrieval=true (repeatable)")
     ask.add_argument("--prompt-style", choices=["zero_shot", "few_shot"], default="zero_shot")
     ask.add_argument("--max-new-tokens", type=int, default=384)
     ask.add_argument("--show-rows", type=int, default=20, help="result rows to print")

@@ -219,10 +219,14 @@ def _graph_run(
         from langgraph.checkpoint.memory import InMemorySaver
 
         from route_graph import RouteConfig, build_route_graph
+        from route_graph.graph.extras import split_fields
 
         llm = RecordingChatModel(scripts={k: list(v) for k, v in scripts.items()})
-        route = RouteConfig(**(config or {}))
-        graph = build_route_graph(llm, open_db(tmp), route, checkpointer=InMemorySaver() if thread else None)
+        # The files name the extras by their former RouteConfig fields ("self_consistency": 2).
+        fields, extras = split_fields(config or {})
+        graph = build_route_graph(
+            llm, open_db(tmp), RouteConfig(**fields), extras=extras, checkpointer=InMemorySaver() if thread else None
+        )
         runs = []
         for i, question in enumerate(questions):
             recorder = CallRecorder()
@@ -252,10 +256,10 @@ def _synthesis(
     def build(tmp: Path) -> dict[str, Any]:
         from finetune.config import SynthConfig
         from finetune.data.synthesis import Synthesizer
-        from route_graph import RouteConfig
+        from route_graph.views import ViewConfig
 
         db = open_db(tmp)
-        synthesizer = Synthesizer(RouteConfig(**(route or {})), SynthConfig(**(synth or {})), seed=0)
+        synthesizer = Synthesizer(ViewConfig(**(route or {})), SynthConfig(**(synth or {})), seed=0)
         records = list(synthesizer.run(_examples(db, pairs()), lambda _db_id: db))
         return {"route": route or {}, "synth": synth or {}, "records": [_record(r) for r in records]}
 

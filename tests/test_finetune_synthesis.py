@@ -20,7 +20,7 @@ from route_graph.rendering import recall_first_links
 from route_graph.sql.execute import execute_sql
 from route_graph.sql.opening import open_database
 from route_graph.sql.result import summarize_result
-from route_graph.views import full_schema_text, linked_schema_text, parsing
+from route_graph.views import ViewConfig, full_schema_text, linked_schema_text, parsing
 from tests.fakes import ScriptedChatModel, make_concert_db
 
 THREE_TABLES = (
@@ -54,7 +54,7 @@ def db(tmp_path: Path):
     return open_database(make_concert_db(tmp_path / "concert.sqlite"))
 
 
-def synthesize(db, cfg: SynthConfig | None = None, route: RouteConfig | None = None, seed: int = 0):
+def synthesize(db, cfg: SynthConfig | None = None, route: RouteConfig | ViewConfig | None = None, seed: int = 0):
     report = SynthReport()
     synth = Synthesizer(route or RouteConfig(), cfg or SynthConfig(), seed=seed)
     records = list(synth.run(concert_examples(), lambda _db_id: db, report))
@@ -311,7 +311,7 @@ def test_few_shot_style_follows_the_route_config(db) -> None:
 
 
 def test_value_retrieval_reaches_the_records_as_the_graph_shows_it(db) -> None:
-    route = RouteConfig(value_retrieval=True)
+    route = ViewConfig(value_retrieval=True)  # the graph's value_retrieval extra
     records, _ = synthesize(db, SynthConfig(extra_table_prob=0.0), route=route)
     france = by_example(records, "ts", "full_schema")[0].prompt[-1]["content"]
     assert "-- singer.country: 'France'" in france

@@ -298,16 +298,20 @@ def test_mermaid_shows_nodes_and_conditional_edges(db_path: Path) -> None:
 
 
 def test_stages_names_every_node_once(db_path: Path) -> None:
-    """``STAGES`` is the one list of node ids: the compiled graph has exactly its nodes, in its
-    order, and every router can only go to one of them."""
+    """``STAGES`` is the one list of node ids: the compiled graph has exactly its nodes (those of
+    no extra in its order, the extras' when they are built in), and every router can only go to
+    one of them."""
     from typing import Literal, get_args, get_origin, get_type_hints
 
+    from route_graph.graph.extras import EXTRAS
     from route_graph.graph.routes import Routes
-    from route_graph.graph.stages import STAGE_ALIASES, STAGES
+    from route_graph.graph.stages import CORE_STAGES, STAGE_ALIASES, STAGES
 
     graph = build_route_graph(ScriptedChatModel(scripts={}), db_path)
+    assert [n for n in graph.get_graph().nodes if not n.startswith("__")] == [s.node for s in CORE_STAGES]
     nodes = [s.node for s in STAGES]
-    assert [n for n in graph.get_graph().nodes if not n.startswith("__")] == nodes
+    every = build_route_graph(ScriptedChatModel(scripts={}), db_path, extras=list(EXTRAS))
+    assert sorted(n for n in every.get_graph().nodes if not n.startswith("__")) == sorted(nodes)
     assert len(set(nodes)) == len(nodes)
     assert STAGE_ALIASES == ("sl", "nc", "cw", "rescue")
 

@@ -54,7 +54,7 @@ __all__ = [
 
 #: Answer checkpoints, in pipeline order: the graph's ``sql_by_stage`` keys, then "final" (the answer).
 STAGES: tuple[str, ...] = (*(s.sql_key for s in GRAPH_STAGES if s.sql_key), "final")
-#: Trace entry name -> checkpoint it produces; the sampled generations (RouteConfig.self_consistency)
+#: Trace entry name -> checkpoint it produces; the sampled generations (the self_consistency extra)
 #: join generate's.
 TRACE_STAGES: dict[str, str] = {
     s.node: s.sql_key or GENERATE.sql_key for s in GRAPH_STAGES if s.sql_key or s is SELF_CONSISTENCY

@@ -5,11 +5,13 @@
 - ``routes``: every conditional edge on one page.
 - ``state`` (input, state, output, the typed ``TraceEntry``), ``context`` (``RouteConfig``: the
   per-run switches and limits), ``chat`` (conversation helpers).
+- ``extras``: options off by default that are built in only when asked for, with their nodes and
+  state (``build_route_graph(..., extras=["self_consistency", "value_retrieval"])``).
 - ``pipeline`` (what every node shares: model, database, settings) and ``calls`` (how a node asks
   the model).
-- The nodes: ``schema_link``, ``generate``, ``self_consistency``, ``noise_correct``,
-  ``continue_write``, ``rescue``, ``finalize``; around them ``conversation`` (``new_question``,
-  ``rewrite_question``, ``review``, ``respond``).
+- The nodes: ``schema_link``, ``generate``, ``noise_correct``, ``continue_write``, ``rescue``,
+  ``finalize``; around them ``conversation`` (``new_question``, ``rewrite_question``, ``review``,
+  ``respond``); the extras' ``retrieve_values`` and ``self_consistency`` (with ``sample_generate``).
 
 The graph shows the model what ``route_graph.views`` composes and runs SQL through
 ``route_graph.sql``; it never imports ``route_graph.models`` or ``finetune`` (tests/test_layering.py).

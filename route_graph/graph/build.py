@@ -1,10 +1,10 @@
 """Wiring of the MCP ``StateGraph``: question intake, the stages with their execution- and
-difficulty-driven edges (``routes``), optional human review, the chat reply; compile.
+difficulty-driven edges (``routes``), optional human review, the chat reply, the extras asked for;
+compile.
 
-Self-consistency is LangGraph's map-reduce: ``generate``'s router returns one ``Send`` per sample
-(``sample_generate`` runs K times in one step), and the edge from ``sample_generate`` to
-``self_consistency`` makes that join run once, after all of them; it then routes on as
-``generate`` would have. With ``self_consistency=0`` the router returns generate's usual next node.
+An extra (``extras``: ``self_consistency``, ``value_retrieval``) adds its nodes and their edges in
+its ``install`` and enters through a ``Routes`` hook; its state keys join ``RouteState``
+(``state.state_schema``). Without extras the graph is the paper's pipeline and nothing else.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from route_graph.graph.conversation import (
     review,
     rewrite_question,
 )
+from route_graph.graph.extras import Extra, resolve_extras
 from route_graph.graph.finalize import finalize
 from route_graph.graph.generate import generate
 from route_graph.graph.noise_correct import noise_correct
-from route_graph.graph.pipeline import Pipeline
+from route_graph.graph.pipeline import Node, Pipeline
 from route_graph.graph.rescue import rescue
 from route_graph.graph.routes import Routes
 from route_graph.graph.schema_link import schema_link
-from route_graph.graph.self_consistency import sample_generate, self_consistency
 from route_graph.graph.stages import (
     CONTINUE_WRITE,
     FINALIZE,
@@ -44,11 +44,10 @@ from route_graph.graph.stages import (
     RESPOND,
     REVIEW,
     REWRITE_QUESTION,
-    SAMPLE_GENERATE,
     SCHEMA_LINK,
-    SELF_CONSISTENCY,
+    Stage,
 )
-from route_graph.graph.state import RouteInput, RouteOutput, RouteState
+from route_graph.graph.state import RouteInput, RouteOutput, state_schema
 from route_graph.sql.database import Database
 from route_graph.sql.opening import open_database
 
@@ -65,6 +64,7 @@ def build_route_graph(
     db: Database | str | os.PathLike[str] | sqlalchemy.Engine | Any,
     config: RouteConfig | None = None,
     *,
+    extras: Iterable[Extra | str] | str = (),
     checkpointer: Any = None,
     name: str = GRAPH_NAME,
     schema: str | None = None,
@@ -81,34 +81,42 @@ def build_route_graph(
     ``checkpointer``, one thread answers many questions (follow-ups rewritten from the history) and
     ``review_before_execution`` can pause for a human (``Command(resume=...)``).
 
+    ``extras`` builds in options that are off by default, with their nodes and state: names
+    (``"self_consistency"``, ``"value_retrieval"``: their defaults) or objects with settings
+    (``SelfConsistency(samples=8)``), see ``route_graph.graph.extras``.
+
     ``schema``, ``include_tables`` and ``ignore_tables`` are ``open_database``'s: read one
     PostgreSQL/DuckDB schema, show the model only some tables/views (docs/databases.md).
     """
+    chosen = resolve_extras(extras)
     database = open_database(db, schema=schema, include_tables=include_tables, ignore_tables=ignore_tables)
-    pipe = Pipeline(llm, database, config or RouteConfig())
+    pipe = Pipeline(llm, database, config or RouteConfig(), chosen)
     routes = Routes(pipe)
-    graph = StateGraph(RouteState, context_schema=RouteConfig, input_schema=RouteInput, output_schema=RouteOutput)
-    graph.add_node(NEW_QUESTION.node, new_question(pipe))
-    graph.add_node(REWRITE_QUESTION.node, rewrite_question(pipe))
-    graph.add_node(SCHEMA_LINK.node, schema_link(pipe))
-    graph.add_node(GENERATE.node, generate(pipe))
-    # Its input is the Send payload (SampleTask); input_schema keeps SampleTask's keys out of the state.
-    graph.add_node(SAMPLE_GENERATE.node, sample_generate(pipe), input_schema=RouteState)
-    graph.add_node(SELF_CONSISTENCY.node, self_consistency(pipe))
-    graph.add_node(NOISE_CORRECT.node, noise_correct(pipe))
-    graph.add_node(CONTINUE_WRITE.node, continue_write(pipe))
-    graph.add_node(RESCUE.node, rescue(pipe))
-    graph.add_node(FINALIZE.node, finalize(pipe))
-    graph.add_node(REVIEW.node, review(pipe))
-    graph.add_node(RESPOND.node, respond(pipe))
+    state = state_schema(chosen)
+    graph = StateGraph(state, context_schema=RouteConfig, input_schema=RouteInput, output_schema=RouteOutput)
+
+    def add(stage: Stage, node: Node) -> None:
+        # Every node reads the whole state, the extras' keys included (LangGraph would read only the
+        # keys of the class its first parameter is annotated with: RouteState's).
+        graph.add_node(stage.node, node, input_schema=state)
+
+    add(NEW_QUESTION, new_question(pipe))
+    add(REWRITE_QUESTION, rewrite_question(pipe))
+    add(SCHEMA_LINK, schema_link(pipe))
+    add(GENERATE, generate(pipe))
+    add(NOISE_CORRECT, noise_correct(pipe))
+    add(CONTINUE_WRITE, continue_write(pipe))
+    add(RESCUE, rescue(pipe))
+    add(FINALIZE, finalize(pipe))
+    add(REVIEW, review(pipe))
+    add(RESPOND, respond(pipe))
+    for extra in chosen:  # its nodes and their edges; it may set routes.entry or routes.fan_out
+        extra.install(graph, pipe, routes)
     graph.add_edge(START, NEW_QUESTION.node)
-    graph.add_conditional_edges(NEW_QUESTION.node, routes.route_question)
-    graph.add_conditional_edges(REWRITE_QUESTION.node, routes.route_start)
+    graph.add_conditional_edges(NEW_QUESTION.node, routes.route_question, [REWRITE_QUESTION.node, *routes.start_targets()])
+    graph.add_conditional_edges(REWRITE_QUESTION.node, routes.route_start, routes.start_targets())
     graph.add_edge(SCHEMA_LINK.node, GENERATE.node)
-    after_generate = [NOISE_CORRECT.node, CONTINUE_WRITE.node, RESCUE.node, FINALIZE.node]
-    graph.add_conditional_edges(GENERATE.node, routes.route_generate, [SAMPLE_GENERATE.node, *after_generate])
-    graph.add_edge(SAMPLE_GENERATE.node, SELF_CONSISTENCY.node)
-    graph.add_conditional_edges(SELF_CONSISTENCY.node, routes.route_after_generate, after_generate)
+    graph.add_conditional_edges(GENERATE.node, routes.route_generate, routes.generate_targets())
     graph.add_conditional_edges(NOISE_CORRECT.node, routes.route_after_correction)
     graph.add_conditional_edges(CONTINUE_WRITE.node, routes.route_after_continuation)
     graph.add_edge(RESCUE.node, FINALIZE.node)

@@ -68,11 +68,11 @@ def new_question(pipe: Pipeline) -> Node:
             "sql": "",
             "result": {},
             "stage": "",
-            "value_matches": None,
             "sql_by_stage": Overwrite({}),
-            "samples": Overwrite([]),
             "trace": Overwrite([]),
         }
+        for extra in pipe.extras:  # its own state keys (the self-consistency samples)
+            update.update(extra.reset())
         if turn.ask is not None:
             update["messages"] = [turn.ask]
         return update

@@ -1,9 +1,9 @@
 """Finalize: pick the answer among the candidates the stages left, by what their results agree on.
 
 The candidates are the draft, generate's SQL, the NC, CW and rescue SQL each stage took (a
-rejected proposal is no candidate) and the self-consistency samples that executed; they are
-grouped by result (the evaluation's comparison, ``results.vote_by_result``) and the largest group
-wins (``vote``). When the current SQL fails and nothing wins, the latest earlier candidate that
+rejected proposal is no candidate) and the self-consistency samples that executed (``samples``,
+only with the self_consistency extra); they are grouped by result (the evaluation's comparison,
+``results.vote_by_result``) and the largest group wins (``vote``). When the current SQL fails and nothing wins, the latest earlier candidate that
 executed is the answer (``fallback_to_executable``).
 """
 

@@ -3,7 +3,7 @@
 Where execution already tells what is wrong, generate acts on it without asking the model: a
 column qualified with the wrong alias ("no such column: T2.x" where exactly one joined table has
 ``x``) is re-qualified (``requalify_columns``, ``repair.requalify_column``). The self-consistency
-samples (``self_consistency``) are drawn from this same prompt and re-qualified alike.
+samples (the ``self_consistency`` extra) are drawn from this same prompt and re-qualified alike.
 """
 
 from __future__ import annotations
@@ -37,15 +37,13 @@ def generate(pipe: Pipeline) -> Node:
         """MCP step 2: text-to-SQL on the reduced schema (full schema when linking is off)."""
         cfg = pipe.settings(runtime)
         meter = Meter()
-        matches, value_trace = pipe.retrieve_values(state, cfg)
-        msgs, links = generate_prompt(pipe, state, cfg, matches)
+        msgs, links = generate_prompt(pipe, state, cfg)
         sql = parsing.parse_sql(
             pipe.model.ask(meter, msgs, stage_prefill("generate", cfg.view()), cfg, config, name="generate")
         )
         result = pipe.execute(sql, cfg)
         entry: TraceEntry = {
             "stage": GENERATE.node,
-            **value_trace,
             "schema_tables": list(links) if links else "full",
             "proposed_sql": sql,
             "accepted": True,
@@ -64,7 +62,6 @@ def generate(pipe: Pipeline) -> Node:
             "result": result.to_dict(),
             "stage": GENERATE.node,
             "sql_by_stage": {GENERATE.sql_key: sql or ""},
-            "value_matches": matches,
             "trace": [entry],
         }
 
@@ -72,12 +69,12 @@ def generate(pipe: Pipeline) -> Node:
 
 
 def generate_prompt(
-    pipe: Pipeline, state: Mapping[str, Any], cfg: RouteConfig, matches: list[dict[str, Any]] | None
+    pipe: Pipeline, state: Mapping[str, Any], cfg: RouteConfig
 ) -> tuple[list[prompts.Message], dict[str, list[str]] | None]:
     """Generate's TS prompt on the reduced schema (full without linking) and the links it used;
-    the self-consistency samples are drawn from this same prompt."""
+    the self-consistency samples are drawn from this same prompt (``state`` is then their task)."""
     links = state.get("links") if cfg.schema_linking else None
-    return pipe.messages("generate", state, cfg, matches, links=links), links
+    return pipe.messages("generate", state, cfg, links=links), links
 
 
 def requalify(pipe: Pipeline, sql: str, result: ExecutionResult, cfg: RouteConfig) -> tuple[str, ExecutionResult] | None:

@@ -10,9 +10,8 @@ failing SQL become trace entries and execution feedback.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
@@ -20,13 +19,15 @@ from langgraph.runtime import Runtime
 from route_graph import prompts
 from route_graph.graph.calls import ModelCalls
 from route_graph.graph.context import RouteConfig
-from route_graph.graph.state import RouteState
 from route_graph.linking import links_json_schema
 from route_graph.sql.database import Database
 from route_graph.sql.execute import execute_sql
 from route_graph.sql.result import ExecutionResult
-from route_graph.values import match_values, render_matches
+from route_graph.values import render_matches
 from route_graph.views import Stage, stage_messages
+
+if TYPE_CHECKING:
+    from route_graph.graph.extras import Extra
 
 __all__ = ["NO_SQL_ERROR", "Node", "Pipeline"]
 
@@ -36,11 +37,13 @@ Node = Callable[..., dict[str, Any]]
 
 
 class Pipeline:
-    """One chat model, one database and the default settings, shared by the nodes of one graph."""
+    """One chat model, one database, the default settings and the extras built in, shared by the
+    nodes of one graph."""
 
-    def __init__(self, llm: BaseChatModel, db: Database, config: RouteConfig) -> None:
+    def __init__(self, llm: BaseChatModel, db: Database, config: RouteConfig, extras: Iterable[Extra] = ()) -> None:
         self.db = db
         self.default = config
+        self.extras: tuple[Extra, ...] = tuple(extras)
         self.model = ModelCalls(llm, links_json_schema(db.schema))
 
     def settings(self, runtime: Runtime[RouteConfig] | None) -> RouteConfig:
@@ -61,35 +64,13 @@ class Pipeline:
         stage: Stage,
         state: Mapping[str, Any],
         cfg: RouteConfig,
-        matches: list[dict[str, Any]] | None = None,
         **view: Any,
     ) -> list[prompts.Message]:
-        """``views.stage_messages`` for this question: its hint, and the value matches it looked up."""
-        matches = state.get("value_matches") if matches is None else matches
-        values = render_matches(matches) if cfg.value_retrieval and matches else None
+        """``views.stage_messages`` for this question (the state, or a self-consistency sample's
+        task): its hint, and the values ``retrieve_values`` matched (the value_retrieval extra)."""
+        matches = state.get("value_matches")
+        values = render_matches(matches) if matches else None
         return stage_messages(stage, state["question"], self.db, cfg.view(), hint=state.get("hint"), values=values, **view)
-
-    def retrieve_values(self, state: RouteState, cfg: RouteConfig) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
-        """This question's value matches (``value_retrieval``) and the trace fields of the node that
-        looked them up: computed once per question, by the first SQL-writing node. Never raises: a
-        failing index build gives no matches and a ``value_error``."""
-        known = state.get("value_matches")
-        if not cfg.value_retrieval or known is not None:
-            return known, {}
-        start = time.perf_counter()
-        trace: dict[str, Any] = {}
-        try:
-            found = match_values(
-                self.db, state["question"], state.get("hint"),
-                limit=cfg.value_match_limit, threshold=cfg.value_match_threshold,
-            )
-            matches = [m.to_dict() for m in found]
-        except Exception as exc:  # noqa: BLE001 - value retrieval is an aid; the question goes on without it
-            matches = []
-            trace["value_error"] = f"{type(exc).__name__}: {exc}"
-        trace["value_matches"] = matches
-        trace["value_seconds"] = round(time.perf_counter() - start, 3)
-        return matches, trace
 
     @staticmethod
     def outcome(result: ExecutionResult) -> dict[str, Any]:

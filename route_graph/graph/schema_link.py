@@ -40,9 +40,8 @@ def schema_link(pipe: Pipeline) -> Node:
         meter = Meter()
         view = cfg.view()
         schema_text = full_schema_text(db, view)
-        matches, value_trace = pipe.retrieve_values(state, cfg)
-        sl_msgs = pipe.messages("sl", state, cfg, matches, full_text=schema_text)
-        ts_msgs = pipe.messages("draft", state, cfg, matches, full_text=schema_text)
+        sl_msgs = pipe.messages("sl", state, cfg, full_text=schema_text)
+        ts_msgs = pipe.messages("draft", state, cfg, full_text=schema_text)
         # Constrained (JSON-schema) decoding replaces the prefill where the backend has it.
         sl_llm = pipe.model.linker
         with get_executor_for_config(config) as pool:  # both calls at once: batched by local models
@@ -68,14 +67,14 @@ def schema_link(pipe: Pipeline) -> Node:
         draft_links = links_from_sql(draft_sql, db.schema, db.dialect) if draft_sql else None
         links = merge_links(db.schema, model_links, draft_links)
         added: dict[str, Any] = {}
-        text = f"{state['question']} {state.get('hint') or ''}"
-        links, additions = recall_first_links(db, view, links, text, schema_text)
-        if additions is not None:
-            added = {"recall_added": asdict(additions)}
+        if view.recall_first_linking:
+            text = f"{state['question']} {state.get('hint') or ''}"
+            links, additions = recall_first_links(db, view, links, text, schema_text)
+            if additions is not None:
+                added = {"recall_added": asdict(additions)}
         draft = pipe.execute(draft_sql, cfg)
         entry: TraceEntry = {
             "stage": SCHEMA_LINK.node,
-            **value_trace,
             "model_links": model_links,
             "hallucinated": dropped,
             "sql_links": draft_links or {},
@@ -92,7 +91,6 @@ def schema_link(pipe: Pipeline) -> Node:
             "draft_sql": draft_sql,
             "draft_result": draft.to_dict(),
             "sql_by_stage": {SCHEMA_LINK.sql_key: draft_sql or ""},
-            "value_matches": matches,
             "trace": [entry],
         }
 

@@ -1,28 +1,37 @@
-"""Self-consistency (``self_consistency`` = K > 0): K more answers sampled from generate's prompt.
+"""Self-consistency (the ``self_consistency`` extra): K more answers sampled from generate's prompt.
 
-LangGraph's map-reduce: generate's router returns one ``Send`` per sample, so ``sample_generate``
-runs K times in one step, and ``self_consistency`` joins them once, after all of them. The
-samples that execute are further candidates of the finalize vote. Off (the default), the graph
-never visits these nodes.
+LangGraph's map-reduce: generate's router returns one ``Send`` per sample (``fan_out``), so
+``sample_generate`` runs K times in one step, and the edge from ``sample_generate`` to
+``self_consistency`` makes that join run once, after all of them; it then routes on as
+``generate`` would have. The samples that execute are further candidates of the finalize vote
+(``samples`` in the state). A graph built without the extra has neither the nodes nor the key;
+with it, a run with ``vote`` off draws no samples.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
+from langgraph.types import Send
 
 from route_graph.graph.calls import Meter
 from route_graph.graph.context import RouteConfig
 from route_graph.graph.generate import generate_prompt, requalify
 from route_graph.graph.pipeline import Node, Pipeline
-from route_graph.graph.stages import SELF_CONSISTENCY
+from route_graph.graph.stages import SAMPLE_GENERATE, SELF_CONSISTENCY
 from route_graph.graph.state import RouteState, SampleTask, TraceEntry
 from route_graph.results import vote_by_result
 from route_graph.views import parsing, stage_prefill
 
-__all__ = ["SAMPLE_STAGE", "sample_generate", "self_consistency"]
+if TYPE_CHECKING:
+    from langgraph.graph import StateGraph
+
+    from route_graph.graph.extras import SelfConsistency
+    from route_graph.graph.routes import Routes
+
+__all__ = ["SAMPLE_STAGE", "fan_out", "install", "sample_generate", "self_consistency"]
 
 #: The trace stage of the samples (and the answer's ``stage`` when one wins the vote).
 SAMPLE_STAGE = SELF_CONSISTENCY.node
@@ -44,7 +53,7 @@ def sample_generate(pipe: Pipeline) -> Node:
         meter = Meter()
         sample: dict[str, Any] = {"name": f"sample{task['index']}", "index": task["index"], "sql": None}
         try:
-            msgs, _ = generate_prompt(pipe, task, cfg, task.get("value_matches"))
+            msgs, _ = generate_prompt(pipe, task, cfg)
             answer = pipe.model.ask(
                 meter, msgs, stage_prefill("generate", cfg.view()), cfg, config,
                 name="sample_generate", temperature=cfg.sample_temperature,
@@ -95,3 +104,28 @@ def self_consistency(pipe: Pipeline) -> Node:
         return {"trace": [entry]}
 
     return node
+
+
+def fan_out(extra: SelfConsistency, state: RouteState, cfg: RouteConfig) -> list[Send]:
+    """After generate: one ``Send`` to ``sample_generate`` per sample, or none with ``vote`` off
+    (the samples would have nothing to join)."""
+    if not cfg.vote:
+        return []
+    task = {
+        "question": state["question"],
+        "hint": state.get("hint"),
+        "links": state.get("links"),
+        "value_matches": state.get("value_matches"),
+    }
+    return [Send(SAMPLE_GENERATE.node, {**task, "index": i}) for i in range(1, extra.samples + 1)]
+
+
+def install(graph: StateGraph, pipe: Pipeline, routes: Routes, extra: SelfConsistency) -> None:
+    """The two nodes and the join's edges; generate's router fans out through ``Routes.fan_out``."""
+    # sample_generate's input is the Send payload (SampleTask); input_schema keeps SampleTask's keys
+    # out of the state. Every node reads the whole state (see build).
+    graph.add_node(SAMPLE_GENERATE.node, sample_generate(pipe), input_schema=graph.state_schema)
+    graph.add_node(SELF_CONSISTENCY.node, self_consistency(pipe), input_schema=graph.state_schema)
+    graph.add_edge(SAMPLE_GENERATE.node, SELF_CONSISTENCY.node)
+    graph.add_conditional_edges(SELF_CONSISTENCY.node, routes.route_after_generate, list(routes.after_generate_targets))
+    routes.fan_out = lambda state, cfg: fan_out(extra, state, cfg)

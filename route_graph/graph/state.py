@@ -1,9 +1,12 @@
 """Graph state: what goes in (question, hint, or chat messages), what each stage leaves, what comes out.
 
 One run answers one question; a thread (checkpointer) holds many. The first node resets every
-per-question field (``trace``, ``sql_by_stage`` and ``samples`` through ``Overwrite``, past their reducers), so
-no stage and no answer sees an earlier question's candidates. ``messages`` is the conversation and
-keeps growing (LangGraph's ``add_messages``).
+per-question field (``trace`` and ``sql_by_stage`` through ``Overwrite``, past their reducers, and
+each extra's own keys), so no stage and no answer sees an earlier question's candidates.
+``messages`` is the conversation and keeps growing (LangGraph's ``add_messages``).
+
+An extra (``route_graph.graph.extras``) adds its state keys to ``RouteState`` when it is built in
+(``state_schema``): ``samples`` (self_consistency), ``value_matches`` (value_retrieval).
 
 ``TraceEntry`` is the contract the evaluation, the CLI and stored runs read: its keys never change
 meaning, and its values are plain JSON, so a run's trace is stored as it is.
@@ -12,7 +15,8 @@ meaning, and its values are plain JSON, so a run's trace is stored as it is.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 # typing_extensions' TypedDict: pydantic (LangGraph Studio's input/output forms) rejects
 # typing.TypedDict on Python < 3.12.
@@ -20,7 +24,10 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import NotRequired, Required, TypedDict
 
-__all__ = ["RouteInput", "RouteOutput", "RouteState", "SampleTask", "TraceEntry"]
+if TYPE_CHECKING:
+    from route_graph.graph.extras import Extra
+
+__all__ = ["RouteInput", "RouteOutput", "RouteState", "SampleTask", "TraceEntry", "state_schema"]
 
 
 class TraceEntry(TypedDict, total=False):
@@ -39,7 +46,7 @@ class TraceEntry(TypedDict, total=False):
     input_tokens: int
     output_tokens: int
     seconds: float
-    # Value retrieval (value_retrieval), on the first SQL-writing node.
+    # retrieve_values (the value_retrieval extra)
     value_matches: list[dict[str, Any]]
     value_seconds: float
     value_error: str
@@ -54,7 +61,7 @@ class TraceEntry(TypedDict, total=False):
     # generate
     schema_tables: list[str] | Literal["full"]
     requalified: dict[str, Any]
-    # self_consistency
+    # self_consistency (the self_consistency extra)
     samples: int
     temperature: float
     executed_samples: int
@@ -127,20 +134,29 @@ class RouteState(TypedDict, total=False):
     sql: str
     result: dict[str, Any]
     stage: str
-    value_matches: list[dict[str, Any]] | None  # retrieved values (values.ValueMatch.to_dict); None: not yet
     sql_by_stage: Annotated[dict[str, str], _merge]
-    # Self-consistency samples (RouteConfig.self_consistency): one dict per sample, written by the
-    # concurrent sample_generate runs, hence a list with an additive reducer; finalize votes on them.
-    samples: Annotated[list[dict[str, Any]], operator.add]
     trace: Annotated[list[TraceEntry], operator.add]
 
 
 class SampleTask(TypedDict):
     """What one ``Send`` to ``sample_generate`` carries: the fields generate's prompt is built from,
-    and the sample's number (1..K, its candidate name and its place in the vote's order)."""
+    and the sample's number (1..K, its candidate name and its place in the vote's order).
+    ``value_matches`` is None without the value_retrieval extra."""
 
     question: str
     hint: str | None
     links: dict[str, list[str]] | None
     value_matches: list[dict[str, Any]] | None
     index: int
+
+
+def state_schema(extras: Iterable[Extra]) -> type:
+    """``RouteState`` with the state keys of ``extras`` (``Extra.state``); ``RouteState`` itself
+    when they add none, so a graph without extras has exactly its keys."""
+    added: dict[str, Any] = {}
+    for extra in extras:
+        added.update(extra.state())
+    if not added:
+        return RouteState
+    keys = {**get_type_hints(RouteState, include_extras=True), **added}
+    return TypedDict("RouteState", keys, total=False)  # type: ignore[misc]  # keys known at run time
