@@ -98,11 +98,11 @@ def _raw_speed(llm, schema_text: str) -> dict[str, float]:
     }
 
 
-def _run_questions(llm, examples: list[dict], concurrent: bool, cfg) -> dict[str, object]:
+def _run_questions(llm, examples: list[dict], concurrent: bool, cfg, extras=()) -> dict[str, object]:
     from route_graph import build_route_graph
 
     root = _data_dir() / "database"
-    graphs = {db: build_route_graph(llm, root / db / f"{db}.sqlite", cfg) for db in {e["db_id"] for e in examples}}
+    graphs = {db: build_route_graph(llm, root / db / f"{db}.sqlite", cfg, extras=extras) for db in {e["db_id"] for e in examples}}
     stats_before = _prefix_stats(llm)
     started = time.perf_counter()
     per_question = []
@@ -160,14 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrent", action="store_true", help="also run the questions all in flight")
     parser.add_argument("--json", type=Path, help="append the result as one JSON line here")
     parser.add_argument("--set", dest="config_overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="a RouteConfig field for the MCP questions (as route-sql eval --set), repeatable")
+                        help="a RouteConfig field or an extra's setting for the MCP questions (as route-sql eval --set), repeatable")
     args = parser.parse_args(argv)
 
     from route_graph import RouteConfig, open_database
-    from route_graph.context import parse_config_overrides
+    from route_graph.graph.extras import parse_overrides
     from route_graph.models import load_chat_model
 
-    cfg = RouteConfig(**parse_config_overrides(args.config_overrides))
+    overrides, extras = parse_overrides(args.config_overrides)
+    cfg = RouteConfig(**overrides)
     info: dict[str, object] = {"date": time.strftime("%Y-%m-%d"), "backend": args.backend, **cpu_description()}
     info["config_overrides"] = list(args.config_overrides)
     if args.backend == "llamacpp":
@@ -181,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     info.update(_raw_speed(llm, schema))
     examples = json.loads((_data_dir() / "valid.json").read_text())
     sample = random.Random(args.seed).sample(examples, args.n)
-    info["one_at_a_time"] = _run_questions(llm, sample, concurrent=False, cfg=cfg)
+    info["one_at_a_time"] = _run_questions(llm, sample, concurrent=False, cfg=cfg, extras=extras)
     if args.concurrent:
-        info["all_in_flight"] = _run_questions(llm, sample, concurrent=True, cfg=cfg)
+        info["all_in_flight"] = _run_questions(llm, sample, concurrent=True, cfg=cfg, extras=extras)
     info["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     printable = {k: v for k, v in info.items()}
     for key in ("one_at_a_time", "all_in_flight"):

@@ -42,7 +42,7 @@ def _speed(path: str, threads: int, flash_attn: bool, tokens: list[int] | None) 
 def main(argv: list[str] | None = None) -> int:
     import llama_cpp
 
-    from route_graph._cache import ensure_offline_gguf
+    from route_graph.models.cache import ensure_offline_gguf
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)

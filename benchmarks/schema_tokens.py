@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from llama_cpp import Llama
 
     from route_graph import RouteConfig, open_database
-    from route_graph._cache import ensure_offline_gguf
+    from route_graph.models.cache import ensure_offline_gguf
     from route_graph.rendering import (
         CHARS_PER_TOKEN,
         estimate_tokens,

@@ -4,7 +4,7 @@ The MSFT data of a few Spider training databases (every pair of each, as one epo
 records share their database's prompt prefix as often as in the real run) is encoded once; then
 each setting trains the same model for ``--seconds`` of wall clock (after one warm-up batch) and reports real tokens/s
 (the tokens the records hold, whether or not a shared prefix was computed once), the tokens
-actually computed, and peak RSS. The loop is finetune.train's compute path (same encoding,
+actually computed, and peak RSS. The loop is finetune.training.train's compute path (same encoding,
 prefix groups, collators and loss); the Trainer's bookkeeping around it is not timed.
 
     for s in records records-nodrop groups groups-top12; do
@@ -51,7 +51,7 @@ def _cpu() -> str:
 def _records(dbs: int, seed: int, schema_format: str) -> tuple[list, list[str]]:
     from finetune.config import SynthConfig
     from finetune.pipeline import DatabasePool, default_split
-    from finetune.synthesis import Synthesizer, SynthReport
+    from finetune.data.synthesis import Synthesizer, SynthReport
     from route_graph import RouteConfig
     from route_graph.evaluation.datasets import load_dataset
 
@@ -68,10 +68,10 @@ def _measure(name: str, rows: list[dict], tokenizer, base: str, seconds: float, 
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from finetune.encoding import PadCollator
-    from finetune.prefix_groups import PrefixGroupCollator, completion_loss_sum, group_by_prefix
+    from finetune.training.encoding import PadCollator
+    from finetune.training.prefix_groups import PrefixGroupCollator, completion_loss_sum, group_by_prefix
     from finetune.config import TrainConfig
-    from finetune.train import choose_precision, lora_config
+    from finetune.training.train import choose_precision, lora_config
 
     setting = SETTINGS[name]
     precision = choose_precision("auto")
@@ -148,7 +148,7 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from finetune.config import TrainConfig
-    from finetune.train import build_training_set, resolve_base_model
+    from finetune.training.train import build_training_set, resolve_base_model
 
     base = resolve_base_model(None)
     tokenizer = AutoTokenizer.from_pretrained(base)

@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
-from route_graph.nodes import VOTE_CANDIDATES
+from route_graph.graph.finalize import VOTE_CANDIDATES
 from route_graph.results import vote_rank
 
 STAGE_ORDER = [name for name, _ in VOTE_CANDIDATES]

@@ -1,9 +1,16 @@
 """MSFT for route-graph: ROUTE's multitask fine-tuning data, noisy-pair filtering, SFT and export.
 
-Training shares the graph's prompts, schema renderings, linking and execution code
-(``route_graph``), so a fine-tuned model sees exactly the text MCP shows it. Heavy dependencies
-(torch, transformers, peft, datasets) load only when ``train``/``merge_adapter``/
-``build_tiny_model`` run, so importing the package stays light.
+Training renders every prompt through ``route_graph.views`` (holding a ``ViewConfig``), the same
+composition the graph's stages call, and uses route_graph's linking and execution code, so a
+fine-tuned model sees exactly the text MCP shows it. finetune never imports a graph module (the
+graph's nodes, state, context or ``RouteConfig``; tests/test_layering.py enforces it).
+
+Layout: ``data/`` (filtering, synthesis, corruption, sampling: the records), ``training/``
+(encoding, mixing, train, checkpoints, phases, export), ``gpu/`` (training on a remote GPU machine
+without network access); ``config`` (every knob, one file per run), ``pipeline`` (the resumable
+run) and ``cli`` (``route-finetune``) at the top. Heavy dependencies (torch, transformers, peft,
+datasets) load only when ``train``/``merge_adapter``/``build_tiny_model`` run, so importing the
+package stays light.
 """
 
 from __future__ import annotations
@@ -17,21 +24,21 @@ from finetune.config import (
     TrainConfig,
     load_config,
 )
-from finetune.corruption import CORRUPTION_KINDS, Corruption, corrupt_sql
-from finetune.export import check_adapter, merge_adapter
-from finetune.filtering import (
+from finetune.data.corruption import CORRUPTION_KINDS, Corruption, corrupt_sql
+from finetune.data.filtering import (
     Dropped,
     FilterReport,
     check_gold,
     filter_examples,
     judge_pairs,
 )
+from finetune.data.records import Record, read_jsonl, write_jsonl
+from finetune.data.synthesis import Synthesizer, SynthReport
 from finetune.pipeline import run_all
-from finetune.records import Record, read_jsonl, write_jsonl
-from finetune.synthesis import Synthesizer, SynthReport
-from finetune.tiny import build_tiny_model
-from finetune.train import (
-    train,  # the function; the module stays importable as finetune.train
+from finetune.training.export import check_adapter, merge_adapter
+from finetune.training.tiny import build_tiny_model
+from finetune.training.train import (
+    train,  # the function; the module is finetune.training.train
 )
 
 __all__ = [

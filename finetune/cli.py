@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter-copy", metavar="DIR",
                    help="Instead of merging, write the adapter with export.dtype weights to DIR (e.g. bf16 to ship).")
 
-    p = sub.add_parser("phase", help="Commit a finished training phase: bf16 adapter + PHASE.md in a folder (finetune/phases.py).")
+    p = sub.add_parser("phase", help="Commit a finished training phase: bf16 adapter + PHASE.md in a folder (finetune/training/phases.py).")
     _common(p)
     p.add_argument("--to", required=True, metavar="DIR", help="Phase folder to write, e.g. finetune/phases/1-ts-full.")
     p.add_argument("--command-line", default=None, help="The command that trained it (recorded in PHASE.md).")
@@ -173,7 +173,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         _print({k: v for k, v in summary.items() if k != "skipped"})
         return 0
     if args.command == "train":
-        from finetune.train import train
+        from finetune.training.train import train
 
         records = args.records or [str(paths.records)]
         result = train(records, paths.train_dir, cfg.train)
@@ -182,7 +182,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "summary": result.summary_path})
         return 0
     if args.command == "phase":
-        from finetune.phases import commit_phase
+        from finetune.training.phases import commit_phase
 
         config_path = args.config or "(defaults)"
         command = args.command_line or f"route-finetune run --config {config_path} --until train"
@@ -191,7 +191,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "load_with": f"--model 'qwen2.5-coder-0.5b+{out}'"})
         return 0
     if args.command == "export":
-        from finetune.export import check_adapter, merge_adapter
+        from finetune.training.export import check_adapter, merge_adapter
 
         adapter = Path(args.adapter) if args.adapter else paths.train_dir / "adapter"
         if args.check_only:
@@ -199,7 +199,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             _print({"adapter": str(adapter), "rank": config.get("r"), "servable_by_vllm": True})
             return 0
         if args.adapter_copy:
-            from finetune.export import copy_adapter
+            from finetune.training.export import copy_adapter
 
             out = copy_adapter(adapter, args.adapter_copy, dtype=cfg.export.dtype, base_model=args.base_model)
             _print({"adapter": str(out), "load_with": f"load_chat_model('BASE+{out}')"})

@@ -155,7 +155,7 @@ class TrainConfig:
     group_by_length: bool = _describe("Batch records of similar length together (less padding).", True)
     prefix_groups: bool = _describe(
         "Records sharing a prompt prefix (same task, database, schema view) run it once per batch "
-        "(finetune.prefix_groups; same gradients). A batch is then one group and batch_size is unused.",
+        "(finetune.training.prefix_groups; same gradients). A batch is then one group and batch_size is unused.",
         True,
     )
     prefix_group_records: int = _describe("Most records in one prefix group.", 16)

@@ -117,7 +117,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 def run_filter(cfg: RunConfig, dataset: Dataset, examples: Sequence[Example], paths: RunPaths, *, force: bool = False) -> list[Example]:
     """Drop broken pairs (and, with a judge model, rejected ones); returns the kept examples."""
-    from finetune.filtering import filter_examples, write_filtered_split
+    from finetune.data.filtering import filter_examples, write_filtered_split
 
     if paths.filter_report.is_file() and not force:
         kept_ids = set(json.loads(paths.filter_report.read_text(encoding="utf-8"))["kept_ids"])
@@ -148,9 +148,9 @@ def run_synth(
     force: bool = False,
 ) -> dict[str, Any]:
     """Synthesize the MSFT records of ``examples`` (plus model-sampled NC records if configured)."""
-    from finetune.records import write_jsonl
-    from finetune.sampling import SampleReport, sample_nc_records
-    from finetune.synthesis import Synthesizer, SynthReport
+    from finetune.data.records import write_jsonl
+    from finetune.data.sampling import SampleReport, sample_nc_records
+    from finetune.data.synthesis import Synthesizer, SynthReport
 
     if records_path.is_file() and report_path.is_file() and not force:
         _say(f"synth: reusing {records_path}")
@@ -180,7 +180,7 @@ def _same_training(summary_path: Path, cfg: RunConfig) -> bool:
     """The finished training in ``summary_path`` used this run's training settings."""
     from dataclasses import asdict
 
-    from finetune.checkpoints import NOT_IN_KEY
+    from finetune.training.checkpoints import NOT_IN_KEY
 
     done = json.loads(summary_path.read_text(encoding="utf-8")).get("config", {})
     wanted = asdict(cfg.train)
@@ -192,7 +192,7 @@ def run_train(cfg: RunConfig, paths: RunPaths, *, force: bool = False) -> Path |
 
     None when training stopped at its deadline (the same command continues it).
     """
-    from finetune.train import train
+    from finetune.training.train import train
 
     final = paths.train_dir / ("adapter" if cfg.train.method == "lora" else "model")
     summary = paths.train_dir / "train_summary.json"
@@ -211,7 +211,7 @@ def run_train(cfg: RunConfig, paths: RunPaths, *, force: bool = False) -> Path |
 
 def run_export(cfg: RunConfig, paths: RunPaths, *, force: bool = False) -> Path:
     """Merge the adapter into a standalone model (LoRA with ``export.merge``); else check it."""
-    from finetune.export import check_adapter, merge_adapter
+    from finetune.training.export import check_adapter, merge_adapter
 
     if cfg.train.method == "full":
         return paths.train_dir / "model"

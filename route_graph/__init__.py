@@ -4,10 +4,10 @@
 model and any SQL database; ``load_chat_model()`` gives the offline default model.
 
 Layering (enforced on imports by tests/test_layering.py): faces (``cli``, ``studio``) -> the graph
-(``graph``, ``nodes``, ``state``, ``context``, ``chat``) -> what the model sees (``prompts``,
-``rendering``, ``linking``, ``values``, ``results``, ``repair``) -> ``sql`` (databases, the guard,
-execution); ``models`` (and its engines) and ``finetune`` sit beside the graph, which never imports
-them.
+(the ``graph`` package: a module per stage, its state, context and wiring) -> what the model sees
+(``views``, ``prompts``, ``rendering``, ``linking``, ``values``, ``results``, ``repair``) -> ``sql``
+(databases, the guard, execution); ``models`` (and its engines) and ``finetune`` sit beside the
+graph, which never imports them.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from route_graph.errors import (
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-    from route_graph.chat import as_sql_tool
-    from route_graph.context import RouteConfig
-    from route_graph.graph import build_route_graph
+    from route_graph.graph.build import build_route_graph
+    from route_graph.graph.chat import as_sql_tool
+    from route_graph.graph.context import RouteConfig
     from route_graph.sql.database import Database
     from route_graph.sql.execute import execute_sql
     from route_graph.sql.opening import open_database
@@ -38,13 +38,13 @@ if TYPE_CHECKING:
 # Public names imported on first use, so that importing one module (say ``route_graph.sql.execute``)
 # loads only what that module needs, not the whole graph.
 _LAZY = {
-    "as_sql_tool": "route_graph.chat",
-    "RouteConfig": "route_graph.context",
+    "as_sql_tool": "route_graph.graph.chat",
+    "RouteConfig": "route_graph.graph.context",
     "Database": "route_graph.sql.database",
     "open_database": "route_graph.sql.opening",
     "ExecutionResult": "route_graph.sql.result",
     "execute_sql": "route_graph.sql.execute",
-    "build_route_graph": "route_graph.graph",
+    "build_route_graph": "route_graph.graph.build",
 }
 
 __all__ = [

@@ -9,22 +9,29 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from route_graph.context import RouteConfig, parse_config_overrides
 from route_graph.demo import DEMO_QUESTIONS, demo_database_path
 from route_graph.errors import RouteGraphError
+from route_graph.graph.context import RouteConfig
+from route_graph.graph.extras import parse_overrides
+from route_graph.graph.stages import (
+    CONTINUE_WRITE,
+    FINALIZE,
+    GENERATE,
+    NOISE_CORRECT,
+    RETRIEVE_VALUES,
+    SCHEMA_LINK,
+    SELF_CONSISTENCY,
+    STAGES,
+)
+
+if TYPE_CHECKING:
+    from route_graph.graph.state import TraceEntry
 
 __all__ = ["format_table", "format_trace", "main"]
 
-_STAGE_LABELS = {
-    "schema_link": "schema linking",
-    "generate": "generating SQL",
-    "noise_correct": "noise correction",
-    "continue_write": "continuation writing",
-    "rescue": "rescuing a failing SQL",
-    "finalize": "choosing the answer",
-}
+_STAGE_LABELS = {s.node: s.label for s in STAGES if s.label}
 
 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int = 40) -> str:
@@ -42,12 +49,12 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_widt
     return "\n".join(out)
 
 
-def format_trace(trace: Sequence[dict[str, Any]]) -> str:
+def format_trace(trace: Sequence[TraceEntry]) -> str:
     """One line per stage: what it proposed, whether it executed, whether it was taken."""
     lines = []
     for entry in trace:
         stage = entry["stage"]
-        if stage == "finalize":
+        if stage == FINALIZE.node:
             extra = " (fallback to an earlier executable SQL)" if entry.get("fallback") else ""
             vote = entry.get("vote")
             if vote:
@@ -55,7 +62,7 @@ def format_trace(trace: Sequence[dict[str, Any]]) -> str:
                 extra += f"; vote: {groups}"
             lines.append(f"  finalize        answer from: {entry.get('winner')}{extra}")
             continue
-        if stage == "self_consistency":
+        if stage == SELF_CONSISTENCY.node:
             failed = f"; {entry['failed_calls']} failed call(s)" if entry.get("failed_calls") else ""
             cost = f"{entry.get('llm_calls', 0)} call(s), {entry.get('seconds', 0):.1f}s"
             lines.append(
@@ -67,6 +74,11 @@ def format_trace(trace: Sequence[dict[str, Any]]) -> str:
                 status = "executes" if sample.get("executed") else "fails"
                 lines.append(f"      {sample['name']} ({status}): {sample.get('sql') or sample.get('model_error')}")
             continue
+        if stage == RETRIEVE_VALUES.node:
+            found = ", ".join(f"{m['table']}.{m['column']}: {m['value']!r}" for m in entry.get("value_matches", []))
+            error = f"; failed: {entry['value_error']}" if entry.get("value_error") else ""
+            lines.append(f"  {stage:<15} {found or 'no values matched'}{error}  [{entry.get('value_seconds', 0):.1f}s]")
+            continue
         if entry.get("mode") == "skipped":
             lines.append(f"  {stage:<15} skipped ({entry.get('reason')})")
             continue
@@ -74,23 +86,23 @@ def format_trace(trace: Sequence[dict[str, Any]]) -> str:
         if entry.get("proposed_sql") is None:
             status = "no SQL proposed"
         bits = [f"  {stage:<15} {status}"]
-        if stage == "schema_link":
+        if stage == SCHEMA_LINK.node:
             bits.append(f"tables kept: {', '.join(entry.get('links', {})) or 'all (fallback)'}")
             if entry.get("hallucinated"):
                 bits.append(f"dropped unknown names: {', '.join(entry['hallucinated'])}")
-        if stage == "noise_correct":
+        if stage == NOISE_CORRECT.node:
             mode = entry.get("mode")
             bits.append(f"repair ({entry.get('problem')})" if mode == "repair" else f"verdict: {entry.get('verdict')}")
         if entry.get("requalified"):
             fix = entry["requalified"]
             bits.append(f"re-qualified columns: {'runs' if fix.get('accepted') else 'still fails'}")
-        if stage == "continue_write":
+        if stage == CONTINUE_WRITE.node:
             bits.append(f"reason: {entry.get('reason')}")
-        if "accepted" in entry and stage != "generate":
+        if "accepted" in entry and stage != GENERATE.node:
             bits.append("taken" if entry["accepted"] else "not taken")
         cost = f"{entry.get('llm_calls', 0)} call(s), {entry.get('seconds', 0):.1f}s"
         lines.append("; ".join(bits) + f"  [{cost}]")
-        if entry.get("proposed_sql") and stage != "finalize":
+        if entry.get("proposed_sql") and stage != FINALIZE.node:
             lines.append(f"      {entry['proposed_sql']}")
     return "\n".join(lines)
 
@@ -131,7 +143,9 @@ class _Progress:
             return
         elapsed = time.perf_counter() - self.start
         self.stream.write(f"\r\033[K  ✓ {_STAGE_LABELS.get(node, node)} ({elapsed:.1f}s)\n")
-        following = {"schema_link": "generate", "generate": "noise_correct"}.get(node, "finalize")
+        following = {
+            RETRIEVE_VALUES.node: SCHEMA_LINK.node, SCHEMA_LINK.node: GENERATE.node, GENERATE.node: NOISE_CORRECT.node,
+        }.get(node, FINALIZE.node)
         self.label = _STAGE_LABELS.get(following, "working")
 
 
@@ -140,7 +154,7 @@ def _table_list(text: str | None) -> list[str] | None:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from route_graph.model_capabilities import parse_model_spec
+    from route_graph.models.spec import parse_model_spec
     from route_graph.sql.opening import open_database
 
     # Every argument is checked before the model (seconds to minutes) or even the graph (a second
@@ -148,7 +162,8 @@ def _ask(args: argparse.Namespace) -> int:
     db = args.db or str(demo_database_path())
     question = " ".join(args.question) if args.question else DEMO_QUESTIONS[0]
     config = RouteConfig(prompt_style=args.prompt_style).with_stages(args.stages)
-    config = replace(config, **parse_config_overrides(args.config_overrides))
+    overrides, extras = parse_overrides(args.config_overrides)  # an extra's former field adds the extra
+    config = replace(config, **overrides)
     config.check_input(question, args.hint)
     parse_model_spec(args.model)
     database = open_database(
@@ -162,8 +177,9 @@ def _ask(args: argparse.Namespace) -> int:
         if not args.json and not args.quiet:
             print(f"Database: {db}\nQuestion: {question}", file=sys.stderr)
         llm = load_chat_model(args.model, max_new_tokens=args.max_new_tokens)
-        graph = build_route_graph(llm, database, config)
-        progress.label = _STAGE_LABELS["schema_link" if config.schema_linking else "generate"]
+        graph = build_route_graph(llm, database, config, extras=extras)
+        first = RETRIEVE_VALUES if any(e.name == RETRIEVE_VALUES.extra for e in extras) else None
+        progress.label = _STAGE_LABELS[(first or (SCHEMA_LINK if config.schema_linking else GENERATE)).node]
         state: dict[str, Any] = {}
         for mode, chunk in graph.stream({"question": question, "hint": args.hint}, stream_mode=["updates", "values"]):
             if mode == "updates":
@@ -234,7 +250,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--ignore-tables", default=None, metavar="T1,T2",
                      help="tables/views never shown to the model (comma-separated)")
     ask.add_argument("--set", dest="config_overrides", action="append", default=[], metavar="FIELD=VALUE",
-                     help="a RouteConfig field, e.g. --set value_retrieval=true (repeatable)")
+                     help="a RouteConfig field, e.g. --set nc_verdict=true, or an extra's setting: "
+                     "--set self_consistency=5, --set value_retrieval=true (repeatable)")
     ask.add_argument("--prompt-style", choices=["zero_shot", "few_shot"], default="zero_shot")
     ask.add_argument("--max-new-tokens", type=int, default=384)
     ask.add_argument("--show-rows", type=int, default=20, help="result rows to print")

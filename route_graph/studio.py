@@ -3,7 +3,9 @@
 The database and model come from the run's ``configurable`` (``db``, ``model``, and ``schema`` /
 ``include_tables`` for the database) or the environment (``ROUTE_GRAPH_DB``, ``ROUTE_GRAPH_MODEL``,
 ``ROUTE_GRAPH_SCHEMA``, ``ROUTE_GRAPH_INCLUDE_TABLES`` as ``a,b``); the defaults are the demo database and the offline
-default model. Stage switches and thresholds are the graph's context (``RouteConfig``) fields.
+default model. The extras to build in (``route_graph.graph.extras``) come the same way: ``extras`` or
+``ROUTE_GRAPH_EXTRAS``, names as ``a,b`` (``self_consistency,value_retrieval``) with their defaults.
+Stage switches and thresholds are the graph's context (``RouteConfig``) fields.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from langgraph.graph.state import CompiledStateGraph
 
 from route_graph.demo import demo_database_path
 from route_graph.graph import build_route_graph
+from route_graph.graph.extras import resolve_extras
 
 __all__ = ["make_graph"]
 
 
 @lru_cache(maxsize=4)
-def _graph_for(db: str, model: str, schema: str, tables: tuple[str, ...]) -> CompiledStateGraph:
+def _graph_for(db: str, model: str, schema: str, tables: tuple[str, ...], extras: tuple[str, ...] = ()) -> CompiledStateGraph:
     from route_graph.models import load_chat_model
 
     return build_route_graph(
-        load_chat_model(model or None), db, schema=schema or None, include_tables=list(tables) or None
+        load_chat_model(model or None), db, schema=schema or None, include_tables=list(tables) or None, extras=extras
     )
 
 
@@ -41,7 +44,9 @@ def _graph_from(configurable: dict) -> CompiledStateGraph:
     model = configurable.get("model") or os.environ.get("ROUTE_GRAPH_MODEL") or ""
     schema = configurable.get("schema") or os.environ.get("ROUTE_GRAPH_SCHEMA") or ""
     tables = _names(configurable.get("include_tables") or os.environ.get("ROUTE_GRAPH_INCLUDE_TABLES") or ())
-    return _graph_for(str(db), str(model), str(schema), tables)
+    extras = _names(configurable.get("extras") or os.environ.get("ROUTE_GRAPH_EXTRAS") or ())
+    resolve_extras(extras)  # an unknown name fails here, before the model loads
+    return _graph_for(str(db), str(model), str(schema), tables, extras)
 
 
 async def make_graph(config: RunnableConfig | None = None) -> CompiledStateGraph:

@@ -219,10 +219,14 @@ def _graph_run(
         from langgraph.checkpoint.memory import InMemorySaver
 
         from route_graph import RouteConfig, build_route_graph
+        from route_graph.graph.extras import split_fields
 
         llm = RecordingChatModel(scripts={k: list(v) for k, v in scripts.items()})
-        route = RouteConfig(**(config or {}))
-        graph = build_route_graph(llm, open_db(tmp), route, checkpointer=InMemorySaver() if thread else None)
+        # The files name the extras by their former RouteConfig fields ("self_consistency": 2).
+        fields, extras = split_fields(config or {})
+        graph = build_route_graph(
+            llm, open_db(tmp), RouteConfig(**fields), extras=extras, checkpointer=InMemorySaver() if thread else None
+        )
         runs = []
         for i, question in enumerate(questions):
             recorder = CallRecorder()
@@ -247,15 +251,15 @@ def _synthesis(
     route: dict[str, Any] | None = None,
     synth: dict[str, Any] | None = None,
 ) -> Callable[[Path], dict[str, Any]]:
-    """The training records ``finetune.synthesis`` makes for ``pairs``."""
+    """The training records ``finetune.data.synthesis`` makes for ``pairs``."""
 
     def build(tmp: Path) -> dict[str, Any]:
         from finetune.config import SynthConfig
-        from finetune.synthesis import Synthesizer
-        from route_graph import RouteConfig
+        from finetune.data.synthesis import Synthesizer
+        from route_graph.views import ViewConfig
 
         db = open_db(tmp)
-        synthesizer = Synthesizer(RouteConfig(**(route or {})), SynthConfig(**(synth or {})), seed=0)
+        synthesizer = Synthesizer(ViewConfig(**(route or {})), SynthConfig(**(synth or {})), seed=0)
         records = list(synthesizer.run(_examples(db, pairs()), lambda _db_id: db))
         return {"route": route or {}, "synth": synth or {}, "records": [_record(r) for r in records]}
 
@@ -279,9 +283,9 @@ def _record(record: Any) -> dict[str, Any]:
 
 
 def _sampling(tmp: Path) -> dict[str, Any]:
-    """``finetune.sampling``: the TS prompts sent for sampling and the NC records made of the answers."""
+    """``finetune.data.sampling``: the TS prompts sent for sampling and the NC records made of the answers."""
     from finetune.config import SynthConfig
-    from finetune.sampling import sample_nc_records
+    from finetune.data.sampling import sample_nc_records
     from route_graph import RouteConfig
 
     db = _concert(tmp)
@@ -293,8 +297,8 @@ def _sampling(tmp: Path) -> dict[str, Any]:
 
 
 def _judging(tmp: Path) -> dict[str, Any]:
-    """``finetune.filtering.judge_pairs``: the NC prompts about each gold SQL."""
-    from finetune.filtering import judge_pairs
+    """``finetune.data.filtering.judge_pairs``: the NC prompts about each gold SQL."""
+    from finetune.data.filtering import judge_pairs
     from route_graph import RouteConfig
 
     db = _concert(tmp)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from route_graph.errors import ModelError
-from route_graph.model_capabilities import DEFAULT_MODEL, parse_model_spec
+from route_graph.models.spec import DEFAULT_MODEL, parse_model_spec
 
 # ----------------------------------------------------------------------------- spec parsing
 
@@ -54,7 +54,7 @@ def tiny_adapter(tmp_path_factory):
     peft = pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM
 
-    from finetune.tiny import build_tiny_model
+    from finetune.training.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("adapter")
     base = build_tiny_model(root / "base", ["SELECT name FROM singer WHERE age > 30"] * 20, hidden_size=HIDDEN, layers=LAYERS)
@@ -87,7 +87,7 @@ def test_lora_gguf_holds_the_peft_weights_under_llamacpp_names(tiny_adapter, tmp
     import numpy as np
     from safetensors.numpy import load_file
 
-    from route_graph.adapters import lora_gguf
+    from route_graph.models.adapters import lora_gguf
 
     monkeypatch.setenv("ROUTE_GRAPH_CACHE", str(tmp_path / "cache"))
     _, adapter = tiny_adapter
@@ -116,7 +116,7 @@ def test_lora_gguf_holds_the_peft_weights_under_llamacpp_names(tiny_adapter, tmp
 def test_llamacpp_conversion_refuses_what_llamacpp_would_apply_differently(tiny_adapter, tmp_path, monkeypatch):
     import shutil
 
-    from route_graph.adapters import lora_gguf
+    from route_graph.models.adapters import lora_gguf
 
     monkeypatch.setenv("ROUTE_GRAPH_CACHE", str(tmp_path / "cache"))
     _, adapter = tiny_adapter
@@ -198,8 +198,8 @@ def _real_size_adapter(directory: Path, scale: float) -> Path:
 def test_llamacpp_applies_the_adapter_to_the_default_model(tmp_path):
     """A zero adapter leaves greedy answers as they were; a strong one changes them."""
     pytest.importorskip("llama_cpp", reason="CI installs llama-cpp-python with the [local] extra")
-    from route_graph.engines.llamacpp_chat import LlamaCppChatModel
     from route_graph.models import load_chat_model
+    from route_graph.models.engines.llamacpp_chat import LlamaCppChatModel
 
     question = [("system", "You write SQLite SQL."), ("human", "Table singer(name, age). Names of singers older than 30?")]
     base = load_chat_model(max_new_tokens=32).invoke(question).content
@@ -215,7 +215,7 @@ def test_adapter_copy_casts_weights_and_records_the_base(tiny_adapter, tmp_path)
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file
 
-    from finetune.export import copy_adapter
+    from finetune.training.export import copy_adapter
 
     _, adapter = tiny_adapter
     out = copy_adapter(adapter, tmp_path / "ship", dtype="bfloat16", base_model="Qwen/Qwen2.5-Coder-0.5B-Instruct")

@@ -59,8 +59,8 @@ def test_studio_takes_include_tables_from_configurable_or_environment(
     monkeypatch.setenv("ROUTE_GRAPH_INCLUDE_TABLES", "stadium")
     studio._graph_from({"db": db})
     assert seen == [
-        {"schema": None, "include_tables": ["singer", "concert"]},
-        {"schema": None, "include_tables": ["stadium"]},
+        {"schema": None, "include_tables": ["singer", "concert"], "extras": ()},
+        {"schema": None, "include_tables": ["stadium"], "extras": ()},
     ]
     with pytest.raises(Exception, match="nowhere"):  # an unknown table is named in the error
         studio._graph_from({"db": db, "include_tables": ["nowhere"]})

@@ -25,7 +25,7 @@ from route_graph import (
     as_sql_tool,
     build_route_graph,
 )
-from route_graph.nodes import REJECTED_ERROR
+from route_graph.graph.conversation import REJECTED_ERROR
 from tests.fakes import ScriptedChatModel, ToolCallingFakeChatModel, make_concert_db
 
 SQL_UK = "SELECT COUNT(*) FROM singer WHERE country = 'UK'"

@@ -63,7 +63,8 @@ def test_nc_repairs_a_failing_sql_on_a_spider_database(llm) -> None:
     column name), as generate would leave it: NC's repair prompt gets the error and the full
     schema, and its repair is taken because it executes; it returns the gold query's rows.
     """
-    from route_graph.nodes import RouteNodes
+    from route_graph.graph.noise_correct import noise_correct
+    from route_graph.graph.pipeline import Pipeline
     from route_graph.sql.execute import execute_sql
     from route_graph.sql.opening import open_database
 
@@ -77,8 +78,8 @@ def test_nc_repairs_a_failing_sql_on_a_spider_database(llm) -> None:
     failing = execute_sql(db, broken)
     assert not failing.ok and "tracks" in (failing.error or "")
 
-    nodes = RouteNodes(llm, db, RouteConfig())
-    update = nodes.noise_correct({"question": question, "sql": broken, "result": failing.to_dict()}, None, {})
+    node = noise_correct(Pipeline(llm, db, RouteConfig()))
+    update = node({"question": question, "sql": broken, "result": failing.to_dict()}, None, {})
 
     nc = update["trace"][0]
     assert nc["mode"] == "repair" and nc["problem"] == "error", nc

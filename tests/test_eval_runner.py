@@ -18,6 +18,7 @@ from route_graph.errors import ConfigError, ModelError, PromptTooLongError
 from route_graph.evaluation import EvalSettings, run_eval
 from route_graph.evaluation.cli import main
 from route_graph.evaluation.summary import read_predictions
+from route_graph.graph.extras import ValueRetrieval
 from tests.fakes import make_concert_db, task_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -305,12 +306,15 @@ def test_answers_that_finish_together_are_yielded_in_submission_order() -> None:
 def test_set_overrides_route_config_fields_and_is_part_of_the_run(data: Path, tmp_path: Path) -> None:
     s = settings(data, config_overrides=("value_retrieval=true", "schema_format=compact", "link_sample_rows=2"))
     cfg = s.route_config()
-    assert cfg.value_retrieval is True and cfg.schema_format == "compact" and cfg.link_sample_rows == 2
+    assert cfg.schema_format == "compact" and cfg.link_sample_rows == 2
+    assert s.extras() == (ValueRetrieval(),)  # an extra's former field builds the extra in
     out = tmp_path / "set"
     run_eval(replace_limit(s, 2), out, llm=model(), progress=False, plots=False)
     saved = json.loads((out / "run.json").read_text())["settings"]
     assert saved["config_overrides"] == ["value_retrieval=true", "schema_format=compact", "link_sample_rows=2"]
     assert saved["route_config"]["schema_format"] == "compact"
+    # The extras' settings are recorded under their former fields, as runs before extras did.
+    assert saved["route_config"]["value_retrieval"] is True and saved["route_config"]["self_consistency"] == 0
     with pytest.raises(ConfigError, match="different settings"):  # another --set is another run
         run_eval(replace_limit(settings(data), 2), out, llm=model(), progress=False, plots=False)
     with pytest.raises(ConfigError, match="known fields"):

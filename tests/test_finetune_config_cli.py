@@ -10,8 +10,8 @@ import pytest
 
 from finetune.cli import main
 from finetune.config import RunConfig, load_config
-from finetune.mixing import mix_records, task_quotas
-from finetune.records import Record, read_jsonl
+from finetune.data.records import Record, read_jsonl
+from finetune.training.mixing import mix_records, task_quotas
 from route_graph.errors import ConfigError
 from tests.fakes import make_concert_db
 from tests.test_finetune_synthesis import CONCERT_PAIRS

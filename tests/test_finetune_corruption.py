@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from finetune.corruption import CORRUPTION_KINDS, corrupt_sql, render_sql
-from finetune.sqltext import clause_boundaries, cut_prefix, normalize_sql
+from finetune.data.corruption import CORRUPTION_KINDS, corrupt_sql, render_sql
+from finetune.data.sqltext import clause_boundaries, cut_prefix, normalize_sql
 from route_graph.sql.opening import open_database
 from tests.fakes import make_concert_db
 

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from finetune.config import FilterConfig
-from finetune.filtering import (
+from finetune.data.filtering import (
     check_gold,
     filter_examples,
     judge_pairs,

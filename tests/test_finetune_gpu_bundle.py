@@ -1,7 +1,7 @@
 """The GPU path on CPU with a tiny Qwen2 (no download): a bundle made here trains in a separate
 process that cannot import route_graph or finetune, from a GGUF (read with the bundle's own gguf
 package) or an HF directory, and the adapter it returns in parts loads with peft and
-``load_chat_model``. Also: the shards hold exactly what ``finetune.encoding`` makes, damaged or
+``load_chat_model``. Also: the shards hold exactly what ``finetune.training.encoding`` makes, damaged or
 missing chunks are refused, a deadline still yields an adapter, and sends fit the call limit."""
 
 from __future__ import annotations
@@ -20,25 +20,25 @@ pytest.importorskip("peft")
 gguf = pytest.importorskip("gguf")
 
 from finetune.config import SynthConfig, TrainConfig
-from finetune.encoding import encode_record
-from finetune.gpu_bundle import (
+from finetune.data.records import Record
+from finetune.data.synthesis import Synthesizer, SynthReport
+from finetune.gpu.bundle import (
     CALL_LIMIT_BYTES,
     build_bundle,
     collect_adapter,
     send_plan,
 )
-from finetune.gpu_train import MANIFEST, BundleError, load_examples, read_manifest
-from finetune.mixing import mix_records
-from finetune.records import Record
-from finetune.synthesis import Synthesizer, SynthReport
-from finetune.tiny import build_tiny_model
+from finetune.gpu.train import MANIFEST, BundleError, load_examples, read_manifest
+from finetune.training.encoding import encode_record
+from finetune.training.mixing import mix_records
+from finetune.training.tiny import build_tiny_model
 from route_graph import RouteConfig
 from route_graph.sql.opening import open_database
 from tests.fakes import make_concert_db
 from tests.test_finetune_synthesis import concert_examples
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "finetune" / "gpu_train.py"
+SCRIPT = REPO / "finetune" / "gpu" / "train.py"
 MIB = 1 << 20
 # The device has none of these: the training process must not need them.
 NOT_ON_THE_DEVICE = ("route_graph", "finetune", "langchain", "langchain_core", "langgraph", "datasets")
@@ -104,10 +104,10 @@ def _write_gguf(hf_dir: Path, path: Path) -> Path:
 
 
 def _device_run(bundle: Path, *args: str) -> subprocess.CompletedProcess:
-    """gpu_train.py in a fresh process where the packages the device lacks cannot be imported."""
+    """finetune/gpu/train.py in a fresh process where the packages the device lacks cannot be imported."""
     block = "; ".join(f"sys.modules[{name!r}] = None" for name in NOT_ON_THE_DEVICE)
     code = (
-        f"import runpy, sys; {block}; sys.path.insert(0, {str(SCRIPT.parent)!r}); "  # as `python3 finetune/gpu_train.py`
+        f"import runpy, sys; {block}; sys.path.insert(0, {str(SCRIPT.parent)!r}); "  # as `python3 finetune/gpu/train.py`
         f"sys.argv = {[str(SCRIPT), '--bundle', str(bundle), *args]!r}; "
         f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
     )

@@ -17,8 +17,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from finetune.encoding import IGNORE_INDEX, PadCollator
-from finetune.prefix_groups import PrefixGroupCollator, completion_loss_sum, group_by_prefix
+from finetune.training.encoding import IGNORE_INDEX, PadCollator
+from finetune.training.prefix_groups import (
+    PrefixGroupCollator,
+    completion_loss_sum,
+    group_by_prefix,
+)
 
 
 def _tiny_lora_model(seed: int = 0):

@@ -11,10 +11,11 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 import finetune
 from finetune.config import SynthConfig
-from finetune.sampling import SampleReport, sample_nc_records
+from finetune.data.sampling import SampleReport, sample_nc_records
 from route_graph import RouteConfig, prompts
 from route_graph.evaluation.datasets import Example
 from route_graph.sql.opening import open_database
+from route_graph.views import parsing
 from tests.fakes import make_concert_db
 
 PAIRS = {
@@ -48,7 +49,7 @@ def test_model_answers_become_labelled_nc_records(tmp_path: Path) -> None:
     assert by_id[0].variant == "model:correct" and by_id[0].answer == prompts.NC_CORRECT
     assert "SELECT COUNT(*) FROM singer WHERE country='France'" in by_id[0].prompt[-1]["content"]
     assert by_id[1].variant == "model:incorrect"  # ORDER BY matters: the youngest is not the oldest
-    assert prompts.parse_verdict(by_id[1].answer).sql == "SELECT name FROM singer ORDER BY age DESC LIMIT 1"
+    assert parsing.parse_verdict(by_id[1].answer).sql == "SELECT name FROM singer ORDER BY age DESC LIMIT 1"
     assert "Execution error:" in by_id[3].prompt[-1]["content"]  # a failing answer shows its error
     assert 2 not in by_id
 

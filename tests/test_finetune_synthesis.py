@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from finetune.config import SynthConfig
-from finetune.records import Record, read_jsonl, write_jsonl
-from finetune.synthesis import Synthesizer, SynthReport, gold_sql_of
+from finetune.data.records import Record, read_jsonl, write_jsonl
+from finetune.data.synthesis import Synthesizer, SynthReport, gold_sql_of
 from route_graph import RouteConfig, build_route_graph, prompts
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
@@ -20,7 +20,7 @@ from route_graph.rendering import recall_first_links
 from route_graph.sql.execute import execute_sql
 from route_graph.sql.opening import open_database
 from route_graph.sql.result import summarize_result
-from route_graph.views import full_schema_text, linked_schema_text
+from route_graph.views import ViewConfig, full_schema_text, linked_schema_text, parsing
 from tests.fakes import ScriptedChatModel, make_concert_db
 
 THREE_TABLES = (
@@ -54,7 +54,7 @@ def db(tmp_path: Path):
     return open_database(make_concert_db(tmp_path / "concert.sqlite"))
 
 
-def synthesize(db, cfg: SynthConfig | None = None, route: RouteConfig | None = None, seed: int = 0):
+def synthesize(db, cfg: SynthConfig | None = None, route: RouteConfig | ViewConfig | None = None, seed: int = 0):
     report = SynthReport()
     synth = Synthesizer(route or RouteConfig(), cfg or SynthConfig(), seed=seed)
     records = list(synth.run(concert_examples(), lambda _db_id: db, report))
@@ -87,7 +87,7 @@ def test_ts_targets_are_the_gold_and_execute(db) -> None:
         gold = gold_sql_of(example, SynthConfig())
         for variant in ("full_schema", "linked_schema"):
             record = by_example(records, "ts", variant)[example.id]
-            sql = prompts.parse_sql(record.answer)
+            sql = parsing.parse_sql(record.answer)
             assert sql == gold
             assert run_sql(db, sql).ok
             assert f"Question: {example.question}" in record.prompt[-1]["content"]
@@ -101,7 +101,7 @@ def test_ts_targets_use_table_names_for_aliases_with_the_same_result(db) -> None
     rewritten = 0
     for example in concert_examples():
         gold = gold_sql_of(example, SynthConfig())
-        sql = prompts.parse_sql(by_example(records, "ts", "full_schema")[example.id].answer)
+        sql = parsing.parse_sql(by_example(records, "ts", "full_schema")[example.id].answer)
         assert run_sql(db, sql).rows == run_sql(db, gold).rows
         if " AS T" in gold:
             assert " AS T" not in sql and "T1." not in sql
@@ -110,7 +110,7 @@ def test_ts_targets_use_table_names_for_aliases_with_the_same_result(db) -> None
             assert sql == gold
     assert rewritten >= 2 and report.to_dict()["targets_qualified_with_table_names"] == rewritten
     wembley = next(e for e in concert_examples() if "Wembley" in e.gold_sql)
-    assert prompts.parse_sql(by_example(records, "ts", "linked_schema")[wembley.id].answer) == (
+    assert parsing.parse_sql(by_example(records, "ts", "linked_schema")[wembley.id].answer) == (
         "SELECT concert.concert_name FROM concert JOIN stadium ON concert.stadium_id = stadium.stadium_id "
         "WHERE stadium.name = 'Wembley'"
     )
@@ -139,7 +139,7 @@ def test_sl_targets_match_links_from_sql_and_parse_back(db) -> None:
         links = with_join_keys(db.schema, links_from_sql(gold, db.schema, "sqlite"))
         assert sl[example.id].answer == prompts.sl_completion(links)
         # What the graph does with the answer gives the links back unchanged.
-        parsed, dropped = validate_links(prompts.parse_links(sl[example.id].answer), db.schema)
+        parsed, dropped = validate_links(parsing.parse_links(sl[example.id].answer), db.schema)
         assert parsed == links and not dropped
     assert json.loads(sl[4].answer) == {
         "singer": ["singer_id", "name"],
@@ -160,7 +160,7 @@ def test_sl_all_columns_keeps_every_column_of_the_linked_tables(db) -> None:
 
 def test_nc_records_verified_by_execution_and_balanced(db) -> None:
     records, report = synthesize(db)
-    targets = {i: prompts.parse_sql(r.answer) for i, r in by_example(records, "ts", "full_schema").items()}
+    targets = {i: parsing.parse_sql(r.answer) for i, r in by_example(records, "ts", "full_schema").items()}
     nc = [r for r in records if r.task == "nc"]
     incorrect = [r for r in nc if r.variant != "correct"]
     assert abs(len(incorrect) - len(nc) / 2) <= 1, report.by_variant
@@ -174,7 +174,7 @@ def test_nc_records_verified_by_execution_and_balanced(db) -> None:
         feedback = summarize_result(result, max_rows=RouteConfig().feedback_rows, value_chars=RouteConfig().feedback_value_chars)
         assert f"Execution result:\n{feedback}\n" in text
         same = results_match(gold_result.rows, result.rows, order_matters=gold_order_matters(gold))
-        verdict = prompts.parse_verdict(record.answer, candidate)
+        verdict = parsing.parse_verdict(record.answer, candidate)
         if record.variant == "correct":
             assert record.answer == prompts.NC_CORRECT and verdict.correct is True
             assert result.ok and same
@@ -194,13 +194,13 @@ def test_nc_incorrect_ratio_is_configurable(db) -> None:
 
 def test_cw_completions_start_with_the_prefix_and_are_the_gold(db) -> None:
     records, report = synthesize(db)
-    targets = {i: prompts.parse_sql(r.answer) for i, r in by_example(records, "ts", "full_schema").items()}
+    targets = {i: parsing.parse_sql(r.answer) for i, r in by_example(records, "ts", "full_schema").items()}
     cw = [r for r in records if r.task == "cw"]
     assert {r.variant for r in cw} == {"bare_prefix", "clause_prefix"}, report.by_variant
     for record in cw:
         text = record.prompt[-1]["content"]
         prefix = text.split("answers the question:\n", 1)[1].split(" ...\n", 1)[0]
-        sql = prompts.parse_sql(record.answer)
+        sql = parsing.parse_sql(record.answer)
         assert sql.startswith(prefix), (prefix, sql)
         assert sql.lower() == targets[record.example_id].lower()  # every task teaches one target text
         assert run_sql(db, sql).ok
@@ -212,7 +212,7 @@ def test_cw_all_bare_when_ratio_is_one(db) -> None:
     records, _ = synthesize(db, SynthConfig(cw_bare_prefix_ratio=1.0))
     assert {r.variant for r in records if r.task == "cw"} == {"bare_prefix"}
     lower = by_example(records, "cw")[7]
-    assert prompts.parse_sql(lower.answer).startswith("SELECT count(*) from singer")  # prefix case kept
+    assert parsing.parse_sql(lower.answer).startswith("SELECT count(*) from singer")  # prefix case kept
 
 
 def test_task_subset_and_failing_gold_skipped(db) -> None:
@@ -311,7 +311,7 @@ def test_few_shot_style_follows_the_route_config(db) -> None:
 
 
 def test_value_retrieval_reaches_the_records_as_the_graph_shows_it(db) -> None:
-    route = RouteConfig(value_retrieval=True)
+    route = ViewConfig(value_retrieval=True)  # the graph's value_retrieval extra
     records, _ = synthesize(db, SynthConfig(extra_table_prob=0.0), route=route)
     france = by_example(records, "ts", "full_schema")[0].prompt[-1]["content"]
     assert "-- singer.country: 'France'" in france

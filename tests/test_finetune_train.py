@@ -16,12 +16,12 @@ pytest.importorskip("peft")
 
 from finetune.cli import main
 from finetune.config import SynthConfig, TrainConfig
-from finetune.encoding import IGNORE_INDEX, PadCollator, encode_record
-from finetune.export import check_adapter, merge_adapter
-from finetune.records import Record, write_jsonl
-from finetune.synthesis import Synthesizer, SynthReport
-from finetune.tiny import build_tiny_model
-from finetune.train import train
+from finetune.data.records import Record, write_jsonl
+from finetune.data.synthesis import Synthesizer, SynthReport
+from finetune.training.encoding import IGNORE_INDEX, PadCollator, encode_record
+from finetune.training.export import check_adapter, merge_adapter
+from finetune.training.tiny import build_tiny_model
+from finetune.training.train import train
 from route_graph import RouteConfig
 from route_graph.errors import ConfigError
 from route_graph.sql.opening import open_database
@@ -236,7 +236,7 @@ def test_a_phase_starts_from_a_committed_adapter_and_checks_its_data(tiny: Path,
 def test_a_finished_phase_is_committed_in_bf16_and_the_next_phase_starts_from_it(tiny: Path, records_path: Path, workdir: Path) -> None:
     from safetensors import safe_open
 
-    from finetune.phases import commit_phase
+    from finetune.training.phases import commit_phase
 
     common = {"base_model": str(tiny), "learning_rate": 1e-2, "warmup_steps": 0, "max_records": 8,
               "task_ratios": {"ts": 1}, "lora_top_layers": 1, "resume": None}

@@ -23,7 +23,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import BaseModel, PrivateAttr
 
 from route_graph import build_route_graph
-from route_graph.nodes import NO_SQL_ERROR
+from route_graph.graph.pipeline import NO_SQL_ERROR
 from tests.fakes import ScriptedChatModel, make_concert_db, task_of
 
 CASES = 1_000

@@ -297,6 +297,32 @@ def test_mermaid_shows_nodes_and_conditional_edges(db_path: Path) -> None:
         assert edge in mermaid, mermaid
 
 
+def test_stages_names_every_node_once(db_path: Path) -> None:
+    """``STAGES`` is the one list of node ids: the compiled graph has exactly its nodes (those of
+    no extra in its order, the extras' when they are built in), and every router can only go to
+    one of them."""
+    from typing import Literal, get_args, get_origin, get_type_hints
+
+    from route_graph.graph.extras import EXTRAS
+    from route_graph.graph.routes import Routes
+    from route_graph.graph.stages import CORE_STAGES, STAGE_ALIASES, STAGES
+
+    graph = build_route_graph(ScriptedChatModel(scripts={}), db_path)
+    assert [n for n in graph.get_graph().nodes if not n.startswith("__")] == [s.node for s in CORE_STAGES]
+    nodes = [s.node for s in STAGES]
+    every = build_route_graph(ScriptedChatModel(scripts={}), db_path, extras=list(EXTRAS))
+    assert sorted(n for n in every.get_graph().nodes if not n.startswith("__")) == sorted(nodes)
+    assert len(set(nodes)) == len(nodes)
+    assert STAGE_ALIASES == ("sl", "nc", "cw", "rescue")
+
+    def literals(tp: object) -> list[object]:
+        return list(get_args(tp)) if get_origin(tp) is Literal else [v for a in get_args(tp) for v in literals(a)]
+
+    for name in [n for n in vars(Routes) if n.startswith("route")]:
+        targets = literals(get_type_hints(getattr(Routes, name))["return"])
+        assert targets and set(targets) <= set(nodes), (name, targets)
+
+
 def test_hint_reaches_every_prompt(db_path: Path) -> None:
     llm = ScriptedChatModel(
         scripts={"sl": ['{"singer": ["name"]}'], "ts": [fence(SQL_FRENCH)] * 2, "nc": ["The SQL is correct."]}
@@ -319,9 +345,9 @@ class ContinuingChatModel(ScriptedChatModel):
 
 
 def test_answers_are_prefilled_and_joined(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import route_graph.nodes as nodes
+    from route_graph.graph import calls
 
-    monkeypatch.setattr(nodes, "continuing_model", lambda llm: llm if isinstance(llm, ContinuingChatModel) else None)
+    monkeypatch.setattr(calls, "continuing_model", lambda llm: llm if isinstance(llm, ContinuingChatModel) else None)
     llm = ContinuingChatModel(
         scripts={
             "sl": ['"singer": ["name", "country"]}'],  # continues "{"
@@ -339,9 +365,9 @@ def test_answers_are_prefilled_and_joined(db_path: Path, monkeypatch: pytest.Mon
 
 
 def test_prefill_can_be_switched_off(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import route_graph.nodes as nodes
+    from route_graph.graph import calls
 
-    monkeypatch.setattr(nodes, "continuing_model", lambda llm: llm)
+    monkeypatch.setattr(calls, "continuing_model", lambda llm: llm)
     out, llm = run(
         db_path,
         {"sl": ['{"singer": ["name"]}'], "ts": [fence("SELECT name FROM singer"), fence(SQL_FRENCH)]},

@@ -1,14 +1,15 @@
 """The package's layering, enforced on its imports (read with ``ast``, nothing is imported).
 
-    faces (cli, studio) -> graph (graph, nodes, state, context, chat) -> views (route_graph/views,
-    prompts, rendering, linking, values, results, repair) -> sql (route_graph/sql, sql_bounds, errors)
-    models (models, engines, adapters) and finetune sit beside the graph; finetune imports no graph
-    module.
+    faces (cli, studio) -> graph (route_graph/graph: stages, state, context, chat, build) -> views
+    (route_graph/views, prompts, rendering, linking, values, results, repair) -> sql (route_graph/sql,
+    sql_bounds, errors)
+    models (route_graph/models: spec, weights cache, adapters, engines) and finetune sit beside the
+    graph; finetune imports no graph module. model_capabilities (what a provider supports) sits below
+    both the graph and models, which use it.
 
 A lower layer never imports a higher one, so each can be read, tested and reused alone: the SQL
 layer knows no prompt and no graph setting, and the graph runs any LangChain chat model without
-knowing how ours are loaded. ``chat.py`` holds the conversation helpers the graph's nodes use
-(question intake, rewrite, reply); it is graph-level until the graph package gives it a module.
+knowing how ours are loaded.
 Imports under ``if TYPE_CHECKING:`` are annotations only and are not counted as dependencies,
 except where a rule says so.
 """
@@ -16,6 +17,8 @@ except where a rule says so.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +28,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 FACES = ("route_graph.cli", "route_graph.studio")
-GRAPH = ("route_graph.graph", "route_graph.nodes", "route_graph.state", "route_graph.context", "route_graph.chat")
+GRAPH = ("route_graph.graph",)
 VIEWS = (
     "route_graph.views", "route_graph.prompts", "route_graph.rendering", "route_graph.linking", "route_graph.values",
     "route_graph.results", "route_graph.repair",
 )
 SQL_LAYER = ("route_graph.sql", "route_graph.sql_bounds", "route_graph.errors")
-MODELS = ("route_graph.models", "route_graph.engines", "route_graph.adapters")
+MODELS = ("route_graph.models",)
+#: What the graph may ask of any chat model (prefill, JSON schema, failures): used by the graph and
+#: by models, so it imports neither, nor anything above the SQL layer.
+CAPABILITIES = ("route_graph.model_capabilities",)
 #: Old module paths kept as re-exports for users' code; nothing in the repository imports them.
 COMPAT_SHIMS = ("route_graph.execution", "route_graph.database")
 #: (importing module, imported module) pairs allowed against a rule, each with its reason.
@@ -157,6 +163,16 @@ def test_the_graph_never_imports_models_or_engines() -> None:
     assert not found, "\n".join(found)
 
 
+def test_model_capabilities_import_only_errors() -> None:
+    """The graph degrades a provider's features with it: it must not pull in how our models load."""
+    outside = [
+        f"{i.source} (line {i.line}) imports {i.target}"
+        for i in IMPORTS
+        if _within(i.source, CAPABILITIES) and not _within(i.target, ("route_graph.errors",))
+    ]
+    assert not outside, "\n".join(outside)
+
+
 def test_the_graph_never_imports_the_faces() -> None:
     assert not _violations(GRAPH, FACES), _violations(GRAPH, FACES)
 
@@ -188,11 +204,41 @@ def test_finetune_imports_no_graph_module() -> None:
     assert not found, "\n".join(found)
 
 
+def test_loading_finetune_loads_no_graph_module() -> None:
+    """Also through a package's ``__init__`` (the direct-import check cannot see those): training
+    reads datasets and metrics from ``route_graph.evaluation``, whose runner builds graphs."""
+    code = (
+        "import sys, pkgutil, importlib, finetune\n"
+        "for m in pkgutil.walk_packages(finetune.__path__, 'finetune.'):\n"
+        "    if m.name != 'finetune.gpu.train': importlib.import_module(m.name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('route_graph.graph')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_finetune_data_then_training_then_gpu() -> None:
+    """Records are made without training code and trained without the GPU path; the device script
+    (finetune/gpu/train.py) runs where neither route_graph nor finetune is installed."""
+    forbidden = {
+        "finetune.data": ("finetune.training", "finetune.gpu", "finetune.pipeline", "finetune.cli"),
+        "finetune.training": ("finetune.gpu", "finetune.pipeline", "finetune.cli"),
+        "finetune.gpu.train": ("route_graph", "finetune"),
+    }
+    found = [
+        f"{i.source} (line {i.line}) imports {i.target}"
+        for source, targets in forbidden.items()
+        for i in IMPORTS
+        if _within(i.source, (source,)) and _within(i.target, targets)
+    ]
+    assert not found, "\n".join(found)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("from route_graph import prompts", [("route_graph.prompts", False)]),
-        ("from route_graph import RouteConfig", [("route_graph.context", False)]),
+        ("from route_graph import RouteConfig", [("route_graph.graph.context", False)]),
         ("def f():\n    from route_graph.sql.schema import Table", [("route_graph.sql.schema", False)]),
         ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import route_graph.models", [("route_graph.models", True)]),
         ("import json\nfrom sqlglot import exp", []),
@@ -203,5 +249,5 @@ def test_imports_are_resolved(text: str, expected: list[tuple[str, bool]]) -> No
 
 
 def test_a_violation_is_caught() -> None:
-    bad = list(imports_of("route_graph.sql.guard", "from route_graph.prompts import parse_sql"))
+    bad = list(imports_of("route_graph.sql.guard", "from route_graph.views.parsing import parse_sql"))
     assert bad and not _within(bad[0].target, SQL_LAYER)

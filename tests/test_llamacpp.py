@@ -17,17 +17,18 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from route_graph import prompts
-from route_graph._cache import QWEN_CHATML_TEMPLATE
-from route_graph.engines import llamacpp_chat
-from route_graph.engines.llamacpp_chat import (
+from route_graph.errors import ModelError
+from route_graph.model_capabilities import continuing_model
+from route_graph.models import choose_backend
+from route_graph.models.cache import QWEN_CHATML_TEMPLATE
+from route_graph.models.engines import llamacpp_chat
+from route_graph.models.engines.llamacpp_chat import (
     LlamaCppChatModel,
     _PrefixLRU,
     rebuild_hint,
     render_chat,
 )
-from route_graph.errors import ModelError
-from route_graph.model_capabilities import continuing_model, parse_model_spec
-from route_graph.models import choose_backend
+from route_graph.models.spec import parse_model_spec
 from route_graph.rendering import render_ddl
 
 # --------------------------------------------------------------------------- chat rendering
@@ -133,6 +134,19 @@ def fake_llama(monkeypatch, tmp_path: Path):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
     return gguf
+
+
+def test_a_gguf_without_a_chat_template_gets_qwens(fake_llama):
+    """The fallback template comes from the offline weights cache (route_graph.models.cache)."""
+
+    class NoTemplate(FakeLlama):
+        def __init__(self, model_path: str, n_ctx: int, **kwargs):
+            super().__init__(model_path, n_ctx, **kwargs)
+            self.metadata = {}
+
+    sys.modules["llama_cpp"].Llama = NoTemplate
+    llm = LlamaCppChatModel(model_path=str(fake_llama), prefix_cache_mb=0)
+    assert llm.engine().template == QWEN_CHATML_TEMPLATE
 
 
 def test_reply_stops_after_the_closed_fence_and_reports_usage(fake_llama):
@@ -363,8 +377,8 @@ def test_answer_prefill_ends_on_a_token_boundary_of_the_target(task, prefix, tar
     boundary it was trained on. A bare '{' failed this for SL ('{"' is one token) and cost the
     MSFT v3 model its schema links (benchmarks/HISTORY.md)."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="CI installs llama-cpp-python with the [local] extra")
-    from route_graph._cache import ensure_offline_gguf
-    from route_graph.model_capabilities import DEFAULT_MODEL
+    from route_graph.models.cache import ensure_offline_gguf
+    from route_graph.models.spec import DEFAULT_MODEL
 
     vocab = llama_cpp.Llama(model_path=str(ensure_offline_gguf(DEFAULT_MODEL)), vocab_only=True, verbose=False)
 

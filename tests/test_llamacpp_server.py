@@ -26,7 +26,7 @@ NAME = "qwen"
 @pytest.fixture(scope="module")
 def llamacpp_spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("llama_cpp.server", reason="the dev extra installs llama-cpp-python[server]")
-    from route_graph._cache import ensure_offline_gguf
+    from route_graph.models.cache import ensure_offline_gguf
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from route_graph.errors import ModelError
-from route_graph.model_capabilities import parse_model_spec
+from route_graph.models.spec import parse_model_spec
 
 
 def test_spec_reads_an_adapter_scale() -> None:
@@ -20,7 +20,7 @@ def test_spec_reads_an_adapter_scale() -> None:
 
 
 def test_lora_scale_reaches_the_llama_cpp_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from route_graph.engines import llamacpp_chat
+    from route_graph.models.engines import llamacpp_chat
 
     seen: list[tuple[Any, ...]] = []
 

@@ -326,9 +326,9 @@ def finetune_exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
         filter_examples,
         write_jsonl,
     )
-    from finetune.export import check_adapter, merge_adapter
+    from finetune.training.export import check_adapter, merge_adapter
     from finetune.pipeline import DatabasePool
-    from finetune.train import train
+    from finetune.training.train import train
     from route_graph.evaluation import load_dataset
 
     data = shared_data_dir()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.phases import MAX_PHASE_BYTES
+from finetune.training.phases import MAX_PHASE_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = sorted(p for p in (ROOT / "finetune" / "phases").glob("*") if p.is_dir())

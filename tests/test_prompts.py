@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from route_graph import prompts
+from route_graph.views import parsing
 
 
 @pytest.mark.parametrize(
@@ -23,7 +24,7 @@ from route_graph import prompts
     ],
 )
 def test_parse_sql(text: str, expected: str | None) -> None:
-    assert prompts.parse_sql(text) == expected
+    assert parsing.parse_sql(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -45,7 +46,7 @@ def test_parse_sql(text: str, expected: str | None) -> None:
     ],
 )
 def test_parse_links(text: str, expected: dict) -> None:
-    assert prompts.parse_links(text) == expected
+    assert parsing.parse_links(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -76,20 +77,20 @@ def test_parse_links(text: str, expected: dict) -> None:
     ],
 )
 def test_parse_verdict(text: str, correct: bool | None, sql: str | None) -> None:
-    verdict = prompts.parse_verdict(text, original_sql="SELECT a FROM t")
+    verdict = parsing.parse_verdict(text, original_sql="SELECT a FROM t")
     assert (verdict.correct, verdict.sql) == (correct, sql)
 
 
 def test_completions_parse_back() -> None:
     """Training targets are exactly what the inference parsers read."""
     sql = "SELECT name FROM singer WHERE age > 30"
-    assert prompts.parse_sql(prompts.ts_completion(sql + ";")) == sql
-    assert prompts.parse_sql(prompts.cw_completion(sql)) == sql
-    assert prompts.parse_links(prompts.sl_completion({"singer": ["name", "age"]})) == {"singer": ["name", "age"]}
-    assert prompts.parse_verdict(prompts.nc_completion(True), sql) == prompts.Verdict(True, None)
-    wrong = prompts.parse_verdict(prompts.nc_completion(False, sql), "SELECT name FROM singer")
-    assert wrong == prompts.Verdict(False, sql)
-    assert prompts.parse_sql(prompts.nc_repair_completion(sql + ";")) == sql
+    assert parsing.parse_sql(prompts.ts_completion(sql + ";")) == sql
+    assert parsing.parse_sql(prompts.cw_completion(sql)) == sql
+    assert parsing.parse_links(prompts.sl_completion({"singer": ["name", "age"]})) == {"singer": ["name", "age"]}
+    assert parsing.parse_verdict(prompts.nc_completion(True), sql) == parsing.Verdict(True, None)
+    wrong = parsing.parse_verdict(prompts.nc_completion(False, sql), "SELECT name FROM singer")
+    assert wrong == parsing.Verdict(False, sql)
+    assert parsing.parse_sql(prompts.nc_repair_completion(sql + ";")) == sql
     with pytest.raises(ValueError):
         prompts.nc_completion(False)
 
@@ -117,7 +118,7 @@ def test_nc_verdict_prompt_is_neutral_and_its_examples_balanced() -> None:
     instruction = msgs[-1]["content"]
     # The "correct" reply is not the first one offered.
     assert instruction.index(prompts.NC_INCORRECT) < instruction.index(prompts.NC_CORRECT)
-    answers = [prompts.parse_verdict(m["content"]).correct for m in msgs if m["role"] == "assistant"]
+    answers = [parsing.parse_verdict(m["content"]).correct for m in msgs if m["role"] == "assistant"]
     assert sorted(answers) == [False, True]
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from route_graph import open_database
-from route_graph.context import RouteConfig
 from route_graph.errors import ConfigError
+from route_graph.graph.context import RouteConfig
 from route_graph.rendering import (
     estimate_tokens,
     render_ddl,

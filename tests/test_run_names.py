@@ -16,7 +16,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.checkpoint.memory import InMemorySaver
 
 from route_graph import RouteConfig, build_route_graph
-from route_graph.nodes import MODEL_CALL_NAMES, RUN_TAG
+from route_graph.graph.calls import MODEL_CALL_NAMES, RUN_TAG
 from tests.fakes import ScriptedChatModel, make_concert_db, task_of
 
 SQL_FRENCH = "SELECT name FROM singer WHERE country = 'France'"

@@ -19,6 +19,7 @@ from route_graph.sql_bounds import (
     check_sql_bounds,
     nesting_depth,
 )
+from route_graph.views import parsing
 from tests.fakes import make_concert_db
 
 NESTED_PARENS = "SELECT " + "(" * 3_000 + "1" + ")" * 3_000
@@ -105,16 +106,16 @@ def test_statement_kind_is_named_after_comments() -> None:
     ids=["words", "one-word", "braces", "fences", "numbers"],
 )
 def test_huge_answers_parse_in_linear_time(text: str) -> None:
-    links = prompts.parse_links(text)
+    links = parsing.parse_links(text)
     assert all(isinstance(t, str) and isinstance(c, list) for t, c in links.items())
-    assert prompts.parse_sql(text) is None
-    assert prompts.parse_verdict(text).sql is None
+    assert parsing.parse_sql(text) is None
+    assert parsing.parse_verdict(text).sql is None
 
 
 def test_dotted_pairs_keep_their_meaning() -> None:
     # The table is the run of words before the dot (as the regex this scanner replaced read it).
     text = "Use singer.name, concert.year; Player Attributes.id, 1.5, a.b.c " + "x " * 100_000 + ", stadium.capacity"
-    assert prompts.parse_links(text) == {
+    assert parsing.parse_links(text) == {
         "Use singer": ["name"],
         "concert": ["year"],
         "Player Attributes": ["id"],
@@ -138,7 +139,7 @@ def test_answer_text_from_any_content(content: object, text: str) -> None:
 
 
 def test_links_from_json_escapes_are_valid_utf8() -> None:
-    links = prompts.parse_links('{"singer\\ud800": ["name\\udfff", ["nested"], 3]}')
+    links = parsing.parse_links('{"singer\\ud800": ["name\\udfff", ["nested"], 3]}')
     assert links == {"singer?": ["name?", "3"]}
     for name in [*links, *links["singer?"]]:
         name.encode("utf-8")  # raises on a lone surrogate

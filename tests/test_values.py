@@ -11,6 +11,7 @@ import pytest
 
 from route_graph import RouteConfig, build_route_graph, prompts
 from route_graph import values as V
+from route_graph.graph.extras import ValueRetrieval as V_EXTRA
 from route_graph.sql.opening import open_database
 from tests.fakes import ScriptedChatModel, make_concert_db
 
@@ -185,9 +186,9 @@ def test_prompt_shows_values_after_the_schema() -> None:
 
 
 # ------------------------------------------------------------------------------ graph
-def _run(db_path: Path, scripts: dict[str, list[str]], config: RouteConfig):
+def _run(db_path: Path, scripts: dict[str, list[str]], config: RouteConfig, extras: tuple = ("value_retrieval",)):
     llm = ScriptedChatModel(scripts=scripts)
-    out = build_route_graph(llm, db_path, config).invoke({"question": "Which singers are from france?"})
+    out = build_route_graph(llm, db_path, config, extras=extras).invoke({"question": "Which singers are from france?"})
     assert all(not lines for lines in llm.scripts.values()), llm.scripts
     return out, llm
 
@@ -200,29 +201,30 @@ def test_graph_shows_values_in_every_sql_prompt_and_trace(db_path: Path) -> None
             "ts": [fence("SELECT name FROM singer"), fence("SELECT name FROM singer WHERE country = 'Spain'")],
             "nc_repair": [fence(SQL_FRENCH)],
         },
-        RouteConfig(value_retrieval=True, continuation_writing=False, vote=False),
+        RouteConfig(continuation_writing=False, vote=False),
     )
     line = "-- singer.country: 'France'"
     assert {task for task, _ in llm.calls} == {"sl", "ts", "nc_repair"}
     assert all(line in prompt for _, prompt in llm.calls)
-    link = next(e for e in out["trace"] if e["stage"] == "schema_link")
-    assert link["value_matches"][0] == {
+    assert [e["stage"] for e in out["trace"]][:2] == ["retrieve_values", "schema_link"]  # once, first
+    found = out["trace"][0]
+    assert found["value_matches"][0] == {
         "table": "singer", "column": "country", "value": "France", "score": 100.0, "phrase": "france"
     }
-    assert "value_error" not in link
-    assert "value_matches" not in next(e for e in out["trace"] if e["stage"] == "generate")  # once per question
+    assert "value_error" not in found
     assert out["sql"] == SQL_FRENCH
 
 
-def test_graph_without_schema_linking_retrieves_in_generate(db_path: Path) -> None:
+def test_graph_without_schema_linking_shows_values_to_generate(db_path: Path) -> None:
     out, llm = _run(
         db_path,
         {"ts": [fence(SQL_FRENCH)]},
-        RouteConfig(value_retrieval=True, schema_linking=False, noise_correction=False, continuation_writing=False),
+        RouteConfig(schema_linking=False, noise_correction=False, continuation_writing=False),
+        (V_EXTRA(limit=1),),
     )
     assert "-- singer.country: 'France'" in llm.calls[0][1]
-    gen = next(e for e in out["trace"] if e["stage"] == "generate")
-    assert gen["value_matches"][0]["value"] == "France"
+    assert [e["stage"] for e in out["trace"]] == ["retrieve_values", "generate", "finalize"]
+    assert [m["value"] for m in out["trace"][0]["value_matches"]] == ["France"]
 
 
 def test_graph_off_by_default_sends_no_values(db_path: Path) -> None:
@@ -230,9 +232,10 @@ def test_graph_off_by_default_sends_no_values(db_path: Path) -> None:
         db_path,
         {"ts": [fence(SQL_FRENCH)]},
         RouteConfig(schema_linking=False, noise_correction=False, continuation_writing=False),
+        (),
     )
     assert prompts.VALUES_HEADER not in llm.calls[0][1]
-    assert "value_matches" not in out["trace"][0]
+    assert [e["stage"] for e in out["trace"]] == ["generate", "finalize"]
 
 
 def test_index_failure_is_recorded_not_raised(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -243,10 +246,10 @@ def test_index_failure_is_recorded_not_raised(db_path: Path, monkeypatch: pytest
     out, llm = _run(
         db_path,
         {"ts": [fence(SQL_FRENCH)]},
-        RouteConfig(value_retrieval=True, schema_linking=False, noise_correction=False, continuation_writing=False),
+        RouteConfig(schema_linking=False, noise_correction=False, continuation_writing=False),
     )
-    gen = next(e for e in out["trace"] if e["stage"] == "generate")
-    assert gen["value_matches"] == [] and gen["value_error"] == "OSError: disk on fire"
+    found = out["trace"][0]
+    assert found["value_matches"] == [] and found["value_error"] == "OSError: disk on fire"
     assert prompts.VALUES_HEADER not in llm.calls[0][1]
     assert out["sql"] == SQL_FRENCH
 
@@ -257,7 +260,8 @@ def test_new_question_in_a_thread_resets_the_matches(db_path: Path) -> None:
     llm = ScriptedChatModel(scripts={"ts": [fence(SQL_FRENCH), fence("SELECT name FROM singer")]})
     graph = build_route_graph(
         llm, db_path,
-        RouteConfig(value_retrieval=True, schema_linking=False, noise_correction=False, continuation_writing=False),
+        RouteConfig(schema_linking=False, noise_correction=False, continuation_writing=False),
+        extras=["value_retrieval"],
         checkpointer=InMemorySaver(),
     )
     thread = {"configurable": {"thread_id": "t"}}

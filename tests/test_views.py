@@ -16,9 +16,12 @@ from tests.fakes import make_concert_db
 
 
 def test_view_defaults_are_the_graph_defaults() -> None:
-    """A ViewConfig() renders what a default graph shows; every field is a RouteConfig field."""
+    """A ViewConfig() renders what a default graph shows; every field is a RouteConfig field, or
+    a setting of the value_retrieval extra under its former field name."""
+    from route_graph.graph.extras import former_values
+
     assert ViewConfig() == RouteConfig().view()
-    route_fields = {f.name: f.default for f in fields(RouteConfig)}
+    route_fields = {**{f.name: f.default for f in fields(RouteConfig)}, **former_values(())}
     for f in fields(ViewConfig):
         assert route_fields[f.name] == f.default, f.name
 

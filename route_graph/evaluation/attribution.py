@@ -22,12 +22,23 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from route_graph.evaluation.metrics import ExecutionScorer
+from route_graph.graph.stages import (
+    GENERATE,
+    RESCUE,
+    SCHEMA_LINK,
+    SELF_CONSISTENCY,
+    STAGE_ALIASES,
+)
+from route_graph.graph.stages import STAGES as GRAPH_STAGES
 from route_graph.linking import Links, links_from_sql, score_links
 from route_graph.sql.database import Database
 from route_graph.sql.schema import Schema
+
+if TYPE_CHECKING:
+    from route_graph.graph.state import TraceEntry
 
 __all__ = [
     "STAGES",
@@ -41,17 +52,15 @@ __all__ = [
     "stage_table",
 ]
 
-#: Answer checkpoints, in pipeline order ("final" = the graph's answer).
-STAGES: tuple[str, ...] = ("draft", "generate", "noise_correct", "continue_write", "rescue", "final")
-#: Trace entry name -> checkpoint it produces.
+#: Answer checkpoints, in pipeline order: the graph's ``sql_by_stage`` keys, then "final" (the answer).
+STAGES: tuple[str, ...] = (*(s.sql_key for s in GRAPH_STAGES if s.sql_key), "final")
+#: Trace entry name -> checkpoint it produces; the sampled generations (the self_consistency extra)
+#: join generate's.
 TRACE_STAGES: dict[str, str] = {
-    "schema_link": "draft",
-    "generate": "generate",
-    "self_consistency": "generate",  # the sampled generations (RouteConfig.self_consistency) join the vote
-    "noise_correct": "noise_correct",
-    "continue_write": "continue_write",
-    "rescue": "rescue",  # last resort when no candidate executes (RouteConfig.rescue)
+    s.node: s.sql_key or GENERATE.sql_key for s in GRAPH_STAGES if s.sql_key or s is SELF_CONSISTENCY
 }
+#: Trace stages whose proposal is taken only when it passes (``accepted``).
+_ACCEPTING = frozenset(s.node for s in GRAPH_STAGES if s.accepting)
 _COST_KEYS = ("llm_calls", "input_tokens", "output_tokens", "seconds")
 
 
@@ -83,7 +92,7 @@ def _cost(entries: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 def _predicted_links(output: Mapping[str, Any], schema: Schema) -> Links | None:
     """The reduced schema the generator saw; None when linking did not run. An empty link set
     means the graph fell back to the full schema, which is scored as such."""
-    if not any(e.get("stage") == "schema_link" for e in output.get("trace") or ()):
+    if not any(e.get("stage") == SCHEMA_LINK.node for e in output.get("trace") or ()):
         return None
     links = output.get("links") or {}
     if not links:
@@ -97,7 +106,7 @@ def question_attribution(output: Mapping[str, Any], scorer: ExecutionScorer, db:
     Scores every distinct SQL the run produced (stage SQLs and every proposal in the trace) with
     ``scorer``, scores the schema links against the gold query's, and sums the trace's costs.
     """
-    trace = list(output.get("trace") or [])
+    trace: list[TraceEntry] = list(output.get("trace") or [])
     stages = stage_sqls(output.get("sql_by_stage") or {}, output.get("sql"))
     candidates = list(stages.values()) + [e["proposed_sql"] for e in trace if e.get("proposed_sql") is not None]
     executions: dict[str, dict[str, Any]] = {}
@@ -189,7 +198,7 @@ def _scored(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _rescue_ran(records: Iterable[Mapping[str, Any]]) -> bool:
-    return any(e.get("stage") == "rescue" for r in records for e in r.get("trace") or ())
+    return any(e.get("stage") == RESCUE.node for r in records for e in r.get("trace") or ())
 
 
 def _has(record: Mapping[str, Any], stage: str) -> bool:
@@ -232,7 +241,7 @@ def stage_table(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 if e.get("stage") == trace_name and e.get("mode") != "skipped"  # nc_verdict off: no call
             ]
             ran = len(entries)
-            if trace_name in ("noise_correct", "continue_write", "rescue"):
+            if trace_name in _ACCEPTING:
                 accepted = sum(bool(e.get("accepted")) for e in entries)
         rows.append(
             {
@@ -281,7 +290,7 @@ def _ablation_plan(stages: Iterable[str], rescue: bool = False) -> list[tuple[st
 
 
 def _names(stages: set[str]) -> str:
-    return ",".join(s for s in ("sl", "nc", "cw", "rescue") if s in stages)
+    return ",".join(s for s in STAGE_ALIASES if s in stages)
 
 
 def ablation_rows(records: Sequence[Mapping[str, Any]], stages: Iterable[str] = ("sl", "nc", "cw")) -> list[dict[str, Any]]:

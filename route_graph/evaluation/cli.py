@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-style", choices=("zero_shot", "few_shot"), default="zero_shot",
                    help="few_shot adds a worked example (base models); zero_shot for fine-tuned ones")
     p.add_argument("--set", dest="config_overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="a RouteConfig field for this run, e.g. --set schema_format=compact "
-                   "--set value_retrieval=true (repeatable; applied after --stages)")
+                   help="a RouteConfig field for this run, e.g. --set schema_format=compact, or an "
+                   "extra's setting, which builds the extra in: --set value_retrieval=true, --set "
+                   "self_consistency=5 (repeatable; applied after --stages)")
     p.add_argument("--concurrency", type=int, default=1,
                    help="questions in flight; local models batch concurrent calls (default 1)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per scoring query (default 10)")

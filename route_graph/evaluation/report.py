@@ -489,8 +489,8 @@ def write_ci_plots(
 def model_label(spec: str | None) -> str:
     """A model spec as a reader knows it: the offline default -> 'Qwen2.5-Coder-0.5B-Instruct (offline default)',
     'openai:URL#NAME' -> NAME, a directory or file -> its name."""
-    from route_graph._cache import OFFLINE_MODELS
-    from route_graph.model_capabilities import DEFAULT_MODEL
+    from route_graph.models.cache import OFFLINE_MODELS
+    from route_graph.models.spec import DEFAULT_MODEL
 
     name = str(spec or "default")
     for prefix in ("llamacpp:", "transformers:", "hf:"):

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from route_graph.context import STAGE_NAMES, RouteConfig, parse_config_overrides
 from route_graph.errors import ConfigError, PromptTooLongError, RouteGraphError
 from route_graph.evaluation.attribution import question_attribution
 from route_graph.evaluation.datasets import Dataset, Example, load_dataset
@@ -38,11 +37,16 @@ from route_graph.evaluation.metrics import ExecutionScorer, ScoringOptions
 from route_graph.evaluation.report import write_report
 from route_graph.evaluation.summary import read_predictions, summarize
 from route_graph.graph import build_route_graph
+from route_graph.graph.context import STAGE_NAMES, RouteConfig
+from route_graph.graph.extras import Extra, former_values, parse_overrides
+from route_graph.graph.stages import FINALIZE
 from route_graph.sql.database import Database
 from route_graph.sql.opening import open_database
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
+
+    from route_graph.graph.state import TraceEntry
 
 __all__ = ["PREDICTIONS", "REPORT", "RUN_FILE", "SUMMARY", "EvalSettings", "RunResult", "run_eval"]
 
@@ -76,7 +80,8 @@ class EvalSettings:
     float_decimals: int = 6
     ves_repeats: int | None = None  # None = 10 for BIRD-format data, 0 (off) otherwise
     prompt_style: Literal["zero_shot", "few_shot"] = "zero_shot"
-    # RouteConfig fields as FIELD=VALUE (``--set``), applied after --stages and --prompt-style.
+    # RouteConfig fields as FIELD=VALUE (``--set``), applied after --stages and --prompt-style; an
+    # extra's former field (self_consistency=5, value_retrieval=true) builds that extra in.
     config_overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -101,7 +106,11 @@ class EvalSettings:
     def route_config(self) -> RouteConfig:
         """The graph configuration of this run."""
         config = RouteConfig(prompt_style=self.prompt_style).with_stages(self.stages_effective)
-        return replace(config, **parse_config_overrides(self.config_overrides))
+        return replace(config, **parse_overrides(self.config_overrides)[0])
+
+    def extras(self) -> tuple[Extra, ...]:
+        """The extras this run builds into its graphs (``--set self_consistency=5`` and the like)."""
+        return parse_overrides(self.config_overrides)[1]
 
     def scoring(self, dataset: Dataset) -> ScoringOptions:
         """How answers are scored; 'auto' picks BIRD's rules (and VES) for BIRD-format data."""
@@ -130,7 +139,8 @@ class EvalSettings:
         out["dataset_format"] = dataset.format
         out["selected"] = len(dataset.examples)
         out["scoring"] = asdict(self.scoring(dataset))
-        out["route_config"] = asdict(self.route_config())
+        # With the extras' settings under their former field names, as runs recorded them before extras.
+        out["route_config"] = {**asdict(self.route_config()), **former_values(self.extras())}
         return out
 
 
@@ -288,8 +298,8 @@ def score_output(
         return record
     pred_sql = (output.get("sql") or "").strip()
     outcome = scorer.score(pred_sql)
-    trace = list(output.get("trace") or [])
-    final = next((e for e in trace if e.get("stage") == "finalize"), {})
+    trace: list[TraceEntry] = list(output.get("trace") or [])
+    final = next((e for e in trace if e.get("stage") == FINALIZE.node), {})
     record.update(
         pred_sql=pred_sql,
         winner=output.get("stage"),
@@ -378,6 +388,7 @@ def run_eval(
 
     options = settings.scoring(dataset)
     config = settings.route_config()
+    extras = settings.extras()
     graphs: dict[str, Any] = {}
     eval_dbs: dict[str, Database] = {}
     answered = 0
@@ -391,7 +402,7 @@ def run_eval(
 
     def graph_for(db_id: str) -> Any:
         if db_id not in graphs:
-            graphs[db_id] = build_route_graph(llm, dataset.db_path(db_id), config)
+            graphs[db_id] = build_route_graph(llm, dataset.db_path(db_id), config, extras=extras)
         return graphs[db_id]
 
     def submit(pool: cf.ThreadPoolExecutor, example: Example) -> cf.Future:

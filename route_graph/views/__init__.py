@@ -2,7 +2,7 @@
 
 ``ViewConfig`` holds the settings that decide it (``config``); ``stage_messages`` composes a
 stage's messages from the prompt text (``route_graph.prompts``) and the schema rendering
-(``route_graph.rendering``) (``stage``).
+(``route_graph.rendering``) (``stage``). ``parsing`` reads the model's answers.
 """
 
 from route_graph.views.config import ViewConfig

@@ -2,7 +2,9 @@
 
 Training must render exactly what inference shows, so ``finetune`` holds this small object
 instead of the graph's ``RouteConfig``; the graph hands its nodes ``RouteConfig.view()``. Each field
-means what the ``RouteConfig`` field of the same name means (its description is there).
+means what the ``RouteConfig`` field of the same name means (its description is there); the
+value-retrieval fields are the graph's ``value_retrieval`` extra's settings
+(``route_graph.graph.extras.ValueRetrieval``: ``limit``, ``threshold``).
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ class ViewConfig:
 
     @classmethod
     def of(cls, settings: Any) -> ViewConfig:
-        """``settings`` itself, or its fields of the same names (a ``RouteConfig``, say)."""
+        """``settings`` itself, or its fields of the same names (a ``RouteConfig``, say); a field it
+        does not have keeps its default (``RouteConfig`` has no value-retrieval fields)."""
         if isinstance(settings, cls):
             return settings
-        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)})
 
     def __post_init__(self) -> None:
         if self.prompt_style not in ("zero_shot", "few_shot"):

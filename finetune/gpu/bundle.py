@@ -2,11 +2,11 @@
 
 The remote machine (the ``run`` tool) has no network and no route_graph, and takes files only as
 git-ignored folders of at most 64 MiB per call, the working tree included. So everything that
-needs route_graph happens here: records are mixed and encoded by ``finetune.train``'s own
+needs route_graph happens here: records are mixed and encoded by ``finetune.training.train``'s own
 ``build_training_set`` (the tokenizer's chat template, completion-only labels), so the GPU trains
 on exactly the prompts inference sends, and only token ids travel. The bundle (``.gpu_bundle/``)::
 
-    meta/manifest.json   hyper-parameters (TrainConfig, LoRA as finetune.train.lora_config builds
+    meta/manifest.json   hyper-parameters (TrainConfig, LoRA as finetune.training.train.lora_config builds
                          it), base model, sha256 and size of every file, which folder holds what
     meta/pylib/          the pure-python gguf package (+ dist-info): transformers reads GGUF with it
     data-NN/shard-NN.npz encoded examples: int32 ids, uint8 loss mask, offsets, task codes
@@ -14,11 +14,11 @@ on exactly the prompts inference sends, and only token ids travel. The bundle (`
     tokenizer/           stays here: collect_adapter puts it next to the adapter
 
 Each top-level folder except ``tokenizer/`` is one carry unit; ``send_plan`` packs units into
-``run`` calls under the size limit, and ``finetune/gpu_train.py`` trains from them there.
+``run`` calls under the size limit, and ``finetune/gpu/train.py`` trains from them there.
 
-    python -m finetune.gpu_bundle build --config configs/msft_spider_cpu_v2.json
-    python -m finetune.gpu_bundle plan
-    python -m finetune.gpu_bundle collect /work/.device/... outputs/gpu/adapter
+    python -m finetune.gpu.bundle build --config configs/msft_spider_cpu_v2.json
+    python -m finetune.gpu.bundle plan
+    python -m finetune.gpu.bundle collect /work/.device/... outputs/gpu/adapter
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from finetune.config import TrainConfig, load_config
-from finetune.gpu_train import (
+from finetune.data.records import Record
+from finetune.gpu.train import (
     ADAPTER_MANIFEST,
     ADAPTER_WEIGHTS,
     MANIFEST,
@@ -49,7 +50,6 @@ from finetune.gpu_train import (
     join_parts,
     sha256_file,
 )
-from finetune.records import Record
 from route_graph.errors import ConfigError, ModelError, RouteGraphError
 
 __all__ = [
@@ -72,7 +72,7 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class _Base:
-    spec: str  # what the adapter records as its base (what train.py would record)
+    spec: str  # what the adapter records as its base (what finetune.training.train would record)
     kind: str  # "gguf" or "hf_dir"
     path: Path  # the .gguf file or the HF directory
     tokenizer_dir: Path  # where the tokenizer (with chat template) and config.json are
@@ -81,7 +81,7 @@ class _Base:
 def _resolve_base(spec: str | None, tokenizer: str | os.PathLike[str] | None) -> _Base:
     """Offline names travel as their GGUF (1/2.6 of the bf16 weights); HF dirs as a tar; a .gguf
     file as it is (its tokenizer then comes from ``tokenizer``)."""
-    from finetune.train import resolve_base_model
+    from finetune.training.train import resolve_base_model
     from route_graph.models import parse_model_spec
 
     path = Path(spec).expanduser() if spec else None
@@ -90,9 +90,9 @@ def _resolve_base(spec: str | None, tokenizer: str | os.PathLike[str] | None) ->
             raise ConfigError("A .gguf base needs --tokenizer DIR (an HF tokenizer with its chat template).")
         return _Base(str(path.resolve()), "gguf", path.resolve(), Path(tokenizer))
     parsed = parse_model_spec(spec)
-    local = Path(resolve_base_model(spec))  # the dir train.py tokenizes with (a stat once converted)
+    local = Path(resolve_base_model(spec))  # the dir finetune.training.train tokenizes with (a stat once converted)
     if parsed.kind == "offline":
-        from route_graph._cache import ensure_offline_gguf
+        from route_graph.models.cache import ensure_offline_gguf
 
         return _Base(str(local), "gguf", ensure_offline_gguf(parsed.target), Path(tokenizer or local))
     if parsed.kind == "path":
@@ -104,15 +104,16 @@ def _num_layers(base: _Base) -> int:
     config = base.tokenizer_dir / "config.json"
     if config.is_file():
         return int(json.loads(config.read_text(encoding="utf-8"))["num_hidden_layers"])
-    from route_graph.adapters import gguf_architecture  # a bare .gguf: its header only
+    # a bare .gguf: its header only
+    from route_graph.models.adapters import gguf_architecture
 
     return gguf_architecture(base.path)[1]
 
 
 def _lora_fields(cfg: TrainConfig, num_layers: int) -> dict[str, Any]:
-    """The LoraConfig ``finetune.train.lora_config`` builds, as the few JSON fields it sets (a
+    """The LoraConfig ``finetune.training.train.lora_config`` builds, as the few JSON fields it sets (a
     peft version on the device that lacks some newer field still reads these)."""
-    from finetune.train import lora_config
+    from finetune.training.train import lora_config
 
     lora = lora_config(cfg, num_layers)
     targets = lora.target_modules
@@ -144,7 +145,7 @@ def _chunk_file(source: Path, root: Path, chunk_bytes: int, files: dict[str, dic
 
 def _write_shards(rows: Sequence[dict[str, Any]], tasks: list[str], root: Path, shard_bytes: int, files: dict[str, dict[str, Any]], units: dict[str, list[str]]) -> list[str]:
     """Rows as .npz shards (ids + loss mask). Labels are the ids where the mask is set, which
-    ``finetune.encoding`` guarantees; checked here so a future encoding change cannot slip by."""
+    ``finetune.training.encoding`` guarantees; checked here so a future encoding change cannot slip by."""
     groups: list[list[dict[str, Any]]] = [[]]
     size = 0
     for row in rows:
@@ -211,7 +212,7 @@ def build_bundle(
     """
     from transformers import AutoTokenizer
 
-    from finetune.train import build_training_set, load_records
+    from finetune.training.train import build_training_set, load_records
 
     cfg = cfg or TrainConfig()
     if cfg.method != "lora":
@@ -226,7 +227,7 @@ def build_bundle(
     tok = AutoTokenizer.from_pretrained(str(base.tokenizer_dir))
     if not getattr(tok, "chat_template", None):
         raise ModelError(f"The tokenizer in {base.tokenizer_dir} has no chat template; MSFT trains chat models.")
-    if tok.pad_token_id is None:  # as finetune.train does
+    if tok.pad_token_id is None:  # as finetune.training.train does
         tok.pad_token = tok.eos_token
     rows, mix = build_training_set(load_records(records), tok, cfg)
     if not rows:
@@ -338,8 +339,8 @@ def send_plan(
             calls.append([unit])
         else:
             fit.append(unit)
-    check = f"python3 finetune/gpu_train.py --bundle {rel} --check"
-    train = f"PYTHONUNBUFFERED=1 python3 finetune/gpu_train.py --bundle {rel} --out \"$OUT\" --minutes {minutes:g}"
+    check = f"python3 finetune/gpu/train.py --bundle {rel} --check"
+    train = f"PYTHONUNBUFFERED=1 python3 finetune/gpu/train.py --bundle {rel} --out \"$OUT\" --minutes {minutes:g}"
     out = []
     for i, units in enumerate(calls):
         last = i == len(calls) - 1
@@ -357,7 +358,7 @@ def collect_adapter(files_dir: str | os.PathLike[str], out: str | os.PathLike[st
     """Join the adapter parts the device wrote to ``$OUT`` (each part and the whole checked
     against ``adapter_manifest.json``) into a PEFT adapter directory, with the bundle's tokenizer
     and the device's train_summary.json beside it. ``load_chat_model("BASE+OUT")`` loads it."""
-    from route_graph.adapters import adapter_config
+    from route_graph.models.adapters import adapter_config
 
     src, dest = Path(files_dir), Path(out)
     record_path = src / ADAPTER_MANIFEST
@@ -382,7 +383,7 @@ def collect_adapter(files_dir: str | os.PathLike[str], out: str | os.PathLike[st
 
 # ------------------------------------------------------------------------------------------ CLI
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m finetune.gpu_bundle", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m finetune.gpu.bundle", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="Encode the run's records and pack the base model.")
     build.add_argument("--config", help="Run config (configs/msft_*.json); its train section is used.")
@@ -415,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i, call in enumerate(send_plan(args.bundle, minutes=args.minutes), start=1):
                 print(json.dumps({"call": i, "carry": call.carry, "command": call.command, "timeout_s": call.timeout_s,
                                   "carried_mib": round(call.carried_bytes / MIB, 1)}))
-            print(json.dumps({"then": f"python -m finetune.gpu_bundle collect FILES_AT OUTPUT_DIR --bundle {args.bundle}",
+            print(json.dumps({"then": f"python -m finetune.gpu.bundle collect FILES_AT OUTPUT_DIR --bundle {args.bundle}",
                               "note": "send the calls back to back: the machine keeps carried folders only while warm"}))
         else:
             print(collect_adapter(args.files_dir, args.out, bundle=args.bundle))

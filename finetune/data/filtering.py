@@ -21,13 +21,12 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from finetune.config import FilterConfig
-from route_graph import prompts
 from route_graph.errors import DatabaseError
 from route_graph.evaluation.datasets import Example
 from route_graph.linking import links_from_sql
 from route_graph.sql.database import Database
 from route_graph.sql.execute import execute_sql
-from route_graph.views import ViewConfig, execution_feedback, stage_messages
+from route_graph.views import ViewConfig, execution_feedback, parsing, stage_messages
 
 __all__ = ["Dropped", "FilterReport", "check_gold", "filter_examples", "judge_pairs", "write_filtered_split"]
 
@@ -133,7 +132,7 @@ def judge_pairs(
             batch.append(stage_messages("nc", example.question, db, view, sql=example.gold_sql, feedback=feedback, hint=example.hint))
         answers = llm.batch(batch)
         for example, answer in zip(chunk, answers):
-            verdict = prompts.parse_verdict(str(answer.content), example.gold_sql)
+            verdict = parsing.parse_verdict(str(answer.content), example.gold_sql)
             if verdict.correct is False:
                 detail = f"judge proposed: {verdict.sql}" if verdict.sql else "judge said incorrect"
                 dropped.append(Dropped(example.id, example.db_id, "judge_incorrect", detail, example.question, example.gold_sql))

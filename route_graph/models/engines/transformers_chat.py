@@ -39,8 +39,8 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list, get_executor_for_config
 from pydantic import ConfigDict, Field
 
-from ..errors import ModelError
-from .chat_common import (
+from route_graph.errors import ModelError
+from route_graph.models.engines.chat_common import (
     answer_is_complete,
     conversation,
     cut_at_stop,
@@ -233,7 +233,7 @@ class _Engine:
                 f"Local models need the local extra ({exc.name} is missing): "
                 "pip install torch==2.13.0 'route-graph[transformers]'"
             ) from exc
-        from .._cache import _dtype_kwarg
+        from route_graph.models.cache import _dtype_kwarg
 
         env_threads = os.environ.get("ROUTE_GRAPH_THREADS", "").strip()
         if not num_threads and env_threads.isdigit() and int(env_threads) > 0:

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finetune.config import SynthConfig
-from finetune.corruption import corrupt_sql, render_sql
-from finetune.records import Record
-from finetune.sqltext import (
+from finetune.data.corruption import corrupt_sql, render_sql
+from finetune.data.records import Record
+from finetune.data.sqltext import (
     clause_boundaries,
     cut_prefix,
     normalize_sql,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from finetune.records import Record
+from finetune.data.records import Record
 from route_graph.errors import ConfigError
 
 __all__ = ["MixReport", "mix_records", "task_quotas"]

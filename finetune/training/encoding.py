@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from finetune.records import Record
+from finetune.data.records import Record
 
 __all__ = ["IGNORE_INDEX", "Encoded", "PadCollator", "encode_record"]
 

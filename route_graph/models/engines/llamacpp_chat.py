@@ -31,8 +31,13 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
-from ..errors import ModelError, PromptTooLongError
-from .chat_common import answer_is_complete, available_cpus, conversation, cut_at_stop
+from route_graph.errors import ModelError, PromptTooLongError
+from route_graph.models.engines.chat_common import (
+    answer_is_complete,
+    available_cpus,
+    conversation,
+    cut_at_stop,
+)
 
 __all__ = ["LlamaCppChatModel", "PrefixStats", "llamacpp_available", "rebuild_hint", "render_chat"]
 
@@ -244,7 +249,7 @@ class _LlamaEngine:
         meta = self.llm.metadata
         self.template = meta.get("tokenizer.chat_template")
         if not self.template:
-            from .._cache import QWEN_CHATML_TEMPLATE
+            from route_graph.models.cache import QWEN_CHATML_TEMPLATE
 
             self.template = QWEN_CHATML_TEMPLATE
         self.eos = {int(self.llm.token_eos())}
@@ -423,7 +428,7 @@ class LlamaCppChatModel(BaseChatModel):
 
     model_path: str = Field(description="A GGUF model file.")
     lora_path: str | None = Field(
-        default=None, description="A LoRA adapter GGUF applied on top (route_graph.adapters.lora_gguf)."
+        default=None, description="A LoRA adapter GGUF applied on top (route_graph.models.adapters.lora_gguf)."
     )
     lora_scale: float = Field(
         default=1.0, ge=0.0, le=4.0,

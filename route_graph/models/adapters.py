@@ -1,6 +1,6 @@
 """LoRA adapters on the local models: the ROUTE-tuned model is a base model plus an adapter.
 
-A spec ``BASE+ADAPTER`` (``model_capabilities``) runs a PEFT LoRA adapter directory (what
+A spec ``BASE+ADAPTER`` (``route_graph.models.spec``) runs a PEFT LoRA adapter directory (what
 ``finetune`` writes) on top of a base model, on either in-process engine:
 
 - **llama.cpp** applies the adapter at run time to the quantized base GGUF (``Llama(lora_path=)``),
@@ -22,7 +22,7 @@ import pathlib
 import shutil
 from typing import Any
 
-from .errors import ModelError
+from route_graph.errors import ModelError
 
 __all__ = ["adapter_config", "adapter_key", "lora_gguf", "merge_adapter", "merged_model_dir"]
 
@@ -126,7 +126,7 @@ def _write_lora_gguf(adapter_dir: pathlib.Path, config: dict[str, Any], base_ggu
 
 def lora_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.PathLike[str]) -> pathlib.Path:
     """The adapter as a LoRA GGUF for llama.cpp (f16, like llama.cpp's converter), made once."""
-    from ._cache import _file_lock, model_cache_dir
+    from route_graph._cache import file_lock, model_cache_dir
 
     directory = pathlib.Path(adapter_dir).expanduser().resolve()
     config = adapter_config(directory)
@@ -136,7 +136,7 @@ def lora_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.PathLike[
     out = folder / "adapter.gguf"
     if out.is_file():
         return out
-    with _file_lock(folder / ".lock"):
+    with file_lock(folder / ".lock"):
         if not out.is_file():
             tmp = folder / "adapter.gguf.tmp"
             _write_lora_gguf(directory, config, base, tmp)
@@ -196,7 +196,7 @@ def merge_adapter(
 
 def merged_model_dir(adapter_dir: str | os.PathLike[str], base_dir: str | os.PathLike[str]) -> pathlib.Path:
     """``base_dir`` with the adapter merged in, as a model directory in the cache, made once."""
-    from ._cache import _file_lock, model_cache_dir
+    from route_graph._cache import file_lock, model_cache_dir
 
     directory = pathlib.Path(adapter_dir).expanduser().resolve()
     adapter_config(directory)
@@ -205,7 +205,7 @@ def merged_model_dir(adapter_dir: str | os.PathLike[str], base_dir: str | os.Pat
     out = folder / "merged"
     if (out / "route-finetune.json").is_file():
         return out
-    with _file_lock(folder / ".lock"):
+    with file_lock(folder / ".lock"):
         if not (out / "route-finetune.json").is_file():
             tmp = folder / "merged.tmp"
             shutil.rmtree(tmp, ignore_errors=True)

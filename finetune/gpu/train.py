@@ -1,13 +1,13 @@
 """Device side of the GPU path: LoRA training from a ``.gpu_bundle`` on a machine with no network.
 
 The machine has PyTorch, transformers and peft but neither route_graph nor its dependencies, and
-files reach it only as size-capped chunks (``finetune.gpu_bundle`` writes them). So this file
+files reach it only as size-capped chunks (``finetune.gpu.bundle`` writes them). So this file
 imports only the standard library, numpy, torch, transformers, peft and safetensors (plus the
 ``gguf`` package the bundle carries), and it trains on token ids encoded on the CPU by the same
-code ``finetune.train`` uses: nothing here renders a prompt.
+code ``finetune.training.train`` uses: nothing here renders a prompt.
 
-    python3 finetune/gpu_train.py --bundle .gpu_bundle --check            # what has arrived
-    python3 finetune/gpu_train.py --bundle .gpu_bundle --out "$OUT" --minutes 8
+    python3 finetune/gpu/train.py --bundle .gpu_bundle --check            # what has arrived
+    python3 finetune/gpu/train.py --bundle .gpu_bundle --out "$OUT" --minutes 8
 
 Training stops before the ``--minutes`` deadline (counted from start, loading included) with the
 adapter it has. ``--out`` receives the adapter as bf16 safetensors split into <= 15 MiB parts, an
@@ -255,7 +255,7 @@ def _load_model(base: Path, kind: str, dtype: Any) -> Any:
 
 
 def _completion_loss(model: Any, batch: dict[str, Any], keep_logits: bool, torch: Any) -> Any:
-    """Summed cross-entropy over completion tokens. Like ``finetune.prefix_groups.completion_loss_sum``
+    """Summed cross-entropy over completion tokens. Like ``finetune.training.prefix_groups.completion_loss_sum``
     (which the device cannot import), vocabulary logits are computed only where a completion token
     is predicted: projecting every prompt position onto 150k tokens is most of the memory."""
     targets = batch["labels"][:, 1:]
@@ -366,7 +366,7 @@ def train(bundle: str | os.PathLike[str], out: str | os.PathLike[str], minutes: 
             seen_examples += len(batch)
             seen_tokens += sum(len(examples[i].input_ids) for i in batch)
         seen_scored += scored
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)  # Trainer's default max_grad_norm, as finetune.train uses
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)  # Trainer's default max_grad_norm, as finetune.training.train uses
         lr = scheduler.get_last_lr()[0]  # the rate this step uses
         optimizer.step()
         scheduler.step()
@@ -438,8 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as a script, this file's folder (finetune/) is first on sys.path, and its siblings
-    # (config.py, encoding.py, train.py, ...) would shadow any top-level module of those names.
+    # Run as a script, this file's folder (finetune/gpu/) is first on sys.path, and its siblings
+    # (bundle.py, and this train.py) would shadow any top-level module of those names.
     here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     sys.exit(main())

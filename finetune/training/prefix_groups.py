@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from finetune.encoding import IGNORE_INDEX
+from finetune.training.encoding import IGNORE_INDEX
 
 __all__ = ["PrefixGroup", "PrefixGroupCollator", "completion_loss_sum", "group_by_prefix", "grouped_forward"]
 

@@ -1,6 +1,6 @@
 """Export: merge a LoRA adapter into a standalone model directory, or check an adapter for vLLM.
 
-``merge_adapter`` lives in ``route_graph.adapters`` (the model factory merges adapters too).
+``merge_adapter`` lives in ``route_graph.models.adapters`` (the model factory merges adapters too).
 
 The merged directory is a plain Hugging Face model (safetensors, config, tokenizer with its chat
 template, generation config): ``route_graph.models.load_chat_model(path)`` loads it and
@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from route_graph.adapters import adapter_config, merge_adapter
 from route_graph.errors import ConfigError, ModelError
+from route_graph.models.adapters import adapter_config, merge_adapter
 
 __all__ = ["VLLM_MAX_LORA_RANK", "check_adapter", "copy_adapter", "merge_adapter"]
 

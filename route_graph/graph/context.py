@@ -1,4 +1,4 @@
-"""Every knob of the MCP pipeline in one dataclass (LangGraph ``context_schema``; Studio shows it).
+"""Every per-run knob of the MCP pipeline in one dataclass (LangGraph ``context_schema``; Studio shows it).
 
 Defaults follow the ROUTE reference on Spider: 3 sample rows when linking on the full schema,
 10 when generating on the reduced one, a 5 s execution timeout, near-greedy decoding (decoding
@@ -9,30 +9,61 @@ A per-run ``context`` overrides only the fields it names: LangGraph turns a cont
 ``RouteConfig(**dict)``, and every ``RouteConfig`` remembers which fields its constructor was given
 (``named_fields``), so ``context={"noise_correction": False}`` and
 ``context=RouteConfig(noise_correction=False)`` both keep the build-time config's other fields.
+
+Options that add nodes and state (self-consistency, value retrieval) are not fields here: they are
+build-time extras (``route_graph.graph.extras``). Their former field names (``MOVED_TO_EXTRAS``)
+raise a ``ConfigError`` that says so. What the options kept off were measured to give is in
+``benchmarks/RESULTS.md`` (``MEASURED``), not in the field descriptions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from route_graph.errors import ConfigError, InputError
+from route_graph.graph.stages import STAGE_ALIASES, STAGES
 
 if TYPE_CHECKING:
     from route_graph.views.config import ViewConfig
 
-__all__ = ["MAX_SELF_CONSISTENCY", "STAGE_NAMES", "PromptStyle", "RouteConfig", "parse_config_overrides"]
+__all__ = [
+    "MAX_SELF_CONSISTENCY", "MEASURED", "MOVED_TO_EXTRAS", "STAGE_NAMES", "PromptStyle", "RouteConfig",
+    "parse_config_overrides",
+]
 
 PromptStyle = Literal["zero_shot", "few_shot"]
-#: Most self-consistency samples per question: each is one more model call.
+#: Most sampled model calls per question of one kind (self-consistency samples, rescue repairs).
 MAX_SELF_CONSISTENCY = 16
-#: The stages ``with_stages`` (and ``--stages``) can name, in pipeline order.
-STAGE_NAMES: tuple[str, ...] = ("sl", "nc", "cw", "rescue")
+#: Where the options kept off by default have their measurements.
+MEASURED = "benchmarks/RESULTS.md#options-measured-not-to-pay-kept-off"
+#: Former fields, now settings of a build-time extra (``route_graph.graph.extras``): field -> extra.
+MOVED_TO_EXTRAS: dict[str, str] = {
+    "self_consistency": "self_consistency",
+    "value_retrieval": "value_retrieval",
+    "value_match_limit": "value_retrieval",
+    "value_match_threshold": "value_retrieval",
+}
+#: The stages ``with_stages`` (and ``--stages``) can name, in pipeline order (``stages.STAGES``).
+STAGE_NAMES: tuple[str, ...] = STAGE_ALIASES
 
 
 def _describe(text: str, default: Any) -> Any:
     return field(default=default, metadata={"description": text})
+
+
+def _moved(names: Collection[str]) -> ConfigError | None:
+    """The error for a former field that is now an extra's setting (None if ``names`` holds none)."""
+    name = next((n for n in names if n in MOVED_TO_EXTRAS), None)
+    if name is None:
+        return None
+    extra = MOVED_TO_EXTRAS[name]
+    return ConfigError(
+        f"RouteConfig.{name} is now a setting of the build-time extra {extra!r}: "
+        f"build_route_graph(llm, db, extras=[{extra!r}]) (see route_graph.graph.extras; route-sql "
+        f"still takes --set {name}=...)."
+    )
 
 
 @dataclass(frozen=True)
@@ -52,16 +83,13 @@ class RouteConfig:
         "Schema linking errs toward recall, as the ROUTE reference does: tables the question names and "
         "junction tables between linked tables are added, and linked tables keep all their columns "
         "when the full schema fits schema_token_budget. Off (default): the tables/columns the model "
-        "and its draft named, keys kept. Measured with the untuned 0.5B (benchmarks/HISTORY.md): strict "
-        "column recall 75% -> 97%, but no EX gain (the small model is not helped by more columns).",
+        f"and its draft named, keys kept. Measured: {MEASURED}.",
         False,
     )
     link_sample_rows: int = _describe(
-        "Sample rows per table in prompts on the full schema (linking, NC, draft SQL, CW, rescue). "
-        "These prompts are ~2.6 of every question's ~3.6 calls, so this decides most prompt tokens. "
-        "Measured with the 0.5B (benchmarks/HISTORY.md): 0 here and generate_sample_rows=5 cut prompt "
-        "tokens per question 47% and full-MCP EX by 1.5 points (CI -4.5..+1.2), the draft by 4.5 "
-        "(significant), so 3 stays the default.",
+        "Sample rows per table in prompts on the full schema (linking, NC, draft SQL, CW, rescue): "
+        "most of a question's prompt tokens. 0 here and generate_sample_rows=5 suit a small context. "
+        f"Measured: {MEASURED}.",
         3,
     )
     generate_sample_rows: int = _describe(
@@ -69,9 +97,8 @@ class RouteConfig:
     )
     schema_format: Literal["ddl", "compact"] = _describe(
         "How prompts show the schema: 'ddl' (CREATE TABLE + sample-row blocks, the ROUTE reference) "
-        "or 'compact' (one line per table with a few sample values; ~40% fewer schema tokens, for small "
-        "contexts). Measured with the 0.5B (benchmarks/HISTORY.md): compact cut prompt tokens per "
-        "question only 11% and its drafts executed less often (70% vs 83%, 57 paired questions), so 'ddl' is the default.",
+        "or 'compact' (one line per table with a few sample values: fewer schema tokens). "
+        f"Measured: {MEASURED}.",
         "ddl",
     )
     schema_token_budget: int = _describe(
@@ -113,9 +140,8 @@ class RouteConfig:
     )
     nc_verdict: bool = _describe(
         "Noise correction also asks for a verdict on SQL that executes and returns rows (ROUTE's NC "
-        "verdict, which MSFT trains; turn it on for a fine-tuned model). Off (default): only failing, "
-        "empty or NULL SQL is repaired (nc_repair). Measured with the untuned 0.5B: 213 verdicts on 269 "
-        "questions fixed 0 and broke 0, at ~27% of the time per question.",
+        "verdict, which MSFT trains: for a fine-tuned model). Off (default): only failing, empty or "
+        f"NULL SQL is repaired (nc_repair). Measured: {MEASURED}.",
         False,
     )
     requalify_columns: bool = _describe(
@@ -173,27 +199,9 @@ class RouteConfig:
         "Add a one-sentence natural-language answer from the result to the chat reply (one more model call).",
         False,
     )
-    value_retrieval: bool = _describe(
-        "Match phrases of the question and hint against the database's text values (an index built once "
-        "per database and cached, see route_graph.values) and show the matches after the schema in every "
-        "SQL-writing prompt as table.column: 'value'.",
-        False,
-    )
-    value_match_limit: int = _describe("Most retrieved values shown in a prompt (value_retrieval).", 8)
-    value_match_threshold: float = _describe(
-        "Least rapidfuzz ratio (0-100, lowercased text) for a fuzzy value match; exact matches always count.",
-        85.0,
-    )
-    self_consistency: int = _describe(
-        "Self-consistency: after generate, draw this many extra SQL samples from generate's prompt at "
-        "sample_temperature (concurrently: one LangGraph Send each), execute them and let them join the "
-        "finalize vote, so the result most candidates agree on wins. K more model calls per question; "
-        f"needs vote (no samples without it). 0 (default) = off; at most {MAX_SELF_CONSISTENCY}.",
-        0,
-    )
     sample_temperature: float = _describe(
-        "Sampling temperature of the self_consistency samples and the rescue repairs (> 0). A model "
-        "that ignores a per-call temperature gives greedy duplicates.",
+        "Sampling temperature of the rescue repairs and of the self-consistency samples (the "
+        "self_consistency extra) (> 0). A model that ignores a per-call temperature gives greedy duplicates.",
         0.7,
     )
     rescue: bool = _describe(
@@ -232,6 +240,9 @@ class RouteConfig:
                 )
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        moved = _moved(kwargs)
+        if moved is not None:  # before the dataclass's "unexpected keyword argument"
+            raise moved
         # Remember the fields the caller named, so a per-run context overrides only those.
         self = super().__new__(cls)
         named = [f.name for f in fields(cls)][: len(args)] + list(kwargs)
@@ -258,6 +269,9 @@ class RouteConfig:
             )
         if not values:
             return self
+        moved = _moved(values)
+        if moved is not None:
+            raise moved
         unknown = sorted(set(values) - {f.name for f in fields(self)})
         if unknown:
             raise ConfigError(
@@ -269,7 +283,7 @@ class RouteConfig:
     def __post_init__(self) -> None:
         for name in (
             "link_sample_rows", "generate_sample_rows", "feedback_rows", "difficulty_threshold",
-            "history_messages", "reply_rows", "value_match_limit", "max_question_chars", "max_hint_chars",
+            "history_messages", "reply_rows", "max_question_chars", "max_hint_chars",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"RouteConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
@@ -284,11 +298,6 @@ class RouteConfig:
         if self.schema_token_budget < 0:
             raise ConfigError(
                 f"RouteConfig.schema_token_budget must be >= 0 (0 = no limit), got {self.schema_token_budget!r}."
-            )
-        if not 0 <= self.self_consistency <= MAX_SELF_CONSISTENCY:
-            raise ConfigError(
-                f"RouteConfig.self_consistency must be 0 (off) to {MAX_SELF_CONSISTENCY} samples, "
-                f"got {self.self_consistency!r}."
             )
         if not 0 <= self.rescue_samples <= MAX_SELF_CONSISTENCY:
             raise ConfigError(
@@ -310,13 +319,7 @@ class RouteConfig:
         unknown = names - set(STAGE_NAMES)
         if unknown:
             raise ConfigError(f"Unknown stage(s) {sorted(unknown)}; use a subset of {','.join(STAGE_NAMES)}.")
-        return replace(
-            self,
-            schema_linking="sl" in names,
-            noise_correction="nc" in names,
-            continuation_writing="cw" in names,
-            rescue="rescue" in names,
-        )
+        return replace(self, **{s.switch: s.alias in names for s in STAGES if s.alias and s.switch})
 
     def view(self) -> ViewConfig:
         """The fields that decide what the model sees (``route_graph.views``), as ``finetune`` holds them."""
@@ -335,18 +338,23 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def parse_config_overrides(pairs: Iterable[str]) -> dict[str, Any]:
-    """``["value_retrieval=true", "schema_format=compact"]`` -> typed ``RouteConfig`` fields.
+def parse_config_overrides(pairs: Iterable[str], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``["nc_verdict=true", "schema_format=compact"]`` -> typed ``RouteConfig`` fields.
 
     The command-line form of a per-run context (``route-sql eval --set``): each value is read as
-    its field's type (the default's type: bool, int, float or str).
+    its field's type (the default's type: bool, int, float or str). ``defaults`` (name -> default)
+    reads other settings alike (``extras.parse_overrides``: the extras' former fields).
     """
-    defaults = {f.name: f.default for f in fields(RouteConfig)}
+    if defaults is None:
+        defaults = {f.name: f.default for f in fields(RouteConfig)}
     values: dict[str, Any] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         name, text = name.strip(), text.strip()
         if not sep or name not in defaults:
+            moved = _moved([name])
+            if moved is not None:
+                raise moved
             raise ConfigError(
                 f"--set {pair!r}: expected FIELD=VALUE with a RouteConfig field; known fields: {', '.join(defaults)}."
             )
