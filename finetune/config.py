@@ -125,7 +125,8 @@ class TrainConfig:
     )
     task_ratios: dict[str, float] | None = _describe(
         "Relative share of each task in the training mix, e.g. {'ts': 2, 'sl': 1}; tasks left "
-        "out are not trained on. None: records as synthesized.",
+        "out are not trained on. A key 'task/variant' (e.g. 'ts/full_schema', 'ts/linked_schema') "
+        "draws that variant from its own pool (a replay share). None: records as synthesized.",
         None,
     )
     max_records: int | None = _describe("Training records after mixing (None: as many as the ratios allow).", None)
@@ -336,9 +337,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if unknown_tasks:
         raise ConfigError(f"synth.tasks: unknown task(s) {sorted(unknown_tasks)}; use {list(TASKS)}.")
     if config.train.task_ratios is not None:
-        bad = set(config.train.task_ratios) - set(TASKS)
+        bad = {key for key in config.train.task_ratios if key.split("/", 1)[0] not in TASKS}
         if bad or any(v < 0 for v in config.train.task_ratios.values()):
-            raise ConfigError(f"train.task_ratios: use non-negative weights for {list(TASKS)}, got {config.train.task_ratios}.")
+            raise ConfigError(f"train.task_ratios: use non-negative weights for {list(TASKS)} (or 'task/variant', e.g. 'ts/full_schema'), got {config.train.task_ratios}.")
     if config.train.method == "lora" and not 1 <= config.train.lora_r <= 64:
         raise ConfigError(f"train.lora_r must be in 1..64 (vLLM's default limit is 16), got {config.train.lora_r}.")
     return config

@@ -106,6 +106,26 @@ def test_phase_slices_split_one_task_without_overlap() -> None:
         mix_records(records, {"ts": 1}, None, keep, seed=3, skip=30)
 
 
+
+def test_variant_keys_replay_one_view_without_moving_the_other_slice() -> None:
+    """'ts/full_schema' draws from its own pool; the linked pool keeps the order a linked-only phase saw."""
+    linked = [Record.of("ts", "db", i, "linked_schema", [{"role": "user", "content": f"l{i}"}], "x") for i in range(20)]
+    full = [Record.of("ts", "db", i, "full_schema", [{"role": "user", "content": f"f{i}"}], "x") for i in range(20)]
+    keep = lambda r: r.example_id
+    phase_a, _ = mix_records(linked, {"ts": 1}, 8, keep, seed=1)  # a linked-only phase (no full view synthesized)
+    both = [r for pair in zip(full, linked) for r in pair]  # synthesis with both views interleaves them
+    phase_b, report = mix_records(both, {"ts/linked_schema": 4, "ts/full_schema": 1}, 10, keep, seed=1, skip=8)
+    assert report.quota == {"ts/full_schema": 2, "ts/linked_schema": 8}
+    new_linked = {r.example_id for r, _ in phase_b if r.variant == "linked_schema"}
+    assert len(new_linked) == 8 and not new_linked & {r.example_id for r, _ in phase_a}
+    assert sum(r.variant == "full_schema" for r, _ in phase_b) == 2
+    # a plain 'ts' key pools both variants, as before
+    _, pooled = mix_records(both, {"ts": 1}, 10, keep, seed=1)
+    assert pooled.available == {"ts": 40}
+    with pytest.raises(ConfigError, match="task/variant"):
+        load_config(None, ['train.task_ratios={"sql/x": 1}'])
+
+
 # -------------------------------------------------------------------------------------- CLI
 @pytest.fixture()
 def spider_dir(tmp_path: Path) -> Path:

@@ -4,6 +4,10 @@ Paper Table 3 compares multitask data with text-to-SQL-only data at the same bud
 matter of ``task_ratios`` (``{"ts": 1}`` vs all four) and ``max_records``. Quotas are computed
 from the ratios; each task's records are shuffled (seeded) and taken in order, skipping the ones
 the encoder rejects (too long), and repeated only when a ratio asks for more than exist.
+
+A ratio key is a task (``"ts"``) or a task and variant (``"ts/full_schema"``): the latter draws
+that variant's records from their own pool, so that a phase can replay a share of the view an
+earlier phase trained on (issue 26's phase 2: the linked view plus ~20% of the full view).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, TypeVar
 from finetune.data.records import Record
 from route_graph.errors import ConfigError
 
-__all__ = ["MixReport", "mix_records", "task_quotas"]
+__all__ = ["MixReport", "mix_key", "mix_records", "task_quotas"]
 
 T = TypeVar("T")
 
@@ -33,6 +37,12 @@ class MixReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: dict(sorted(v.items())) for k, v in self.__dict__.items()}
+
+
+def mix_key(record: Record, ratios: dict[str, float] | None) -> str:
+    """The pool a record is drawn from: ``task/variant`` when the ratios name it, else its task."""
+    keyed = f"{record.task}/{record.variant}"
+    return keyed if ratios is not None and keyed in ratios else record.task
 
 
 def task_quotas(
@@ -81,7 +91,7 @@ def mix_records(
     """
     by_task: dict[str, list[Record]] = {}
     for record in records:
-        by_task.setdefault(record.task, []).append(record)
+        by_task.setdefault(mix_key(record, ratios), []).append(record)
     if skip:
         for task, pool in by_task.items():
             random.Random(seed).shuffle(pool)
