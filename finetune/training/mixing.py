@@ -4,6 +4,10 @@ Paper Table 3 compares multitask data with text-to-SQL-only data at the same bud
 matter of ``task_ratios`` (``{"ts": 1}`` vs all four) and ``max_records``. Quotas are computed
 from the ratios; each task's records are shuffled (seeded) and taken in order, skipping the ones
 the encoder rejects (too long), and repeated only when a ratio asks for more than exist.
+
+A ratio's key is a task (``"nc"``) or a task and a variant (``"nc/model_incorrect"``): a record
+whose ``task/variant`` is a key goes to that pool, any other to its task's pool. So one phase can
+weigh mined NC records (``finetune.data.mining``) apart from the synthesized ones.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, TypeVar
 from finetune.data.records import Record
 from route_graph.errors import ConfigError
 
-__all__ = ["MixReport", "mix_records", "task_quotas"]
+__all__ = ["MixReport", "mix_key", "mix_records", "task_quotas"]
 
 T = TypeVar("T")
 
@@ -33,6 +37,15 @@ class MixReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: dict(sorted(v.items())) for k, v in self.__dict__.items()}
+
+
+def mix_key(record: Record, ratios: dict[str, float] | None) -> str:
+    """The pool ``record`` is drawn from: its ``task/variant`` where ``ratios`` names that, else its task."""
+    if ratios:
+        specific = f"{record.task}/{record.variant}"
+        if specific in ratios:
+            return specific
+    return record.task
 
 
 def task_quotas(
@@ -81,7 +94,7 @@ def mix_records(
     """
     by_task: dict[str, list[Record]] = {}
     for record in records:
-        by_task.setdefault(record.task, []).append(record)
+        by_task.setdefault(mix_key(record, ratios), []).append(record)
     if skip:
         for task, pool in by_task.items():
             random.Random(seed).shuffle(pool)
