@@ -5,7 +5,7 @@ composition the graph's stages call, and uses route_graph's linking and executio
 fine-tuned model sees exactly the text MCP shows it. finetune never imports a graph module (the
 graph's nodes, state, context or ``RouteConfig``; tests/test_layering.py enforces it).
 
-Layout: ``data/`` (filtering, synthesis, corruption, sampling: the records), ``training/``
+Layout: ``data/`` (filtering, synthesis, corruption, sampling, mining: the records), ``training/``
 (encoding, mixing, train, checkpoints, phases, export), ``gpu/`` (training on a remote GPU machine
 without network access); ``config`` (every knob, one file per run), ``pipeline`` (the resumable
 run) and ``cli`` (``route-finetune``) at the top. Heavy dependencies (torch, transformers, peft,

@@ -1,4 +1,4 @@
-"""``route-finetune``: filter | synth | train | export | run (all four, resumable).
+"""``route-finetune``: filter | synth | train | export | run (all four, resumable) | mine | phase.
 
 Every command reads the same configuration (``--config FILE``, JSON or YAML; see configs/) and
 ``--set section.field=value`` overrides; the dedicated flags below are shorthands for the most
@@ -9,6 +9,7 @@ used fields. Commands share one run directory (``--output-dir``), so they chain:
     route-finetune synth  --output-dir outputs/x --data train.json
     route-finetune train  --output-dir outputs/x --set train.max_steps=300
     route-finetune export --output-dir outputs/x
+    route-finetune mine   --config configs/x.json --model SPEC --limit 20   # NC records from the model's SQL
     route-finetune phase  --config configs/phase1_ts_full.json --to finetune/phases/1-ts-full
 """
 
@@ -119,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--command-line", default=None, help="The command that trained it (recorded in PHASE.md).")
     p.add_argument("--notes", default="", help="A paragraph for PHASE.md: what this phase is in the plan.")
 
+    p = sub.add_parser(
+        "mine", help="NC records from a model's own SQL on the filtered split, labelled by execution (resumable)."
+    )
+    _common(p)
+    p.add_argument("--model", required=True, metavar="SPEC",
+                   help="Model spec (load_chat_model), e.g. 'qwen2.5-coder-0.5b+finetune/phases/2a-ts-linked-part1'.")
+    p.add_argument("--limit", type=int, dest="mine_limit", metavar="N", help="Mine N examples of the seeded order (default: all).")
+    p.add_argument("--skip", type=int, default=0, metavar="M", help="Skip the first M examples of the seeded order.")
+    p.add_argument("--batch-size", type=int, default=1, dest="mine_batch_size", metavar="B",
+                   help="Prompts per llm.batch (default 1; the transformers engine batches, llama.cpp does not).")
+    p.add_argument("--output", help="Records JSONL to append to (default OUTPUT_DIR/data/mined.jsonl).")
+
     p = sub.add_parser("run", help="filter -> synth -> train -> export; finished steps are reused (resumable).")
     _common(p)
     _data_flags(p)
@@ -175,11 +188,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "train":
         from finetune.training.train import train
 
-        records = args.records or [str(paths.records)]
+        records = pipeline.training_records(cfg, args.records or [paths.records])
         result = train(records, paths.train_dir, cfg.train)
         _print({"adapter_dir": result.adapter_dir, "model_dir": result.model_dir, "steps": result.steps,
                 "finished": result.finished, "train_loss": result.train_loss, "seconds": round(result.seconds, 1),
                 "summary": result.summary_path})
+        return 0
+    if args.command == "mine":
+        dataset, examples = pipeline.load_examples(cfg)
+        kept = pipeline.run_filter(cfg, dataset, examples, paths)  # the run's filter report, made if missing
+        output = Path(args.output) if args.output else paths.mined
+        summary = pipeline.run_mine(cfg, dataset, kept, args.model, output, limit=args.mine_limit, skip=args.skip,
+                                    batch_size=args.mine_batch_size)
+        _print(summary)
         return 0
     if args.command == "phase":
         from finetune.training.phases import commit_phase

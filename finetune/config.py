@@ -125,8 +125,15 @@ class TrainConfig:
     )
     task_ratios: dict[str, float] | None = _describe(
         "Relative share of each task in the training mix, e.g. {'ts': 2, 'sl': 1}; tasks left "
-        "out are not trained on. A key 'task/variant' (e.g. 'ts/full_schema', 'ts/linked_schema') "
-        "draws that variant from its own pool (a replay share). None: records as synthesized.",
+        "out are not trained on. A key may name a task's variant, e.g. 'nc/model_incorrect': those "
+        "records then form their own pool, apart from the task's other records. None: records as synthesized.",
+        None,
+    )
+    extra_records: list[str] | None = _describe(
+        "Record files (JSONL) added to the synthesized records before mixing, e.g. the NC records mined from "
+        "the model's own SQL (`route-finetune mine`: outputs/<run>/data/mined.jsonl), which synthesis cannot "
+        "make without a model. Paths relative to the working directory ($VARS and ~ expanded). Their "
+        "records are training rows, so they are in data_sha256; the paths are not in the run key.",
         None,
     )
     max_records: int | None = _describe("Training records after mixing (None: as many as the ratios allow).", None)
@@ -337,9 +344,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if unknown_tasks:
         raise ConfigError(f"synth.tasks: unknown task(s) {sorted(unknown_tasks)}; use {list(TASKS)}.")
     if config.train.task_ratios is not None:
-        bad = {key for key in config.train.task_ratios if key.split("/", 1)[0] not in TASKS}
+        bad = {k for k in config.train.task_ratios if k.split("/", 1)[0] not in TASKS or k.endswith("/")}
         if bad or any(v < 0 for v in config.train.task_ratios.values()):
-            raise ConfigError(f"train.task_ratios: use non-negative weights for {list(TASKS)} (or 'task/variant', e.g. 'ts/full_schema'), got {config.train.task_ratios}.")
+            raise ConfigError(
+                f"train.task_ratios: use non-negative weights keyed by a task of {list(TASKS)} or 'task/variant' "
+                f"(e.g. 'nc/model_incorrect'), got {config.train.task_ratios}."
+            )
     if config.train.method == "lora" and not 1 <= config.train.lora_r <= 64:
         raise ConfigError(f"train.lora_r must be in 1..64 (vLLM's default limit is 16), got {config.train.lora_r}.")
     return config

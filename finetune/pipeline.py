@@ -9,6 +9,8 @@ redoes it), and training resumes from its latest checkpoint, so an interrupted
     OUTPUT_DIR/filter/filtered.json       the split without the dropped pairs (same format)
     OUTPUT_DIR/data/records.jsonl         MSFT records (TRL prompt/completion)
     OUTPUT_DIR/data/synth_report.json     per-task counts, NC balance, skips
+    OUTPUT_DIR/data/mined.jsonl           NC records from a model's own SQL (``mine``, not a run step:
+                                          it needs a model; ``train.extra_records`` brings them in)
     OUTPUT_DIR/train/                     checkpoints/, adapter/ (or model/), logs, summary
     OUTPUT_DIR/merged/                    standalone model: load_chat_model(path), vllm serve path
 """
@@ -25,12 +27,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from finetune.config import RunConfig, config_to_dict
-from route_graph.errors import DataError
+from route_graph.errors import ConfigError, DataError
 from route_graph.evaluation.datasets import Dataset, Example, load_dataset
 from route_graph.sql.database import Database
 from route_graph.sql.opening import open_database
 
-__all__ = ["STEPS", "DatabasePool", "RunPaths", "default_split", "load_examples", "run_all", "run_export", "run_filter", "run_synth", "run_train"]
+__all__ = [
+    "STEPS", "DatabasePool", "RunPaths", "default_split", "load_examples", "run_all", "run_export", "run_filter",
+    "run_mine", "run_synth", "run_train", "training_records",
+]
 
 Step = Literal["filter", "synth", "train", "export"]
 STEPS: tuple[Step, ...] = ("filter", "synth", "train", "export")
@@ -57,6 +62,10 @@ class RunPaths:
     @property
     def synth_report(self) -> Path:
         return self.root / "data" / "synth_report.json"
+
+    @property
+    def mined(self) -> Path:
+        return self.root / "data" / "mined.jsonl"
 
     @property
     def train_dir(self) -> Path:
@@ -184,7 +193,20 @@ def _same_training(summary_path: Path, cfg: RunConfig) -> bool:
 
     done = json.loads(summary_path.read_text(encoding="utf-8")).get("config", {})
     wanted = asdict(cfg.train)
-    return all(done.get(k) == v for k, v in wanted.items() if k not in NOT_IN_KEY)
+    ignored = NOT_IN_KEY - {"extra_records"}  # other records added: other data, train again
+    return all(done.get(k) == v for k, v in wanted.items() if k not in ignored)
+
+
+def training_records(cfg: RunConfig, records: Sequence[str | Path]) -> list[Path]:
+    """``records`` plus the config's ``train.extra_records`` (e.g. mined NC records), each checked to exist."""
+    extra = [Path(os.path.expandvars(p)).expanduser() for p in cfg.train.extra_records or ()]
+    missing = [str(p) for p in extra if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"train.extra_records names {', '.join(missing)}, which does not exist; run `route-finetune mine` "
+            "first (it writes OUTPUT_DIR/data/mined.jsonl) or fix the path."
+        )
+    return [Path(p) for p in records] + extra
 
 
 def run_train(cfg: RunConfig, paths: RunPaths, *, force: bool = False) -> Path | None:
@@ -201,7 +223,7 @@ def run_train(cfg: RunConfig, paths: RunPaths, *, force: bool = False) -> Path |
             _say(f"train: reusing {final}")
             return final
         _say(f"train: the training settings changed since {final} was trained; training again")
-    result = train(paths.records, paths.train_dir, cfg.train)
+    result = train(training_records(cfg, [paths.records]), paths.train_dir, cfg.train)
     if not result.finished:
         _say(f"train: stopped at the deadline after {result.steps} steps; run the same command again to continue")
         return None
@@ -226,6 +248,42 @@ def run_export(cfg: RunConfig, paths: RunPaths, *, force: bool = False) -> Path:
     out = merge_adapter(adapter, paths.merged_dir, dtype=cfg.export.dtype)
     _say(f"export: merged model -> {out}")
     return out
+
+
+def run_mine(
+    cfg: RunConfig,
+    dataset: Dataset,
+    examples: Sequence[Example],
+    model: str,
+    output: Path,
+    *,
+    limit: int | None = None,
+    skip: int = 0,
+    batch_size: int = 1,
+) -> dict[str, Any]:
+    """NC records from ``model``'s own SQL on ``examples`` (the filtered split), appended to
+    ``output``; resumable (finetune.data.mining). The examples are taken in a seeded order (the
+    run's ``seed``: databases mixed, so a slice is not one database), then ``skip`` and ``limit``."""
+    import random
+
+    from finetune.data.mining import Miner, mine_to_file
+    from route_graph.models import load_chat_model
+
+    if skip < 0 or (limit is not None and limit < 0):
+        raise ConfigError(f"--skip and --limit must be >= 0, got skip={skip}, limit={limit}.")
+    order = list(examples)
+    random.Random(f"mine:{cfg.seed}").shuffle(order)
+    chosen = order[skip : None if limit is None else skip + limit]
+    identity = {
+        "model": model, "seed": cfg.seed, "route": cfg.route, "synth": config_to_dict(cfg.synth),
+        "source": str(dataset.split_path),
+    }
+    llm = load_chat_model(model)
+    miner = Miner(llm, cfg.view_config(), cfg.synth, seed=cfg.seed, batch_size=batch_size)
+    _say(f"mine: {len(chosen)} examples (of {len(order)}, skip {skip}) with {model} -> {output}")
+    report = mine_to_file(miner, chosen, DatabasePool(dataset), output, identity=identity, progress=lambda m: _say(f"mine: {m}"))
+    _say(f"mine: {report.summary()}")
+    return {"output": str(output), **report.to_dict()}
 
 
 def run_all(cfg: RunConfig, *, until: Step = "export", force: Sequence[Step] = ()) -> dict[str, Any]:

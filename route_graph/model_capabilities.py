@@ -31,6 +31,7 @@ __all__ = [
     "model_capabilities",
     "model_failure_error",
     "model_failure_message",
+    "prefill_opening",
     "rejects_request_feature",
 ]
 
@@ -191,6 +192,12 @@ def continuing_model(llm: Runnable) -> Runnable | None:
     if kind == "vllm":
         return llm.bind(extra_body={"continue_final_message": True, "add_generation_prompt": False})
     return None
+
+
+def prefill_opening(llm: Runnable, prefill: str) -> str:
+    """``prefill`` as ``llm``'s provider takes it in a final assistant turn: Anthropic refuses a
+    prefilled turn that ends in whitespace, so it gets the opening without it."""
+    return prefill.rstrip() if model_capabilities(llm).prefill == "assistant_turn" else prefill
 
 
 _UNSUPPORTED = re.compile(

@@ -7,6 +7,8 @@ under the run's ``ViewConfig``), so a tuned model sees at training time the text
 - ``synthesis``: one pair -> the four tasks' records; ``corruption`` proposes the wrong SQL for NC
   and ``sqltext`` normalises targets and cuts CW prefixes;
 - ``sampling``: NC records from the model's own sampled answers, labelled by execution;
+- ``mining``: NC records (verdict and repair) from the model's own greedy SQL on the linked view,
+  labelled by execution, resumable (``route-finetune mine``);
 - ``records``: the JSONL record format (TRL's prompt/completion) that training reads.
 """
 

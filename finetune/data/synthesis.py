@@ -44,6 +44,7 @@ from route_graph.sql.database import Database
 from route_graph.sql.execute import execute_sql
 from route_graph.sql.result import ExecutionResult
 from route_graph.views import (
+    Stage,
     ViewConfig,
     execution_feedback,
     full_schema_text,
@@ -51,12 +52,47 @@ from route_graph.views import (
     stage_messages,
 )
 
-__all__ = ["ExampleRecords", "SynthReport", "Synthesizer", "gold_sql_of"]
+__all__ = ["ExampleRecords", "PreparedExample", "SynthReport", "Synthesizer", "gold_sql_of"]
 
 
 def gold_sql_of(example: Example, cfg: SynthConfig) -> str:
     """The gold SQL as targets show it (whitespace-normalised unless switched off)."""
     return normalize_sql(example.gold_sql) if cfg.normalize_whitespace else example.gold_sql.strip().rstrip(";")
+
+
+@dataclass
+class PreparedExample:
+    """One example ready for prompts (``Synthesizer.prepare``): the target gold, its rows, the gold
+    links (SL's target), the linked view generation shows, and the hint/values/full schema every
+    prompt of the example shares."""
+
+    example: Example
+    db: Database
+    view: ViewConfig
+    gold: str  # as targets show it (normalised, aliases qualified where that is safe)
+    rng: random.Random  # the example's own: the extra table, then corruptions and CW cuts
+    gold_result: ExecutionResult | None = None
+    restyled: bool = False
+    links: dict[str, list[str]] = field(default_factory=dict)
+    view_links: dict[str, list[str]] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """The gold SQL executed (else there is nothing to learn from the example)."""
+        return self.gold_result is not None and self.gold_result.ok
+
+    def messages(self, stage: Stage, **more: Any) -> list[prompts.Message]:
+        """``stage``'s messages for this example, as the graph composes them."""
+        return stage_messages(stage, self.example.question, self.db, self.view, **self.context, **more)
+
+    def generate_messages(self) -> list[prompts.Message]:
+        """MCP step 2's prompt on the linked view (the TS ``linked_schema`` record's prompt)."""
+        return self.messages("generate", links=self.view_links)
+
+    def record(self, task: str, variant: str, prompt: list[prompts.Message], answer: str) -> Record:
+        """A record of this example."""
+        return Record.of(task, self.example.db_id, self.example.id, variant, prompt, answer)
 
 
 @dataclass
@@ -136,32 +172,45 @@ class Synthesizer:
             report.seconds = time.perf_counter() - start
             yield from outcome.records
 
-    def example(self, example: Example, db: Database) -> ExampleRecords:
-        """All records of one example (the NC label follows the running balance)."""
-        out = ExampleRecords(example.id)
-        rng = random.Random(f"{self.seed}:{example.id}")
-        gold = gold_sql_of(example, self.cfg)
-        gold_result = self._execute(db, gold)
-        if not gold_result.ok:
-            out.skipped["all"] = f"gold fails: {gold_result.error}"
-            return out
+    def prepare(self, example: Example, db: Database) -> PreparedExample:
+        """The gold target, its rows, its links and the prompt context of one example: what every
+        record is built from (``finetune.data.mining`` asks the model the same generate prompt).
+
+        ``rng`` draws the linked view's extra table first; records drawn after it use it on.
+        Nothing else is filled in when the gold SQL fails (``ok`` is False).
+        """
+        prepared = PreparedExample(example, db, self.view, gold_sql_of(example, self.cfg), random.Random(f"{self.seed}:{example.id}"))
+        prepared.gold_result = self.execute(db, prepared.gold)
+        if not prepared.ok:
+            return prepared
         if self.cfg.qualify_style == "table_names":
-            gold, out.restyled = self._qualify(db, gold, gold_result)
-        tasks = set(self.cfg.tasks)
-        links = links_from_sql(gold, db.schema, db.dialect) or {}
+            prepared.gold, prepared.restyled = self._qualify(db, prepared.gold, prepared.gold_result)
+        links = links_from_sql(prepared.gold, db.schema, db.dialect) or {}
         if self.cfg.sl_join_keys:  # what the tuned linker should answer, and so the linked view it gets
             links = with_join_keys(db.schema, links)
         if self.cfg.sl_all_columns:  # every column of a linked table: the tuned linker over-recalls
             links = {t: [c.name for c in db.schema.table(t).columns] for t in links}
-        view_links = self._view_links(links, db, rng) if links else {}
+        view_links = self._view_links(links, db, prepared.rng) if links else {}
         # Generation at inference sees recall-first links (rendering.recall_first_links): so does training.
         view_links, _ = recall_first_links(db, self.view, view_links, f"{example.question} {example.hint or ''}")
-        kwargs = {
+        prepared.links, prepared.view_links = links, view_links
+        prepared.context = {
             "hint": example.hint, "values": question_values(db, self.view, example.question, example.hint),
             "full_text": self._full_schema(db),
         }
-        messages = lambda stage, **more: stage_messages(stage, example.question, db, self.view, **kwargs, **more)
-        make = lambda task, variant, prompt, answer: Record.of(task, example.db_id, example.id, variant, prompt, answer)
+        return prepared
+
+    def example(self, example: Example, db: Database) -> ExampleRecords:
+        """All records of one example (the NC label follows the running balance)."""
+        out = ExampleRecords(example.id)
+        prepared = self.prepare(example, db)
+        if not prepared.ok:
+            out.skipped["all"] = f"gold fails: {prepared.gold_result.error}"
+            return out
+        out.restyled = prepared.restyled
+        gold, links, view_links = prepared.gold, prepared.links, prepared.view_links
+        tasks = set(self.cfg.tasks)
+        messages, make = prepared.messages, prepared.record
 
         if "ts" in tasks:
             target = prompts.ts_completion(gold)
@@ -169,7 +218,7 @@ class Synthesizer:
                 out.records.append(make("ts", "full_schema", messages("draft"), target))
             if self.cfg.ts_reduced_schema:
                 if view_links:
-                    out.records.append(make("ts", "linked_schema", messages("generate", links=view_links), target))
+                    out.records.append(make("ts", "linked_schema", prepared.generate_messages(), target))
                 else:
                     out.skipped["ts"] = "no links: gold SQL uses no schema column sqlglot can resolve"
         if "sl" in tasks:
@@ -178,9 +227,9 @@ class Synthesizer:
             else:
                 out.skipped["sl"] = "no links: sqlglot cannot parse the gold SQL or resolve its columns"
         if "nc" in tasks:
-            out.records.append(self._nc_record(example, db, gold, gold_result, kwargs, rng))
+            out.records.append(self._nc_record(prepared))
         if "cw" in tasks:
-            prefix, variant = self._cw_prefix(gold, db.dialect, rng)
+            prefix, variant = self._cw_prefix(gold, db.dialect, prepared.rng)
             if prefix is None:
                 out.skipped["cw"] = variant
             else:
@@ -191,7 +240,8 @@ class Synthesizer:
         return out
 
     # ---------------------------------------------------------------------------- helpers
-    def _execute(self, db: Database, sql: str) -> ExecutionResult:
+    def execute(self, db: Database, sql: str) -> ExecutionResult:
+        """``sql`` through the read-only guarded executor, under the synthesis limits."""
         return execute_sql(db, sql, timeout_s=self.timeout_s, max_rows=self.view.max_rows)
 
     def _qualify(self, db: Database, gold: str, gold_result: ExecutionResult) -> tuple[str, bool]:
@@ -199,12 +249,13 @@ class Synthesizer:
         rewritten = qualify_with_table_names(gold, db.dialect)
         if not rewritten or rewritten == gold:
             return gold, False
-        tried = self._execute(db, rewritten)
+        tried = self.execute(db, rewritten)
         if tried.ok and results_match(gold_result.rows, tried.rows, order_matters=True):
             return normalize_sql(rewritten), True
         return gold, False
 
-    def _feedback(self, result: ExecutionResult) -> str:
+    def feedback(self, result: ExecutionResult) -> str:
+        """The execution feedback the NC prompts show."""
         return execution_feedback(result, self.view)
 
     def _full_schema(self, db: Database) -> str:
@@ -226,24 +277,17 @@ class Synthesizer:
     def _want_incorrect(self) -> bool:
         return self._nc_incorrect < self.cfg.nc_incorrect_ratio * (self._nc_seen + 1)
 
-    def _nc_record(
-        self,
-        example: Example,
-        db: Database,
-        gold: str,
-        gold_result: ExecutionResult,
-        kwargs: dict[str, Any],
-        rng: random.Random,
-    ) -> Record:
+    def _nc_record(self, prepared: PreparedExample) -> Record:
         """An NC record: a verified corruption when the balance wants an incorrect one and one
         exists, else the gold. Candidates are printed by sqlglot in both classes, so the SQL's
         style never gives the label away."""
+        db, gold, gold_result = prepared.db, prepared.gold, prepared.gold_result
         candidate, variant, result = None, "correct", None
         if self._want_incorrect():
             ordered = gold_order_matters(gold, db.dialect)
             kinds = tuple(self.cfg.nc_corruptions) if self.cfg.nc_corruptions else None
-            for corruption in corrupt_sql(gold, db.schema, db.dialect, rng=rng, kinds=kinds)[: self.cfg.nc_max_tries]:
-                tried = self._execute(db, corruption.sql)
+            for corruption in corrupt_sql(gold, db.schema, db.dialect, rng=prepared.rng, kinds=kinds)[: self.cfg.nc_max_tries]:
+                tried = self.execute(db, corruption.sql)
                 if tried.ok and not results_match(gold_result.rows, tried.rows, order_matters=ordered):
                     candidate, variant, result = corruption.sql, f"corruption:{corruption.kind}", tried
                     break
@@ -251,17 +295,14 @@ class Synthesizer:
             printed = render_sql(gold, db.dialect)
             candidate, result = gold, gold_result
             if printed and printed != gold:
-                tried = self._execute(db, printed)
+                tried = self.execute(db, printed)
                 if tried.ok and results_match(gold_result.rows, tried.rows, order_matters=True):
                     candidate, result = printed, tried
         correct = variant == "correct"
         self._nc_seen += 1
         self._nc_incorrect += 0 if correct else 1
-        prompt = stage_messages(
-            "nc", example.question, db, self.view, sql=candidate, feedback=self._feedback(result), **kwargs
-        )
-        answer = prompts.nc_completion(correct, None if correct else gold)
-        return Record.of("nc", example.db_id, example.id, variant, prompt, answer)
+        prompt = prepared.messages("nc", sql=candidate, feedback=self.feedback(result))
+        return prepared.record("nc", variant, prompt, prompts.nc_completion(correct, None if correct else gold))
 
     def _cw_prefix(self, gold: str, dialect: str, rng: random.Random) -> tuple[str | None, str]:
         """(prefix, variant): the inference prefix or a cut before a random clause of the gold."""

@@ -38,9 +38,10 @@ KEY_FILE = "run_key.json"  # in a checkpoint root: which run wrote these checkpo
 
 # TrainConfig fields that do not change what is learned (where and how often to save, threads),
 # and how long to train: a longer max_steps/epochs continues the same run from its checkpoint.
+# Where the starting adapter and extra records lie is not what they hold: their content is keyed.
 NOT_IN_KEY = frozenset({
     "resume", "threads", "logging_steps", "save_steps", "save_total_limit", "save_minutes", "deadline",
-    "checkpoint_dir", "max_steps", "epochs", "data_sha256", "init_adapter",
+    "checkpoint_dir", "max_steps", "epochs", "data_sha256", "init_adapter", "extra_records",
 })
 
 

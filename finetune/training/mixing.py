@@ -5,9 +5,11 @@ matter of ``task_ratios`` (``{"ts": 1}`` vs all four) and ``max_records``. Quota
 from the ratios; each task's records are shuffled (seeded) and taken in order, skipping the ones
 the encoder rejects (too long), and repeated only when a ratio asks for more than exist.
 
-A ratio key is a task (``"ts"``) or a task and variant (``"ts/full_schema"``): the latter draws
-that variant's records from their own pool, so that a phase can replay a share of the view an
-earlier phase trained on (issue 26's phase 2: the linked view plus ~20% of the full view).
+A ratio's key is a task (``"nc"``) or a task and a variant (``"nc/model_incorrect"``): a record
+whose ``task/variant`` is a key goes to that pool, any other to its task's pool. So one phase can
+weigh mined NC records (``finetune.data.mining``) apart from the synthesized ones, or replay a
+share of the view an earlier phase trained on (``"ts/full_schema"`` beside ``"ts/linked_schema"``)
+while the other view's pool keeps the seeded order a single-view phase took its slice from.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ class MixReport:
 
 
 def mix_key(record: Record, ratios: dict[str, float] | None) -> str:
-    """The pool a record is drawn from: ``task/variant`` when the ratios name it, else its task."""
-    keyed = f"{record.task}/{record.variant}"
-    return keyed if ratios is not None and keyed in ratios else record.task
+    """The pool ``record`` is drawn from: its ``task/variant`` where ``ratios`` names that, else its task."""
+    if ratios:
+        specific = f"{record.task}/{record.variant}"
+        if specific in ratios:
+            return specific
+    return record.task
 
 
 def task_quotas(

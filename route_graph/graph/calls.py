@@ -27,8 +27,8 @@ from route_graph.graph.context import RouteConfig
 from route_graph.model_capabilities import (
     bind_json_schema,
     continuing_model,
-    model_capabilities,
     model_failure_error,
+    prefill_opening,
     rejects_request_feature,
 )
 
@@ -91,7 +91,6 @@ class ModelCalls:
         self.llm = llm
         self._sl_llm: Runnable = bind_json_schema(llm, "schema_links", links_schema)
         self._continuing: Runnable | None = continuing_model(llm)
-        self._prefill_trailing_space = model_capabilities(llm).prefill != "assistant_turn"
         self._degrade_lock = threading.Lock()
 
     @property
@@ -129,8 +128,7 @@ class ModelCalls:
             llm = None
         try:
             if continuing is not None:
-                if not self._prefill_trailing_space:  # Anthropic refuses a prefilled turn ending in whitespace
-                    prefill = prefill.rstrip()
+                prefill = prefill_opening(self.llm, prefill)
                 reply = continuing.invoke([*messages, {"role": "assistant", "content": prefill}], config, **options)
                 return prompts.join_prefill(prefill, meter.record(reply))
             return meter.record((llm or self.llm).invoke(messages, config, **options))

@@ -8,7 +8,7 @@ untuned model). Either way a fix is taken only if it executes.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
@@ -18,18 +18,18 @@ from route_graph.graph.context import RouteConfig
 from route_graph.graph.pipeline import Node, Pipeline
 from route_graph.graph.stages import NOISE_CORRECT
 from route_graph.graph.state import RouteState, TraceEntry
+from route_graph.prompts import RepairProblem
 from route_graph.results import answer_is_empty
 from route_graph.sql.result import ExecutionResult
 from route_graph.views import (
     execution_feedback,
     full_schema_text,
     parsing,
+    repair_problem,
     stage_prefill,
 )
 
 __all__ = ["noise_correct"]
-
-Problem = Literal["error", "empty", "null"]
 
 
 def noise_correct(pipe: Pipeline) -> Node:
@@ -44,7 +44,7 @@ def noise_correct(pipe: Pipeline) -> Node:
         view = cfg.view()
         feedback = execution_feedback(current, view)
         schema_text = full_schema_text(pipe.db, view)
-        problem = _problem(current)
+        problem = repair_problem(current)
         if cfg.nc_repair and problem is not None:
             return _repair(pipe, state, cfg, config, meter, schema_text, feedback, problem)
         if not cfg.nc_verdict:
@@ -77,15 +77,6 @@ def noise_correct(pipe: Pipeline) -> Node:
     return node
 
 
-def _problem(result: ExecutionResult) -> Problem | None:
-    """What execution says is wrong with a result, before any model is asked (None: nothing)."""
-    if not result.ok:
-        return "error"
-    if not result.rows:
-        return "empty"
-    return "null" if answer_is_empty(result.rows) else None
-
-
 def _repair(
     pipe: Pipeline,
     state: RouteState,
@@ -94,7 +85,7 @@ def _repair(
     meter: Meter,
     schema_text: str,
     feedback: str,
-    problem: Problem,
+    problem: RepairProblem,
 ) -> dict[str, Any]:
     """NC on SQL that fails, returns no rows or only NULLs: no verdict is asked (execution gave
     it); the repaired SQL is taken if it executes, and for an empty or NULL result only if it

@@ -24,14 +24,13 @@ from route_graph.sql.database import Database
 from route_graph.sql.execute import execute_sql
 from route_graph.sql.result import ExecutionResult
 from route_graph.values import render_matches
-from route_graph.views import Stage, stage_messages
+from route_graph.views import NO_SQL_ERROR, Stage, no_sql_result, stage_messages
 
 if TYPE_CHECKING:
     from route_graph.graph.extras import Extra
 
 __all__ = ["NO_SQL_ERROR", "Node", "Pipeline"]
 
-NO_SQL_ERROR = "The model's answer contained no SQL query."
 #: A node function, as ``StateGraph.add_node`` takes it: (state, runtime[, config]) -> update.
 Node = Callable[..., dict[str, Any]]
 
@@ -53,10 +52,7 @@ class Pipeline:
     def execute(self, sql: str | None, cfg: RouteConfig) -> ExecutionResult:
         """``sql`` through the guarded executor; no SQL is a failed result (``NO_SQL_ERROR``)."""
         if not sql:
-            return ExecutionResult(
-                sql="", ok=False, columns=[], rows=[], row_count=0, truncated=False,
-                error=NO_SQL_ERROR, error_kind="error", elapsed_s=0.0,
-            )
+            return no_sql_result()
         return execute_sql(self.db, sql, timeout_s=cfg.execution_timeout_s, max_rows=cfg.max_rows)
 
     def messages(

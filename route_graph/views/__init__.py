@@ -7,16 +7,19 @@ stage's messages from the prompt text (``route_graph.prompts``) and the schema r
 
 from route_graph.views.config import ViewConfig
 from route_graph.views.stage import (
+    NO_SQL_ERROR,
     Stage,
     execution_feedback,
     full_schema_text,
     linked_schema_text,
+    no_sql_result,
     question_values,
+    repair_problem,
     stage_messages,
     stage_prefill,
 )
 
 __all__ = [
-    "Stage", "ViewConfig", "execution_feedback", "full_schema_text", "linked_schema_text", "question_values",
-    "stage_messages", "stage_prefill",
+    "NO_SQL_ERROR", "Stage", "ViewConfig", "execution_feedback", "full_schema_text", "linked_schema_text",
+    "no_sql_result", "question_values", "repair_problem", "stage_messages", "stage_prefill",
 ]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from route_graph import prompts
 from route_graph.rendering import stage_schema_text
+from route_graph.results import answer_is_empty
 from route_graph.sql.result import ExecutionResult, summarize_result
 from route_graph.values import match_values, render_matches
 from route_graph.views.config import ViewConfig
@@ -27,11 +28,14 @@ if TYPE_CHECKING:
     from route_graph.sql.database import Database
 
 __all__ = [
+    "NO_SQL_ERROR",
     "Stage",
     "execution_feedback",
     "full_schema_text",
     "linked_schema_text",
+    "no_sql_result",
     "question_values",
+    "repair_problem",
     "stage_messages",
     "stage_prefill",
 ]
@@ -43,6 +47,8 @@ _TASK: dict[str, prompts.Task] = {
     "sl": "sl", "draft": "ts", "generate": "ts", "nc": "nc", "nc_repair": "nc_repair", "cw": "cw",
 }
 Links = Mapping[str, Sequence[str]]
+#: The execution error of an answer without SQL: noise correction is asked to repair it like a failing query.
+NO_SQL_ERROR = "The model's answer contained no SQL query."
 
 
 def full_schema_text(db: Database, cfg: ViewConfig) -> str:
@@ -66,6 +72,25 @@ def question_values(db: Database, cfg: ViewConfig, question: str, hint: str | No
 def execution_feedback(result: ExecutionResult, cfg: ViewConfig) -> str:
     """What the model is told about an execution: the error, or a bounded summary of the rows."""
     return summarize_result(result, max_rows=cfg.feedback_rows, value_chars=cfg.feedback_value_chars)
+
+
+def no_sql_result() -> ExecutionResult:
+    """The failed execution that stands for an answer holding no SQL (``NO_SQL_ERROR``)."""
+    return ExecutionResult(
+        sql="", ok=False, columns=[], rows=[], row_count=0, truncated=False,
+        error=NO_SQL_ERROR, error_kind="error", elapsed_s=0.0,
+    )
+
+
+def repair_problem(result: ExecutionResult) -> prompts.RepairProblem | None:
+    """What execution says is wrong with a result, before any model is asked: the SQL failed
+    (``"error"``), returned no rows (``"empty"``) or only NULLs (``"null"``); None: nothing.
+    Noise correction sends such SQL straight to ``nc_repair`` (no verdict: execution gave it)."""
+    if not result.ok:
+        return "error"
+    if not result.rows:
+        return "empty"
+    return "null" if answer_is_empty(result.rows) else None
 
 
 def stage_messages(
