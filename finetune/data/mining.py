@@ -54,7 +54,7 @@ from route_graph.views import (
     stage_prefill,
 )
 
-__all__ = ["MINED_VARIANTS", "MineReport", "Mined", "Miner", "mine_to_file", "mined_paths"]
+__all__ = ["MINED_VARIANTS", "MineReport", "Mined", "Miner", "ask_prefilled", "mine_to_file", "mined_paths"]
 
 #: The variants of mined NC records (``task_ratios`` keys ``"nc/model_incorrect"`` etc. pick them).
 MINED_VARIANTS: tuple[str, ...] = ("model_correct", "model_incorrect", "model_repair")
@@ -142,15 +142,13 @@ class Miner:
         self.synth = Synthesizer(view, cfg, seed=seed)
         self.view = self.synth.view
         self.batch_size = batch_size
-        self._continuing = continuing_model(llm)
-        self._prefill = prefill_opening(llm, stage_prefill("generate", self.view)) if self._continuing is not None else ""
 
     def chunk(self, examples: Sequence[Example], open_db: Callable[[str], Database]) -> list[Mined]:
         """One model batch: the outcomes of ``examples`` (at most ``batch_size`` of them)."""
         start = time.perf_counter()
         prepared = [self.synth.prepare(example, open_db(example.db_id)) for example in examples]
         asked = [p for p in prepared if p.ok]
-        answers = dict(zip((p.example.id for p in asked), self._answers([p.generate_messages() for p in asked])))
+        answers = dict(zip((p.example.id for p in asked), ask_prefilled(self.llm, [p.generate_messages() for p in asked], stage_prefill("generate", self.view), batch_size=self.batch_size)))
         out = []
         for item in prepared:
             answer = answers.get(item.example.id)
@@ -197,28 +195,33 @@ class Miner:
         ordered = gold_order_matters(prepared.gold, prepared.db.dialect)
         return results_match(gold.rows, result.rows, order_matters=ordered)
 
-    def _answers(self, batch: list[list[prompts.Message]]) -> list[str | PromptTooLongError]:
-        """The model's answers, prefilled as the graph prefills them where the backend can continue
-        one (``model_capabilities``); a prompt over the context is that example's skip, any other
-        failure the user must fix stops the run (``ModelError`` with advice)."""
-        if not batch:
-            return []
-        llm = self._continuing if self._continuing is not None else self.llm
-        if self._continuing is not None:
-            batch = [[*messages, {"role": "assistant", "content": self._prefill}] for messages in batch]
-        replies = llm.batch(batch, {"max_concurrency": self.batch_size}, return_exceptions=True)
-        out: list[str | PromptTooLongError] = []
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                error = reply if isinstance(reply, PromptTooLongError) else model_failure_error(reply)
-                if isinstance(error, PromptTooLongError):
-                    out.append(error)
-                    continue
-                if error is not None:
-                    raise error from reply
-                raise reply
-            out.append(prompts.join_prefill(self._prefill, prompts.answer_text(reply.content)))
-        return out
+
+def ask_prefilled(
+    llm: BaseChatModel, batch: list[list[prompts.Message]], prefill: str, *, batch_size: int = 1
+) -> list[str | PromptTooLongError]:
+    """``llm``'s answers to ``batch``, prefilled with ``prefill`` where the backend can continue an
+    answer (``model_capabilities``), as the graph asks (``route_graph.graph.calls``, which finetune
+    must not import). A prompt over the context is that item's ``PromptTooLongError``; any other
+    failure the user must fix stops the run (``ModelError`` with advice)."""
+    if not batch:
+        return []
+    continuing = continuing_model(llm)
+    opening = prefill_opening(llm, prefill) if continuing is not None else ""
+    if continuing is not None:
+        batch = [[*messages, {"role": "assistant", "content": opening}] for messages in batch]
+    replies = (continuing or llm).batch(batch, {"max_concurrency": batch_size}, return_exceptions=True)
+    out: list[str | PromptTooLongError] = []
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            error = reply if isinstance(reply, PromptTooLongError) else model_failure_error(reply)
+            if isinstance(error, PromptTooLongError):
+                out.append(error)
+                continue
+            if error is not None:
+                raise error from reply
+            raise reply
+        out.append(prompts.join_prefill(opening, prompts.answer_text(reply.content)))
+    return out
 
 
 def _skipped(prepared: PreparedExample, reason: str) -> Mined:
