@@ -3,6 +3,7 @@ checked against what the MCP graph really sends (training must see inference's e
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -247,6 +248,9 @@ def test_jsonl_round_trip_and_hf_datasets_loads_it(db, tmp_path: Path) -> None:
     path = tmp_path / "records.jsonl"
     assert write_jsonl(records, path) == len(records)
     assert list(read_jsonl(path)) == records
+    packed = tmp_path / "records.jsonl.gz"  # mined records are committed compressed
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    assert list(read_jsonl(packed)) == records
     datasets = pytest.importorskip("datasets")
     loaded = datasets.load_dataset("json", data_files=str(path), split="train")
     assert len(loaded) == len(records)

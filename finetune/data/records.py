@@ -8,6 +8,7 @@ trains on with loss on the completion only, and HF ``datasets`` loads the file a
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -72,11 +73,13 @@ def write_jsonl(records: Iterable[Record | dict[str, Any]], path: str | os.PathL
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Record]:
-    """Records of one or more JSONL files written by ``write_jsonl`` (or any prompt/completion JSONL)."""
+    """Records of a JSONL file written by ``write_jsonl`` (or any prompt/completion JSONL); a
+    ``.gz`` file is read compressed (mined records committed beside a phase config are)."""
     source = Path(path)
     if not source.is_file():
         raise DataError(f"No records file at {source}; run `route-finetune synth` first.")
-    with source.open(encoding="utf-8") as handle:
+    opener = gzip.open if source.suffix == ".gz" else open
+    with opener(source, "rt", encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
