@@ -32,9 +32,16 @@ from route_graph.evaluation.datasets import load_dataset
 from route_graph.evaluation.metrics import ExecutionScorer
 from route_graph.evaluation.summary import read_predictions
 from route_graph.graph.context import RouteConfig
-from route_graph.sql.opening import open_database
 from route_graph.sql.execute import execute_sql
-from route_graph.views import execution_feedback, full_schema_text, parsing, repair_problem, stage_messages, stage_prefill
+from route_graph.sql.opening import open_database
+from route_graph.views import (
+    execution_feedback,
+    full_schema_text,
+    parsing,
+    repair_problem,
+    stage_messages,
+    stage_prefill,
+)
 
 __all__ = ["main"]
 
