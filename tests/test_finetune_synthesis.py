@@ -126,6 +126,24 @@ def test_ts_linked_variant_sees_only_linked_tables(db) -> None:
     assert all(f"CREATE TABLE {t}" in full[0].prompt[-1]["content"] for t in ("stadium", "singer", "concert"))
 
 
+def test_extra_table_counts_draw_joinable_tables_first(db) -> None:
+    """extra_table_counts sets how many unneeded tables the linked view shows; a table a foreign
+    key joins to a linked one comes first (the inference linker's extras mostly are)."""
+    def linked_tables(cfg: SynthConfig) -> set[str]:
+        records, _ = synthesize(db, cfg)
+        prompt = by_example(records, "ts", "linked_schema")[0].prompt[-1]["content"]  # gold: singer only
+        return {t for t in ("stadium", "singer", "concert", "singer_in_concert") if f"CREATE TABLE {t} (" in prompt}
+
+    assert linked_tables(SynthConfig(extra_table_counts=[1.0])) == {"singer"}
+    # one extra: singer_in_concert is the only table a foreign key joins to singer
+    assert linked_tables(SynthConfig(extra_table_counts=[0.0, 1.0])) == {"singer", "singer_in_concert"}
+    # more than the schema has: capped at every other table
+    assert linked_tables(SynthConfig(extra_table_counts=[0.0, 0.0, 0.0, 0.0, 1.0])) == {
+        "singer", "singer_in_concert", "concert", "stadium"}
+    # the option unset keeps extra_table_prob's single draw (older data stays byte-identical)
+    assert linked_tables(SynthConfig(extra_table_prob=0.0)) == {"singer"}
+
+
 def test_hint_reaches_every_prompt(db) -> None:
     records, _ = synthesize(db)
     for record in (r for r in records if r.example_id == 7):
