@@ -1,4 +1,4 @@
-"""``route-finetune``: filter | synth | train | export | run (all four, resumable) | mine | phase.
+"""``route-finetune``: filter | synth | train | export | run (all four, resumable) | mine | phase | ship.
 
 Every command reads the same configuration (``--config FILE``, JSON or YAML; see configs/) and
 ``--set section.field=value`` overrides; the dedicated flags below are shorthands for the most
@@ -11,6 +11,7 @@ used fields. Commands share one run directory (``--output-dir``), so they chain:
     route-finetune export --output-dir outputs/x
     route-finetune mine   --config configs/x.json --model SPEC --limit 20   # NC records from the model's SQL
     route-finetune phase  --config configs/phase1_ts_full.json --to finetune/phases/1-ts-full
+    route-finetune ship   --adapter finetune/phases/3a-msft-part1 --name route-0.5b   # package data + adapter.gguf
 """
 
 from __future__ import annotations
@@ -132,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Prompts per llm.batch (default 1; the transformers engine batches, llama.cpp does not).")
     p.add_argument("--output", help="Records JSONL to append to (default OUTPUT_DIR/data/mined.jsonl).")
 
+    p = sub.add_parser(
+        "ship", help="Put an adapter in the package data (route_graph/adapters_data/NAME) with its prebuilt LoRA GGUF."
+    )
+    p.add_argument("--adapter", required=True, metavar="DIR", help="Adapter folder, e.g. finetune/phases/3a-msft-part1.")
+    p.add_argument("--name", required=True, help="The packaged model's spec name, e.g. route-0.5b.")
+    p.add_argument("--base", default=None, help="Offline base model it runs on (default: qwen2.5-coder-0.5b).")
+    p.add_argument("--to", metavar="DIR", help="Folder to write (default route_graph/adapters_data/NAME).")
+
     p = sub.add_parser("run", help="filter -> synth -> train -> export; finished steps are reused (resumable).")
     _common(p)
     _data_flags(p)
@@ -161,6 +170,14 @@ def _print(data: Any) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "ship":  # reads no run configuration
+        from finetune.training.ship import next_steps, ship_adapter
+        from route_graph.models.spec import DEFAULT_MODEL
+
+        base = args.base or DEFAULT_MODEL
+        out = ship_adapter(args.adapter, args.name, base=base, destination=args.to)
+        _print({"packaged": str(out), "files": sorted(p.name for p in out.iterdir()), **next_steps(args.name, base, out)})
+        return 0
     from finetune import pipeline
 
     cfg = _config(args)

@@ -66,10 +66,19 @@ class TrainResult:
 
 
 def resolve_base_model(spec: str | None) -> str:
-    """A loadable model path: the offline default (converted once), an offline name, or a dir."""
-    from route_graph.models import ensure_default_model, parse_model_spec
+    """A loadable model path: the offline default's base (converted once), an offline name, or a dir.
 
-    parsed = parse_model_spec(spec)
+    Training starts from base weights: None/'default' is the untuned base even where the default model
+    is a packaged tuned one, and a spec with an adapter is refused (``train.init_adapter`` continues one).
+    """
+    from route_graph.models import DEFAULT_MODEL, ensure_default_model, parse_model_spec
+
+    parsed = parse_model_spec(DEFAULT_MODEL if (spec or "").strip().lower() in ("", "default") else spec)
+    if parsed.adapter is not None:
+        raise ModelError(
+            f"Fine-tuning starts from a base model, and {spec!r} is {parsed.target!r} plus an adapter: set "
+            f"train.base_model to {parsed.target!r} and train.init_adapter to the adapter folder to continue it."
+        )
     if parsed.kind == "offline":
         return str(ensure_default_model(parsed.target))
     if parsed.kind == "path":

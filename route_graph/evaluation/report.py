@@ -487,19 +487,22 @@ def write_ci_plots(
 
 
 def model_label(spec: str | None) -> str:
-    """A model spec as a reader knows it: the offline default -> 'Qwen2.5-Coder-0.5B-Instruct (offline default)',
-    'openai:URL#NAME' -> NAME, a directory or file -> its name."""
+    """A model spec as a reader knows it: the offline default -> 'Qwen2.5-Coder-0.5B-Instruct (offline default)'
+    (a packaged tuned model by its name: 'route-0.5b (offline default)'), 'openai:URL#NAME' -> NAME, a
+    directory or file -> its name. None/'default' label what the default is now (packaged.DEFAULT_SPEC)."""
+    from route_graph.models import packaged
     from route_graph.models.cache import OFFLINE_MODELS
-    from route_graph.models.spec import DEFAULT_MODEL
 
     name = str(spec or "default")
     for prefix in ("llamacpp:", "transformers:", "hf:"):
         name = name.removeprefix(prefix)
-    if name == "default":
-        name = DEFAULT_MODEL
+    if name.lower() == "default":
+        name = packaged.DEFAULT_SPEC
+    default = " (offline default)" if name.lower() == packaged.DEFAULT_SPEC else ""
+    if name.lower().partition("@")[0] in packaged.PACKAGED_MODELS:  # 'route-0.5b', 'route-0.5b@0.75'
+        return name.lower() + default
     if name in OFFLINE_MODELS:
-        label = OFFLINE_MODELS[name].description.split(",")[0]
-        return label + (" (offline default)" if name == DEFAULT_MODEL else "")
+        return OFFLINE_MODELS[name].description.split(",")[0] + default
     if name.startswith("openai:"):
         return name.rsplit("#", 1)[1] if "#" in name else name
     return Path(name.rstrip("/")).name or name

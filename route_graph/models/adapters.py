@@ -11,12 +11,19 @@ A spec ``BASE+ADAPTER`` (``route_graph.models.spec``) runs a PEFT LoRA adapter d
   (0 differing values on the v2 MSFT checkpoint).
 - **transformers** loads a merged copy, made once in the model cache (merged in fp32, saved in
   bf16), because merging at every load costs ~10 s on 2 cores.
+
+Converting needs torch (bf16 weights), which the light ``[local]`` install lacks. So an adapter
+folder may carry its conversion: ``adapter.gguf`` plus ``adapter_gguf.json`` recording the
+sha256 of the base GGUF it was made for and the key of the adapter files it was made from
+(``write_adapter_gguf``; ``route-finetune ship`` for a packaged model). llama.cpp runs it as it is
+when both still match, and converts as above otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -24,10 +31,27 @@ from typing import Any
 
 from route_graph.errors import ModelError
 
-__all__ = ["adapter_config", "adapter_key", "lora_gguf", "merge_adapter", "merged_model_dir"]
+__all__ = [
+    "PREBUILT_GGUF",
+    "PREBUILT_RECORD",
+    "adapter_config",
+    "adapter_key",
+    "gguf_sha256",
+    "lora_gguf",
+    "merge_adapter",
+    "merged_model_dir",
+    "prebuilt_lora_gguf",
+    "write_adapter_gguf",
+]
+
+log = logging.getLogger(__name__)
 
 _WEIGHTS = "adapter_model.safetensors"
 _CONFIG = "adapter_config.json"
+# An adapter folder's own LoRA GGUF, and what it was converted from (see the module docstring).
+PREBUILT_GGUF = "adapter.gguf"
+PREBUILT_RECORD = "adapter_gguf.json"
+_PREBUILT_FORMAT = 1
 
 
 def adapter_config(adapter_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -124,14 +148,64 @@ def _write_lora_gguf(adapter_dir: pathlib.Path, config: dict[str, Any], base_ggu
     writer.close()
 
 
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gguf_sha256(path: str | os.PathLike[str]) -> str:
+    """A GGUF file's sha256: an offline model's from its verification marker (a stat), any other file hashed."""
+    from route_graph.models.cache import verified_gguf_sha256
+
+    file = pathlib.Path(path).expanduser()
+    return verified_gguf_sha256(file) or _sha256(file)
+
+
+def _prebuilt(directory: pathlib.Path, base: pathlib.Path) -> tuple[pathlib.Path | None, str]:
+    """The folder's adapter.gguf if made from these adapter files for this base, else (None, why not)."""
+    out, record_path = directory / PREBUILT_GGUF, directory / PREBUILT_RECORD
+    if not out.is_file():
+        return None, ""
+    if not base.is_file():
+        return None, f"the base GGUF {str(base)!r} does not exist"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, f"{PREBUILT_GGUF} in {str(directory)!r} has no readable {PREBUILT_RECORD}"
+    if record.get("format") != _PREBUILT_FORMAT:
+        return None, f"{record_path} is in format {record.get('format')!r}, not {_PREBUILT_FORMAT}"
+    # Cheapest checks first: a base of another size is another base, whatever its hash.
+    if record.get("base_size") != base.stat().st_size or record.get("base_sha256") != gguf_sha256(base):
+        return None, f"{PREBUILT_GGUF} in {str(directory)!r} was made for another base ({record.get('base')!r}), not {str(base)!r}"
+    if record.get("adapter_key") != adapter_key(directory):
+        return None, f"{PREBUILT_GGUF} in {str(directory)!r} was made from other adapter files (rewrite it: route-finetune ship)"
+    if record.get("sha256") != _sha256(out):
+        return None, f"{PREBUILT_GGUF} in {str(directory)!r} is corrupt (its sha256 differs from {PREBUILT_RECORD}'s)"
+    return out, ""
+
+
+def prebuilt_lora_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.PathLike[str]) -> pathlib.Path | None:
+    """The adapter folder's own ``adapter.gguf`` when it still matches its files and ``base_gguf``, else None."""
+    return _prebuilt(pathlib.Path(adapter_dir).expanduser().resolve(), pathlib.Path(base_gguf).expanduser())[0]
+
+
 def lora_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.PathLike[str]) -> pathlib.Path:
-    """The adapter as a LoRA GGUF for llama.cpp (f16, like llama.cpp's converter), made once."""
+    """The adapter as a LoRA GGUF for llama.cpp (f16, like llama.cpp's converter): the folder's own
+    prebuilt one when it matches this base, else converted once into the model cache."""
     from route_graph._cache import file_lock, model_cache_dir
 
     directory = pathlib.Path(adapter_dir).expanduser().resolve()
     config = adapter_config(directory)
     _check_llamacpp(config, directory)
     base = pathlib.Path(base_gguf).expanduser()
+    prebuilt, why_not = _prebuilt(directory, base)
+    if prebuilt is not None:
+        return prebuilt
+    if why_not:
+        log.info("Not using the prebuilt LoRA GGUF: %s; converting the adapter instead.", why_not)
     folder = model_cache_dir() / "adapters" / adapter_key(directory, "gguf", str(base.resolve()))
     out = folder / "adapter.gguf"
     if out.is_file():
@@ -139,8 +213,46 @@ def lora_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.PathLike[
     with file_lock(folder / ".lock"):
         if not out.is_file():
             tmp = folder / "adapter.gguf.tmp"
-            _write_lora_gguf(directory, config, base, tmp)
+            try:
+                _write_lora_gguf(directory, config, base, tmp)
+            except ModelError as exc:
+                if why_not:  # say why the shipped conversion did not serve
+                    raise ModelError(f"{exc} (Converting because {why_not}.)") from exc
+                raise
             os.replace(tmp, out)
+    return out
+
+
+def write_adapter_gguf(
+    adapter_dir: str | os.PathLike[str], base_gguf: str | os.PathLike[str], *, base_name: str | None = None
+) -> pathlib.Path:
+    """Write ``adapter.gguf`` and ``adapter_gguf.json`` into the adapter folder, for ``base_gguf``.
+
+    llama.cpp then runs the adapter on that base with no conversion, so no torch at load time:
+    how a packaged adapter ships. ``base_name`` (e.g. an offline model's name) labels the base
+    in the record; the base is identified by its sha256.
+    """
+    directory = pathlib.Path(adapter_dir).expanduser().resolve()
+    config = adapter_config(directory)
+    _check_llamacpp(config, directory)
+    base = pathlib.Path(base_gguf).expanduser()
+    if not base.is_file():
+        raise ModelError(f"Base GGUF {str(base)!r} does not exist; pass an offline model's GGUF or a .gguf file.")
+    out, tmp = directory / PREBUILT_GGUF, directory / (PREBUILT_GGUF + ".tmp")
+    try:
+        _write_lora_gguf(directory, config, base, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    record = {
+        "format": _PREBUILT_FORMAT,
+        "base": base_name or base.name,
+        "base_sha256": gguf_sha256(base),
+        "base_size": base.stat().st_size,
+        "adapter_key": adapter_key(directory),
+        "sha256": _sha256(out),
+    }
+    (directory / PREBUILT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out
 
 

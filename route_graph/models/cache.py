@@ -39,6 +39,7 @@ __all__ = [
     "ensure_offline_gguf",
     "ensure_offline_model",
     "find_parts",
+    "verified_gguf_sha256",
 ]
 
 log = logging.getLogger(__name__)
@@ -395,3 +396,13 @@ def ensure_offline_gguf(name: str) -> pathlib.Path:
                 json.dumps({"name": spec.name, "sha256": spec.sha256, "source": spec.requirements()}, indent=2)
             )
     return gguf_path
+
+
+def verified_gguf_sha256(gguf_path: str | os.PathLike[str]) -> str | None:
+    """The sha256 of an offline model's GGUF that ``ensure_offline_gguf`` assembled and verified, read from
+    its marker (a stat, not a 400 MB hash); None for any other file (hash it yourself)."""
+    path = pathlib.Path(gguf_path)
+    spec = OFFLINE_MODELS.get(path.stem)
+    if spec is None or path.name != f"{spec.name}.gguf":
+        return None
+    return spec.sha256 if _gguf_is_verified(path, spec) else None

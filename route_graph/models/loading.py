@@ -161,8 +161,12 @@ def load_chat_model(
             f"An adapter scale ('@{parsed.adapter_scale:g}') is applied by the llama.cpp engine only; drop the "
             "'transformers:' prefix, or merge the adapter at full strength."
         )
-    if parsed.adapter is not None:  # report the tuned model as BASE+ADAPTER, not as its base
-        kwargs.setdefault("model_name", f"{parsed.target}+{pathlib.Path(parsed.adapter).name}")
+    if parsed.packaged is not None:  # a broken install fails here, saying so, not deep in an engine
+        from route_graph.models.packaged import packaged_adapter_dir
+
+        packaged_adapter_dir(parsed.packaged)
+    if parsed.adapter is not None:  # report the tuned model by its name or as BASE+ADAPTER, not as its base
+        kwargs.setdefault("model_name", parsed.packaged or f"{parsed.target}+{pathlib.Path(parsed.adapter).name}")
     if backend == "llamacpp":
         from route_graph.models.engines.llamacpp_chat import LlamaCppChatModel
 

