@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None, *, llm: Any = None) -> int:
 
     def run(name: str, fresh: bool = False, **kw: Any) -> RunResult:
         base = {"data": str(data), "split": args.split, "limit": args.limit, "sample_seed": args.sample_seed,
-                "model": args.model or "default", "concurrency": args.concurrency,
+                "model": args.model, "concurrency": args.concurrency,
                 "config_overrides": tuple(args.config_overrides), **kw}
         print(f"== {name}", file=sys.stderr, flush=True)
         return run_eval(EvalSettings(**base), out / name, llm=llm, progress=progress, overwrite=fresh, plots=not args.no_plots)

@@ -322,9 +322,34 @@ def test_ship_refuses_names_that_would_shadow_other_specs(tmp_path):
 def test_report_labels_name_the_packaged_default(tuned_default):
     from route_graph.evaluation.report import model_label
 
-    assert model_label(None) == model_label("default") == f"{NAME} (offline default)"
+    assert model_label(NAME) == f"{NAME} (offline default)"
     assert model_label(f"llamacpp:{NAME}@0.75") == f"{NAME}@0.75"
     assert model_label(DEFAULT_MODEL) == "Qwen2.5-Coder-0.5B-Instruct"
+    # a record holding None/'default' predates concrete records: it ran the untuned base
+    assert model_label(None) == model_label("default") == "Qwen2.5-Coder-0.5B-Instruct"
+
+
+def test_runs_record_the_concrete_model_and_resume_legacy_default_records(tuned_default, tmp_path):
+    from route_graph.evaluation.runner import EvalSettings, _check_resume
+    from route_graph.models.spec import concrete_spec
+
+    assert concrete_spec(None) == concrete_spec("default") == NAME
+    assert concrete_spec("llamacpp:default") == f"llamacpp:{NAME}"
+    assert concrete_spec(DEFAULT_MODEL) == DEFAULT_MODEL
+    assert concrete_spec("./x+y@0.5") == "./x+y@0.5"
+
+    class _Dataset:
+        split_path, format, examples = tmp_path / "valid.json", "spider", []
+
+    settings = EvalSettings(data=None, split="valid.json", model=None)
+    record = settings.record(_Dataset())
+    assert record["model"] == NAME
+    # a run recorded as 'default' before: it ran the untuned base, so it resumes with that, not the new default
+    legacy = {**record, "model": "default"}
+    (tmp_path / "run.json").write_text(json.dumps({"settings": legacy, "sessions": []}))
+    assert _check_resume(tmp_path, {**record, "model": DEFAULT_MODEL}, overwrite=False) == []
+    with pytest.raises(ConfigError, match="different settings"):
+        _check_resume(tmp_path, record, overwrite=False)
 
 
 def test_report_labels_the_untuned_default_as_before(registry):

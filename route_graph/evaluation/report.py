@@ -489,15 +489,17 @@ def write_ci_plots(
 def model_label(spec: str | None) -> str:
     """A model spec as a reader knows it: the offline default -> 'Qwen2.5-Coder-0.5B-Instruct (offline default)'
     (a packaged tuned model by its name: 'route-0.5b (offline default)'), 'openai:URL#NAME' -> NAME, a
-    directory or file -> its name. None/'default' label what the default is now (packaged.DEFAULT_SPEC)."""
+    directory or file -> its name. Runs record the concrete model (``spec.concrete_spec``); a record
+    holding None/'default' is from before that, when the default was the untuned base."""
     from route_graph.models import packaged
     from route_graph.models.cache import OFFLINE_MODELS
+    from route_graph.models.spec import DEFAULT_MODEL
 
     name = str(spec or "default")
     for prefix in ("llamacpp:", "transformers:", "hf:"):
         name = name.removeprefix(prefix)
     if name.lower() == "default":
-        name = packaged.DEFAULT_SPEC
+        name = DEFAULT_MODEL
     default = " (offline default)" if name.lower() == packaged.DEFAULT_SPEC else ""
     if name.lower().partition("@")[0] in packaged.PACKAGED_MODELS:  # 'route-0.5b', 'route-0.5b@0.75'
         return name.lower() + default

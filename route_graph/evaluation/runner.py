@@ -40,6 +40,7 @@ from route_graph.graph import build_route_graph
 from route_graph.graph.context import STAGE_NAMES, RouteConfig
 from route_graph.graph.extras import Extra, former_values, parse_overrides
 from route_graph.graph.stages import FINALIZE
+from route_graph.models.spec import DEFAULT_MODEL, concrete_spec
 from route_graph.sql.database import Database
 from route_graph.sql.opening import open_database
 
@@ -128,6 +129,7 @@ class EvalSettings:
     def record(self, dataset: Dataset) -> dict[str, Any]:
         """JSON form saved in run.json (with what the dataset resolved to)."""
         out = asdict(self)
+        out["model"] = concrete_spec(self.model)  # the model itself, not 'default' (which may change)
         for key in ("data", "db_dir"):  # the same run, whatever directory the command runs from
             if out[key] is not None:
                 out[key] = str(Path(out[key]).expanduser().resolve())
@@ -184,7 +186,9 @@ def _check_resume(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> l
         saved = json.loads(run_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{run_file} is corrupt ({exc}); pass --overwrite to start again.") from exc
-    old = saved.get("settings", {})
+    old = dict(saved.get("settings", {}))
+    if old.get("model") in (None, "default"):  # recorded before records named the model: the untuned base
+        old["model"] = DEFAULT_MODEL
     diffs = [
         f"{key}: {old.get(key)!r} then, {settings.get(key)!r} now"
         for key in sorted(set(old) | set(settings))

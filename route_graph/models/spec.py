@@ -27,6 +27,7 @@ __all__ = [
     "PROVIDERS",
     "SPEC_FORMS",
     "ModelSpec",
+    "concrete_spec",
     "parse_model_spec",
 ]
 
@@ -97,6 +98,19 @@ def _split_backend(text: str) -> tuple[str | None, str]:
 
 def _is_default(text: str) -> bool:
     return text.strip().lower() in ("", "default")
+
+
+def concrete_spec(spec: str | None) -> str:
+    """``spec`` with None / '' / 'default' replaced by the model that means now (``packaged.DEFAULT_SPEC``).
+
+    What run records hold, so that a stored run keeps naming the model it ran after the default
+    changes (records from before this hold 'default' or None: the untuned base)."""
+    if spec is None or _is_default(spec):
+        return packaged.DEFAULT_SPEC
+    backend, text = _split_backend(spec.strip())
+    if _is_default(text):
+        return f"{backend}:{packaged.DEFAULT_SPEC}"
+    return spec
 
 
 def _scale(spec: str | None, value: str) -> float:
