@@ -1,12 +1,13 @@
-"""Same prompt, different answers: which stored answer does a fresh llama.cpp context give?
+"""Same prompt, different answers: does a fresh llama.cpp context give a stored run's raw SQL?
 
-Why: the MCP draft sends the single pass's prompt, yet stored runs of one adapter disagree on 26-44
-of 400 answers, nearly always in the single pass's favour (phase 3b: 8 right only in the single
-pass, 0 only in the draft; benchmarks/RESULTS.md footnote 8). A paired comparison of a tuned
-single pass with the base's MCP draft is fair only if neither path is the odd one out. This asks
-the prompt again for the questions where the two stored answers differ (and some where they agree)
-on a fresh context (llama.cpp context reset and the prefix LRU emptied before each question, so no
-KV state is reused) and counts which stored answer the fresh one equals.
+Why: the MCP draft sends the single pass's prompt, yet a stored ``--mode single`` run and the MCP
+run of one adapter differ in 17-40 of 400 answers. Part is ``requalify_columns`` (the single pass
+repairs a failing column reference; the draft row of ``benchmarks/ablation.py`` is the raw SQL),
+part is the engine: the same greedy prompt can give another answer when its KV state comes from
+another prefix. This compares the raw model SQL of both runs (the single pass's before any repair)
+and re-asks the prompt on a fresh context (llama.cpp context reset and the prefix LRU emptied before
+each question, so no KV state is reused) for the questions where they differ, plus some where they
+agree, counting which stored answer the fresh one equals.
 
     python benchmarks/same_prompt.py --model 'qwen2.5-coder-0.5b+finetune/phases/3b-ts-linked-noise' \\
         --single benchmarks/runs/phase3b-single --mcp benchmarks/runs/ablation-400-phase3b --agree 20
@@ -47,8 +48,17 @@ def _correct(row: dict, sql: str) -> bool:
     return bool((row.get("executions") or {}).get(sql, {}).get("correct"))
 
 
+def raw_sql(output: dict) -> str:
+    """The generate stage's SQL as the model wrote it (before ``requalify_columns``), from a
+    stored record or a graph output."""
+    for entry in output.get("trace") or ():
+        if entry.get("stage") == "generate":
+            return entry.get("proposed_sql") or ""
+    return (output.get("stage_sql") or output.get("sql_by_stage") or {}).get("generate") or ""
+
+
 def stored_pairs(single_run: Path, mcp_run: Path) -> list[Pair]:
-    """The single pass's answer and the MCP draft's, per question, in the single run's order."""
+    """The single pass's raw SQL and the MCP draft's, per question, in the single run's order."""
     mcp_dir = mcp_run / "mcp" if (mcp_run / "mcp" / "predictions.jsonl").is_file() else mcp_run
     single = read_predictions(single_run / "predictions.jsonl")
     drafts = {row["id"]: row for row in read_predictions(mcp_dir / "predictions.jsonl")}
@@ -57,7 +67,7 @@ def stored_pairs(single_run: Path, mcp_run: Path) -> list[Pair]:
         other = drafts.get(row["id"])
         if other is None:
             continue
-        s = (row.get("stage_sql") or {}).get("generate") or ""
+        s = raw_sql(row)
         d = (other.get("stage_sql") or {}).get("draft") or ""
         pairs.append(Pair(row["id"], s.strip(), d.strip(), _correct(row, s), _correct(other, d)))
     return pairs
@@ -123,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         engine.lru.entries.clear()
         engine.lru.size = 0
         output = graphs[example.db_id].invoke({"question": example.question, "hint": example.hint}, context=config)  # type: ignore[attr-defined]
-        fresh[pair.id] = ((output.get("sql_by_stage") or {}).get("generate") or output.get("sql") or "").strip()
+        fresh[pair.id] = raw_sql(output).strip()
     seconds = time.perf_counter() - started
     if args.out:
         args.out.write_text(json.dumps([{**asdict(p), "fresh": fresh[p.id]} for p in chosen], indent=1) + "\n")

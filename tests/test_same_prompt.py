@@ -23,6 +23,13 @@ def _row(i: int, stage: str, sql: str, correct: bool) -> dict:
     return {"id": i, "stage_sql": {stage: sql}, "executions": {sql: {"correct": correct}}}
 
 
+def test_raw_sql_is_the_models_sql_before_requalification() -> None:
+    record = {"stage_sql": {"generate": "SELECT b.x FROM a JOIN b"},
+              "trace": [{"stage": "generate", "proposed_sql": "SELECT a.x FROM a JOIN b", "requalified": {"sql": "SELECT b.x FROM a JOIN b"}}]}
+    assert same_prompt.raw_sql(record) == "SELECT a.x FROM a JOIN b"
+    assert same_prompt.raw_sql({"stage_sql": {"generate": "SELECT 1"}}) == "SELECT 1"  # no trace: the stage's SQL
+
+
 def test_pairs_follow_the_single_run_and_pick_keeps_differing_plus_agreeing(tmp_path: Path) -> None:
     _write(tmp_path / "single", [_row(3, "generate", "SELECT 1", True), _row(1, "generate", "SELECT a", True),
                                  _row(2, "generate", "SELECT b", False), _row(9, "generate", "SELECT c", True)])
