@@ -75,9 +75,8 @@ def stored_pairs(single_run: Path, mcp_run: Path) -> list[Pair]:
 
 def pick(pairs: list[Pair], agree: int) -> list[Pair]:
     """Every differing question and the first ``agree`` agreeing ones, in run order."""
-    keep = {p.id for p in pairs if p.differ} | {p.id for p in pairs if not p.differ}.intersection(
-        [p.id for p in pairs if not p.differ][:agree]
-    )
+    agreeing = [p.id for p in pairs if not p.differ][:agree]
+    keep = {p.id for p in pairs if p.differ} | set(agreeing)
     return [p for p in pairs if p.id in keep]
 
 
