@@ -31,6 +31,11 @@ def test_there_is_a_committed_phase() -> None:
     assert PHASES, "finetune/phases/ holds no phase"
 
 
+def test_at_most_six_phase_folders() -> None:
+    """Issue 26 caps the tree at six phase folders: prune one whose child is committed (git keeps it)."""
+    assert len(PHASES) <= 6, f"{len(PHASES)} phase folders: prune the oldest whose children are committed"
+
+
 @pytest.mark.parametrize("phase", PHASES, ids=lambda p: p.name)
 def test_phase_folder_is_whole(phase: Path) -> None:
     weights = phase / "adapter_model.safetensors"
