@@ -9,6 +9,8 @@ the pipeline (per-stage fixes, noise correction verdicts, schema-linking recall,
 kinds) and, with ``--train-dir``, how the model was trained (records, steps, loss, time).
 Either side may instead be a ``route-sql eval --mode single`` run: it is compared on the
 single-pass row only (it sends the MCP draft's prompt), a cheap control for a model's TS skill.
+Two MCP runs with different stage sets (an ablation's ``--variants`` run, ``route-sql eval
+--stages``) are compared on the final answer only: their intermediate rows are not the same stages.
 
     python benchmarks/finetune_gain.py --base runs/ablation --tuned runs/ablation-msft \\
         --train-dir outputs/msft_spider_cpu/train --results benchmarks/RESULTS.md
@@ -85,7 +87,7 @@ def error_kinds(records: Sequence[Mapping[str, Any]]) -> Counter[str]:
 def _common_questions(base: Side, tuned: Side) -> list[int]:
     """Question ids both runs scored. A run still in progress (the runner is resumable) is compared
     on the questions it has finished; anything else that differs is an error."""
-    keys = ("data", "split", "limit", "sample_seed", "stages_effective", "mode")
+    keys: tuple[str, ...] = ("data", "split", "limit", "sample_seed", "mode")
     if base.single != tuned.single:  # a --mode single run against an MCP run's draft: same prompt
         keys = ("data", "split", "limit", "sample_seed")
     differ = [k for k in keys if base.settings.get(k) != tuned.settings.get(k)]
@@ -100,6 +102,11 @@ def _common_questions(base: Side, tuned: Side) -> list[int]:
     base.restrict(common)
     tuned.restrict(common)
     return sorted(common)
+
+
+def _stage_set(side: Side) -> str:
+    """The MCP stages a run had on (runs from before the setting was recorded had all of them)."""
+    return str(side.settings.get("stages_effective", "sl,nc,cw"))
 
 
 def _train_lines(train_dir: Path) -> list[str]:
@@ -148,12 +155,16 @@ def render_section(
     ]
     if train_dir is not None:
         lines += _train_lines(train_dir)
+    final_only = not (base.single or tuned.single) and _stage_set(base) != _stage_set(tuned)
+    if final_only:
+        lines += [f"Stage sets differ ({lb}: {_stage_set(base)}; {lt}: {_stage_set(tuned)}): compared on the final "
+                  "answer only.", ""]
     lines += [f"### EX by variant: {lt} vs {lb}", ""]
     table = []
     verdicts = []
     for variant, row_b in base.rows.items():
         row_t = tuned.rows.get(variant)
-        if row_t is None:
+        if row_t is None or (final_only and row_b["checkpoint"] != "final"):
             continue
         cmp = paired_comparison(ids, row_b["correct_ids"], row_t["correct_ids"])
         table.append([row_b["variant"], pct(row_b["ex"]), pct(row_t["ex"]), f"{100 * cmp.gain:+.1f}",

@@ -142,6 +142,25 @@ def test_finetune_gain_single_mode_run_against_the_mcp_draft(data: Path, tmp_pat
     assert "+0.0 to +0.0" in table
 
 
+def test_finetune_gain_different_stage_sets_compare_the_final_answer_only(data: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    ablation, gain = load_ablation(), load_finetune_gain()
+    assert ablation.main(["--data", str(data), "--split", "dev.json", "--limit", "6", "--throughput-n", "0",
+                          "--no-single-run", "--variants", "sl", "--no-progress", "--no-plots",
+                          "--out", str(tmp_path / "runs")], llm=model()) == 0
+    capsys.readouterr()
+    # Full MCP against a run with only schema linking on (e.g. NC and CW off): one row, the final answer.
+    assert gain.main(["--base", str(tmp_path / "runs"), "--tuned", str(tmp_path / "runs" / "stages-sl"),
+                      "--labels", "all stages,sl only"]) == 0
+    text = capsys.readouterr().out
+    assert "Stage sets differ (all stages: sl,nc,cw,rescue; sl only: sl): compared on the final answer only." in text
+    table = text.split("### EX by variant")[1].split("###")[0]
+    assert "full MCP" in table and "single-pass" not in table and "+SL |" not in table
+    # The same MCP stage set on both sides keeps every cumulative row.
+    assert gain.main(["--base", str(tmp_path / "runs"), "--tuned", str(tmp_path / "runs")]) == 0
+    text = capsys.readouterr().out
+    assert "Stage sets differ" not in text and "| single-pass |" in text.split("### EX by variant")[1]
+
+
 def test_schema_tokens_replays_a_run_under_other_sample_rows(data: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
     ablation = load_ablation()
     spec = importlib.util.spec_from_file_location("route_graph_schema_tokens", ABLATION.with_name("schema_tokens.py"))
