@@ -157,8 +157,8 @@ def render_section(
         lines += _train_lines(train_dir)
     final_only = not (base.single or tuned.single) and _stage_set(base) != _stage_set(tuned)
     if final_only:
-        lines += [f"Stage sets differ ({lb}: {_stage_set(base)}; {lt}: {_stage_set(tuned)}): compared on the final "
-                  "answer only.", ""]
+        differ = f"Stage sets differ ({lb}: {_stage_set(base)}; {lt}: {_stage_set(tuned)})"
+        lines += [f"{differ}: compared on the final answer only.", ""]
     lines += [f"### EX by variant: {lt} vs {lb}", ""]
     table = []
     verdicts = []
