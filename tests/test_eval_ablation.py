@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -159,6 +160,26 @@ def test_finetune_gain_different_stage_sets_compare_the_final_answer_only(data: 
     assert gain.main(["--base", str(tmp_path / "runs"), "--tuned", str(tmp_path / "runs")]) == 0
     text = capsys.readouterr().out
     assert "Stage sets differ" not in text and "| single-pass |" in text.split("### EX by variant")[1]
+
+
+def test_extend_run_seeds_an_ablation_over_more_questions(data: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    ablation = load_ablation()
+    spec = importlib.util.spec_from_file_location("route_graph_extend_run", ABLATION.with_name("extend_run.py"))
+    extend = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extend)
+    common = ["--data", str(data), "--split", "dev.json", "--sample-seed", "0", "--throughput-n", "0",
+              "--no-single-run", "--no-progress", "--no-plots"]
+    assert ablation.main([*common, "--limit", "3", "--out", str(tmp_path / "small")], llm=model()) == 0
+    assert extend.main(["--stored", str(tmp_path / "small" / "mcp"), "--limit", "7",
+                        "--out", str(tmp_path / "large" / "mcp")]) == 0
+    assert "seeded with 3 answers" in capsys.readouterr().out
+    llm = model()
+    assert ablation.main([*common, "--limit", "7", "--out", str(tmp_path / "large")], llm=llm) == 0
+    asked = {question for question, _ in llm.calls}
+    small = (tmp_path / "small" / "mcp" / "predictions.jsonl").read_text().splitlines()
+    assert asked and not asked & {json.loads(line)["question"] for line in small}
+    assert (tmp_path / "large" / "mcp" / "predictions.jsonl").read_text().splitlines()[:3] == small
+    assert extend.main(["--stored", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
 
 
 def test_schema_tokens_replays_a_run_under_other_sample_rows(data: Path, tmp_path: Path, capsys) -> None:  # noqa: F811

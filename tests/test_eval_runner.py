@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from route_graph.errors import ConfigError, ModelError, PromptTooLongError
 from route_graph.evaluation import EvalSettings, run_eval
 from route_graph.evaluation.cli import main
+from route_graph.evaluation.runner import seed_run
 from route_graph.evaluation.summary import read_predictions
 from route_graph.graph.extras import ValueRetrieval
 from tests.fakes import make_concert_db, task_of
@@ -195,6 +196,32 @@ def test_resume_with_other_settings_is_refused(data: Path, tmp_path: Path) -> No
     assert run_eval(settings(data, limit=2, concurrency=2), out, llm=model(), progress=False, plots=False).new_questions == 0
     fresh = run_eval(settings(data, limit=3), out, llm=model(), progress=False, plots=False, overwrite=True)
     assert fresh.new_questions == 3
+
+
+def test_seed_run_extends_a_stored_run_to_a_larger_sample(data: Path, tmp_path: Path) -> None:
+    small, large = tmp_path / "small", tmp_path / "large"
+    run_eval(settings(data, limit=3), small, llm=model(), progress=False, plots=False)
+    assert seed_run(small, settings(data), large) == 3
+    llm = model()
+    result = run_eval(settings(data), large, llm=llm, progress=False, plots=False)
+    # Only the 4 questions the small run did not answer are asked; its 3 answers are kept as they were.
+    assert result.new_questions == 4 and len(llm.calls) > 0
+    asked = {question for question, _ in llm.calls}
+    seeded = {r["question"] for r in by_id(small).values()}
+    assert not asked & seeded
+    assert [by_id(large)[i] for i in by_id(small)] == list(by_id(small).values())
+    assert result.summary["overall"]["questions"] == 7
+    sessions = json.loads((large / "run.json").read_text())["sessions"]
+    assert "seeded_from" in sessions[0] and "seeded_from" not in sessions[-1]
+    # Other settings, an occupied directory, or a sample that does not contain the stored one: refused.
+    with pytest.raises(ConfigError, match=r"other settings than these \(mode: 'mcp' then, 'single' now"):
+        seed_run(small, settings(data, mode="single"), tmp_path / "other")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        seed_run(small, settings(data), large)
+    with pytest.raises(ConfigError, match="not in the new sample"):
+        seed_run(large, settings(data, limit=3), tmp_path / "smaller")
+    with pytest.raises(ConfigError, match="is not an evaluation run"):
+        seed_run(tmp_path / "missing", settings(data), tmp_path / "x")
 
 
 def test_predictions_without_run_file_are_refused(data: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import concurrent.futures as cf
 import datetime as _dt
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
     from route_graph.graph.state import TraceEntry
 
-__all__ = ["PREDICTIONS", "REPORT", "RUN_FILE", "SUMMARY", "EvalSettings", "RunResult", "run_eval"]
+__all__ = ["PREDICTIONS", "REPORT", "RUN_FILE", "SUMMARY", "EvalSettings", "RunResult", "run_eval", "seed_run"]
 
 PREDICTIONS = "predictions.jsonl"
 RUN_FILE = "run.json"
@@ -186,20 +187,60 @@ def _check_resume(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> l
         saved = json.loads(run_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{run_file} is corrupt ({exc}); pass --overwrite to start again.") from exc
-    old = dict(saved.get("settings", {}))
-    if old.get("model") in (None, "default"):  # recorded before records named the model: the untuned base
-        old["model"] = DEFAULT_MODEL
-    diffs = [
-        f"{key}: {old.get(key)!r} then, {settings.get(key)!r} now"
-        for key in sorted(set(old) | set(settings))
-        if key not in _RESUMABLE and old.get(key) != settings.get(key)
-    ]
+    diffs = _settings_diffs(saved.get("settings", {}), settings)
     if diffs:
         raise ConfigError(
             f"{out_dir} holds a run with different settings ({'; '.join(diffs)}). Rerun with the same "
             "settings to resume it, choose another --out, or pass --overwrite to start again."
         )
     return list(saved.get("sessions", []))
+
+
+def _settings_diffs(saved: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """What differs between a stored run's settings and these, apart from what a resume may change."""
+    old = dict(saved)
+    if old.get("model") in (None, "default"):  # recorded before records named the model: the untuned base
+        old["model"] = DEFAULT_MODEL
+    return [
+        f"{key}: {old.get(key)!r} then, {settings.get(key)!r} now"
+        for key in sorted(set(old) | set(settings))
+        if key not in _RESUMABLE and old.get(key) != settings.get(key)
+    ]
+
+
+def seed_run(stored_dir: str | os.PathLike[str], settings: EvalSettings, out_dir: str | os.PathLike[str]) -> int:
+    """Start the run ``settings`` in ``out_dir`` with the answers of ``stored_dir``, a run of the same
+    settings on a smaller sample; ``run_eval`` then asks only the rest. Returns the answers copied.
+
+    Why: the evaluation standard extends a borderline 400-question result to all 1,042 questions,
+    and re-asking the 400 costs 30-50 min of 2-core CPU per side for answers already stored."""
+    stored, out = Path(stored_dir), Path(out_dir).expanduser().resolve()
+    if not (stored / RUN_FILE).is_file() or not (stored / PREDICTIONS).is_file():
+        raise ConfigError(f"{stored} is not an evaluation run (no {RUN_FILE} / {PREDICTIONS}); name a run directory.")
+    if (out / RUN_FILE).exists() or (out / PREDICTIONS).exists():
+        raise ConfigError(f"{out} already holds a run; seed a new --out directory.")
+    saved = json.loads((stored / RUN_FILE).read_text(encoding="utf-8"))
+    dataset = load_dataset(
+        settings.data, settings.split, limit=settings.limit, sample_seed=settings.sample_seed, db_dir=settings.db_dir
+    )
+    new = settings.record(dataset)
+    sample_size = {"limit": new["limit"], "selected": new["selected"]}
+    diffs = _settings_diffs({**saved.get("settings", {}), **sample_size}, new)
+    if diffs:
+        raise ConfigError(f"{stored} was run with other settings than these ({'; '.join(diffs)}); it cannot seed them.")
+    records = list(read_predictions(stored / PREDICTIONS))
+    sample = {e.id for e in dataset.examples}
+    outside = sorted(int(r["id"]) for r in records if int(r["id"]) not in sample)
+    if outside:
+        raise ConfigError(
+            f"{len(outside)} of {stored}'s questions (ids {outside[:5]}...) are not in the new sample; "
+            "seed only a larger sample with the same seed, or all questions (--limit equal to the split's size)."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(stored / PREDICTIONS, out / PREDICTIONS)  # byte for byte (a torn last line is dropped on resume)
+    sessions = [{**session, "seeded_from": str(stored.resolve())} for session in saved.get("sessions", [])]
+    _write_run_file(out, new, sessions)
+    return len(records)
 
 
 def _repair_predictions(path: Path) -> set[int]:
