@@ -30,6 +30,7 @@ from route_graph.models import (
     parse_model_spec,
 )
 from route_graph.models import cache as _cache
+from route_graph.models.packaged import packaged_adapter_path
 from route_graph.models.cache import (
     OfflineModel,
     assemble_gguf,
@@ -39,13 +40,19 @@ from route_graph.models.cache import (
 
 # --------------------------------------------------------------------------- spec strings
 
+TUNED_DEFAULT = ModelSpec(
+    "offline", DEFAULT_MODEL, adapter=str(packaged_adapter_path("route-0.5b")), packaged="route-0.5b"
+)
+
 
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        (None, ModelSpec("offline", DEFAULT_MODEL)),
-        ("", ModelSpec("offline", DEFAULT_MODEL)),
-        ("default", ModelSpec("offline", DEFAULT_MODEL)),
+        # the shipped default: the ROUTE-tuned adapter installed with the package, on the offline base
+        (None, TUNED_DEFAULT),
+        ("", TUNED_DEFAULT),
+        ("default", TUNED_DEFAULT),
+        ("route-0.5b", TUNED_DEFAULT),
         ("qwen2.5-coder-0.5b", ModelSpec("offline", "qwen2.5-coder-0.5b")),
         ("Qwen2.5-Coder-1.5B", ModelSpec("offline", "qwen2.5-coder-1.5b")),
         (

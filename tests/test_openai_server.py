@@ -154,7 +154,7 @@ def server_llm(vllm_server: Server):
 
 @pytest.fixture(scope="module")
 def local_llm():
-    return load_chat_model()
+    return load_chat_model(MODEL_NAME)  # the model the server serves: the untuned base
 
 
 def _spider_db(db_id: str) -> Path:

@@ -35,6 +35,13 @@ def tuned_default(registry, monkeypatch):
     return registry
 
 
+@pytest.fixture
+def untuned_default(registry, monkeypatch):
+    """The registry with the untuned base as the default (a fork that has not shipped an adapter)."""
+    monkeypatch.setattr(packaged, "DEFAULT_SPEC", DEFAULT_MODEL)
+    return registry
+
+
 def _tiny_adapter(directory: Path, seed: int = 0) -> Path:
     """A PEFT-style LoRA adapter (safetensors + config) on a 2-layer Qwen2-shaped model, written with numpy."""
     import numpy as np
@@ -108,8 +115,7 @@ def test_default_follows_default_spec_and_the_base_name_stays_untuned(tuned_defa
     assert parse_model_spec("default+my/adapter") == ModelSpec("offline", DEFAULT_MODEL, adapter="my/adapter")
 
 
-def test_the_untuned_default_is_unchanged(registry):
-    assert packaged.DEFAULT_SPEC == DEFAULT_MODEL  # flipping it is the step that ships a tuned default
+def test_an_untuned_default_takes_no_scale(untuned_default):
     assert parse_model_spec(None) == ModelSpec("offline", DEFAULT_MODEL)
     with pytest.raises(ModelError, match="Unknown model spec"):
         parse_model_spec(f"{DEFAULT_MODEL}@0.75")  # a scale needs an adapter
@@ -154,7 +160,9 @@ def test_the_shipped_registry_is_consistent():
             f"{name}: run route-finetune ship so llama.cpp needs no torch"
         )
     assert packaged.DEFAULT_SPEC in OFFLINE_MODELS or packaged.DEFAULT_SPEC in packaged.PACKAGED_MODELS
-    parse_model_spec(None)
+    default = parse_model_spec(None)
+    if packaged.DEFAULT_SPEC in packaged.PACKAGED_MODELS:  # a shipped default runs its installed adapter
+        assert default.packaged == packaged.DEFAULT_SPEC and default.adapter == str(packaged_adapter_dir(default.packaged))
 
 
 # ----------------------------------------------------------------------------- a broken install
@@ -352,7 +360,7 @@ def test_runs_record_the_concrete_model_and_resume_legacy_default_records(tuned_
         _check_resume(tmp_path, record, overwrite=False)
 
 
-def test_report_labels_the_untuned_default_as_before(registry):
+def test_report_labels_the_untuned_default_as_before(untuned_default):
     from route_graph.evaluation.report import model_label
 
     assert model_label(None) == "Qwen2.5-Coder-0.5B-Instruct (offline default)"
