@@ -202,7 +202,7 @@ def test_llamacpp_applies_the_adapter_to_the_default_model(tmp_path):
     from route_graph.models.engines.llamacpp_chat import LlamaCppChatModel
 
     question = [("system", "You write SQLite SQL."), ("human", "Table singer(name, age). Names of singers older than 30?")]
-    base = load_chat_model(max_new_tokens=32).invoke(question).content
+    base = load_chat_model(DEFAULT_MODEL, max_new_tokens=32).invoke(question).content  # the untuned base
     zero = load_chat_model(f"{DEFAULT_MODEL}+{_real_size_adapter(tmp_path / 'zero', 0.0)}", max_new_tokens=32)
     strong = load_chat_model(f"{DEFAULT_MODEL}+{_real_size_adapter(tmp_path / 'strong', 0.5)}", max_new_tokens=32)
     assert isinstance(zero, LlamaCppChatModel) and zero.lora_path and zero.engine() is not strong.engine()

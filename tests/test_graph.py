@@ -581,6 +581,26 @@ def test_generate_requalifies_a_wrong_alias_before_nc(db_path: Path) -> None:
     assert fixed in next(p for t, p in llm.calls if t == "nc")  # NC judged the repaired SQL
 
 
+def test_generate_turns_a_double_quoted_literal_into_a_string_on_duckdb(tmp_path: Path) -> None:
+    """SQLite reads "France" as a string; DuckDB (like PostgreSQL) as a column, and fails."""
+    duckdb = pytest.importorskip("duckdb", reason="optional extra route-graph[duckdb]")
+    path = tmp_path / "concert.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE TABLE singer (singer_id INTEGER, name TEXT, country TEXT)")
+        conn.execute("INSERT INTO singer VALUES (1, 'Edith', 'France'), (2, 'Adele', 'UK'), (3, 'Jacques', 'France')")
+    quoted = SQL_FRENCH.replace("'France'", '"France"')
+    out, llm = run(
+        f"duckdb:///{path}",
+        {"ts": [fence(quoted)]},
+        RouteConfig(schema_linking=False, continuation_writing=False),
+    )
+    gen = entry(out, "generate")
+    assert gen["proposed_sql"] == quoted and not gen["executed"] and "France" in gen["error"]
+    assert gen["requalified"]["sql"] == SQL_FRENCH and gen["requalified"]["accepted"]
+    assert out["sql"] == SQL_FRENCH and sorted(r[0] for r in out["result"]["rows"]) == ["Edith", "Jacques"]
+    assert llm.tasks() == ["ts"]  # no model call was needed to repair it
+
+
 def test_requalify_leaves_an_ambiguous_column_to_the_model(db_path: Path) -> None:
     ambiguous = (
         "SELECT T2.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id "

@@ -30,13 +30,13 @@ from route_graph.models import (
     parse_model_spec,
 )
 from route_graph.models import cache as _cache
-from route_graph.models.packaged import packaged_adapter_path
 from route_graph.models.cache import (
     OfflineModel,
     assemble_gguf,
     ensure_offline_model,
     find_parts,
 )
+from route_graph.models.packaged import packaged_adapter_path
 
 # --------------------------------------------------------------------------- spec strings
 

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from route_graph.repair import MissingColumn, missing_column, requalify_column
+from route_graph.repair import (
+    MissingColumn,
+    missing_column,
+    quoted_string_fix,
+    requalify_column,
+)
 from route_graph.sql.execute import execute_sql
 from route_graph.sql.opening import open_database
 from tests.fakes import make_concert_db
@@ -90,3 +95,50 @@ def test_requalify_ignores_other_errors_and_unparseable_sql(db) -> None:
     assert requalify_column("SELECT T2.name FROM (((", "no such column: T2.name", db.schema) is None
     deep = "SELECT " + "(" * 5_000 + "T2.name" + ")" * 5_000 + f" {JOIN}"
     assert requalify_column(deep, "no such column: T2.name", db.schema) is None
+
+
+# ----------------------------------------------------------------------- double-quoted literals
+
+PG_ERROR = 'column "France" does not exist\nLINE 1: SELECT name FROM singer WHERE country = "France"'
+DUCK_ERROR = 'Binder Error: Referenced column "France" not found in FROM clause!\nCandidate bindings: "country"'
+
+
+@pytest.mark.parametrize("error", [PG_ERROR, DUCK_ERROR])
+@pytest.mark.parametrize("dialect", ["postgres", "duckdb"])
+def test_a_double_quoted_literal_becomes_a_string(db, error: str, dialect: str) -> None:
+    fixed = quoted_string_fix('SELECT name FROM singer WHERE country = "France"', error, db.schema, dialect)
+    assert fixed == "SELECT name FROM singer WHERE country = 'France'"
+
+
+@pytest.mark.parametrize(
+    ("sql", "error"),
+    [
+        # a quoted name the schema has as a column is an identifier, whatever the error says
+        ('SELECT "name" FROM singer WHERE country = \'France\'', 'column "name" does not exist'),
+        # qualified: a column reference, not a literal
+        ('SELECT T1."France" FROM singer AS T1', PG_ERROR),
+        # another error, or a quoted name the error does not name
+        ('SELECT name FROM singer WHERE country = "France"', "no such table: singer"),
+        ('SELECT name FROM singer WHERE country = "Spain"', PG_ERROR),
+        ('SELECT name FROM singer WHERE country = "France"', None),
+    ],
+)
+def test_quoted_names_that_are_not_literals_are_left_alone(db, sql: str, error: str | None) -> None:
+    assert quoted_string_fix(sql, error, db.schema, "postgres") is None
+
+
+def test_the_fixed_sql_runs_on_duckdb(tmp_path: Path) -> None:
+    duckdb = pytest.importorskip("duckdb", reason="optional extra route-graph[duckdb]")
+    path = tmp_path / "concert.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE TABLE singer (singer_id INTEGER, name TEXT, country TEXT)")
+        conn.execute("INSERT INTO singer VALUES (1, 'Edith', 'France'), (2, 'Adele', 'UK')")
+    duck = open_database(f"duckdb:///{path}")
+    sql = 'SELECT name FROM singer WHERE country = "France" OR name = "Adele" ORDER BY name'
+    first = execute_sql(duck, sql)
+    assert not first.ok and "France" in (first.error or "")
+    once = quoted_string_fix(sql, first.error, duck.schema, duck.dialect)  # the engine names one at a time
+    second = execute_sql(duck, once)
+    twice = quoted_string_fix(once, second.error, duck.schema, duck.dialect) if not second.ok else once
+    result = execute_sql(duck, twice)
+    assert result.ok and [row[0] for row in result.rows] == ["Adele", "Edith"], (twice, result.error)

@@ -2,7 +2,9 @@
 
 Where execution already tells what is wrong, generate acts on it without asking the model: a
 column qualified with the wrong alias ("no such column: T2.x" where exactly one joined table has
-``x``) is re-qualified (``requalify_columns``, ``repair.requalify_column``). The self-consistency
+``x``) is re-qualified (``requalify_columns``, ``repair.requalify_column``), and a double-quoted
+string literal the database reads as a column (``= "France"`` on PostgreSQL or DuckDB: Spider's
+style, which a tuned model writes) becomes a string (``repair.quoted_string_fix``). The self-consistency
 samples (the ``self_consistency`` extra) are drawn from this same prompt and re-qualified alike.
 """
 
@@ -20,7 +22,7 @@ from route_graph.graph.context import RouteConfig
 from route_graph.graph.pipeline import Node, Pipeline
 from route_graph.graph.stages import GENERATE
 from route_graph.graph.state import RouteState, TraceEntry
-from route_graph.repair import requalify_column
+from route_graph.repair import quoted_string_fix, requalify_column
 from route_graph.sql.result import ExecutionResult
 from route_graph.views import parsing, stage_prefill
 
@@ -78,11 +80,12 @@ def generate_prompt(
 
 
 def requalify(pipe: Pipeline, sql: str, result: ExecutionResult, cfg: RouteConfig) -> tuple[str, ExecutionResult] | None:
-    """Re-qualify wrongly aliased columns, one error at a time; the last attempt (or None if
-    the error was not one ``repair.requalify_column`` can fix)."""
+    """Re-qualify wrongly aliased columns and unquote double-quoted literals, one error at a time;
+    the last attempt (or None if the error was not one ``repair`` can fix exactly)."""
     current, current_result = sql, result
     for _ in range(MAX_REQUALIFY_STEPS):
-        fixed = requalify_column(current, current_result.error, pipe.db.schema, pipe.db.dialect)
+        error, schema, dialect = current_result.error, pipe.db.schema, pipe.db.dialect
+        fixed = requalify_column(current, error, schema, dialect) or quoted_string_fix(current, error, schema, dialect)
         if fixed is None:
             break
         current, current_result = fixed, pipe.execute(fixed, cfg)
