@@ -79,6 +79,17 @@ class ToolCallingFakeChatModel(GenericFakeChatModel):
         return self
 
 
+def make_singer_duckdb(path: Path) -> str:
+    """A DuckDB file with one singer table (two French singers); its URL. Skips without duckdb."""
+    import pytest
+
+    duckdb = pytest.importorskip("duckdb", reason="optional extra route-graph[duckdb]")
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE TABLE singer (singer_id INTEGER, name TEXT, country TEXT)")
+        conn.execute("INSERT INTO singer VALUES (1, 'Edith', 'France'), (2, 'Adele', 'UK'), (3, 'Jacques', 'France')")
+    return f"duckdb:///{path}"
+
+
 def make_concert_db(path: Path, extra_sql: Iterable[str] = ()) -> Path:
     """A four-table database in the style of Spider's concert_singer."""
     conn = sqlite3.connect(path)

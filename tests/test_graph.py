@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from route_graph import RouteConfig, build_route_graph
-from tests.fakes import ScriptedChatModel, make_concert_db, task_of
+from tests.fakes import ScriptedChatModel, make_concert_db, make_singer_duckdb, task_of
 
 SQL_FRENCH = "SELECT name FROM singer WHERE country = 'France'"
 SQL_THREE_TABLES = (
@@ -583,14 +583,9 @@ def test_generate_requalifies_a_wrong_alias_before_nc(db_path: Path) -> None:
 
 def test_generate_turns_a_double_quoted_literal_into_a_string_on_duckdb(tmp_path: Path) -> None:
     """SQLite reads "France" as a string; DuckDB (like PostgreSQL) as a column, and fails."""
-    duckdb = pytest.importorskip("duckdb", reason="optional extra route-graph[duckdb]")
-    path = tmp_path / "concert.duckdb"
-    with duckdb.connect(str(path)) as conn:
-        conn.execute("CREATE TABLE singer (singer_id INTEGER, name TEXT, country TEXT)")
-        conn.execute("INSERT INTO singer VALUES (1, 'Edith', 'France'), (2, 'Adele', 'UK'), (3, 'Jacques', 'France')")
     quoted = SQL_FRENCH.replace("'France'", '"France"')
     out, llm = run(
-        f"duckdb:///{path}",
+        make_singer_duckdb(tmp_path / "concert.duckdb"),
         {"ts": [fence(quoted)]},
         RouteConfig(schema_linking=False, continuation_writing=False),
     )

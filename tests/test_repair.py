@@ -14,7 +14,7 @@ from route_graph.repair import (
 )
 from route_graph.sql.execute import execute_sql
 from route_graph.sql.opening import open_database
-from tests.fakes import make_concert_db
+from tests.fakes import make_concert_db, make_singer_duckdb
 
 JOIN = "FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id"
 
@@ -128,12 +128,7 @@ def test_quoted_names_that_are_not_literals_are_left_alone(db, sql: str, error: 
 
 
 def test_the_fixed_sql_runs_on_duckdb(tmp_path: Path) -> None:
-    duckdb = pytest.importorskip("duckdb", reason="optional extra route-graph[duckdb]")
-    path = tmp_path / "concert.duckdb"
-    with duckdb.connect(str(path)) as conn:
-        conn.execute("CREATE TABLE singer (singer_id INTEGER, name TEXT, country TEXT)")
-        conn.execute("INSERT INTO singer VALUES (1, 'Edith', 'France'), (2, 'Adele', 'UK')")
-    duck = open_database(f"duckdb:///{path}")
+    duck = open_database(make_singer_duckdb(tmp_path / "concert.duckdb"))
     sql = 'SELECT name FROM singer WHERE country = "France" OR name = "Adele" ORDER BY name'
     first = execute_sql(duck, sql)
     assert not first.ok and "France" in (first.error or "")
@@ -141,4 +136,4 @@ def test_the_fixed_sql_runs_on_duckdb(tmp_path: Path) -> None:
     second = execute_sql(duck, once)
     twice = quoted_string_fix(once, second.error, duck.schema, duck.dialect) if not second.ok else once
     result = execute_sql(duck, twice)
-    assert result.ok and [row[0] for row in result.rows] == ["Adele", "Edith"], (twice, result.error)
+    assert result.ok and [row[0] for row in result.rows] == ["Adele", "Edith", "Jacques"], (twice, result.error)
