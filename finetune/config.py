@@ -96,6 +96,12 @@ class SynthConfig:
         "'gold' keeps the gold text.",
         "table_names",
     )
+    string_quotes: Literal["gold", "single"] = _describe(
+        "How target SQL quotes string literals: 'single' rewrites Spider's double-quoted ones "
+        "(name = \"Gasoline\", a string only in SQLite) to 'Gasoline' where the rows are unchanged; phase 3d "
+        "wrote them in 102 of 400 answers (base: 4), which PostgreSQL and DuckDB reject. 'gold' keeps them.",
+        "gold",
+    )
     timeout_s: float | None = _describe("Execution limit while synthesizing (None: route.execution_timeout_s).", None)
     sample_model: str | None = _describe(
         "Model spec whose sampled TS answers, labelled by execution, become extra NC records; None: off.", None

@@ -34,7 +34,7 @@ from route_graph.sql.schema import Schema, Table
 
 __all__ = [
     "RESCUE_RULES", "MissingColumn", "RepairRule", "closest_name_fix", "join_owner_table", "missing_column",
-    "quoted_string_fix", "requalify_column",
+    "quoted_string_fix", "requalify_column", "single_quoted_literals",
 ]
 
 _NAME = r"[\"`\[]?([A-Za-z_][\w ]*?)[\"`\]]?"
@@ -102,19 +102,35 @@ def quoted_string_fix(sql: str, error: str | None, schema: Schema, dialect: str 
     names = {match.group(1) for pattern in _MISSING_QUOTED for match in pattern.finditer(text)}
     if not names:
         return None
+    return _rewritten(sql, dialect, lambda tree: _quoted_names_to_strings(tree, schema, names))
+
+
+def single_quoted_literals(sql: str, schema: Schema, dialect: str = "sqlite") -> str | None:
+    """``sql`` with every double-quoted name that can only be a string (SQLite's reading) single-quoted.
+
+    For training targets: Spider's gold writes ``name = "Gasoline"``, and a model tuned on it writes
+    SQL that PostgreSQL and DuckDB reject (``quoted_string_fix`` mends that after the error). The
+    same rule as ``quoted_string_fix`` without an error: unqualified, double-quoted, no column of
+    the schema and no alias of the query by that name. None when nothing changes or it does not
+    parse; callers check by execution that the rows are unchanged.
+    """
+    return _rewritten(sql, dialect, lambda tree: _quoted_names_to_strings(tree, schema, None))
+
+
+def _quoted_names_to_strings(tree: exp.Expression, schema: Schema, names: set[str] | None) -> bool:
+    """Turn unqualified double-quoted column references that no schema column or query alias has
+    (limited to ``names`` when given) into string literals, in place; True if any changed."""
     columns = {column.name.lower() for table in schema.tables for column in table.columns}
-
-    def to_strings(tree: exp.Expression) -> bool:
-        meant = [
-            node for node in tree.find_all(exp.Column)
-            if not node.table and isinstance(node.this, exp.Identifier) and node.this.quoted
-            and node.name in names and node.name.lower() not in columns
-        ]
-        for node in meant:
-            node.replace(exp.Literal.string(node.name))
-        return bool(meant)
-
-    return _rewritten(sql, dialect, to_strings)
+    aliases = {alias.alias.lower() for alias in tree.find_all(exp.Alias)}
+    meant = [
+        node for node in tree.find_all(exp.Column)
+        if not node.table and isinstance(node.this, exp.Identifier) and node.this.quoted
+        and (names is None or node.name in names)
+        and node.name.lower() not in columns and node.name.lower() not in aliases
+    ]
+    for node in meant:
+        node.replace(exp.Literal.string(node.name))
+    return bool(meant)
 
 
 def _rewritten(sql: str, dialect: str, rewrite: Callable[[exp.Expression], bool]) -> str | None:

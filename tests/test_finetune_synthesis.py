@@ -55,10 +55,13 @@ def db(tmp_path: Path):
     return open_database(make_concert_db(tmp_path / "concert.sqlite"))
 
 
-def synthesize(db, cfg: SynthConfig | None = None, route: RouteConfig | ViewConfig | None = None, seed: int = 0):
+def synthesize(
+    db, cfg: SynthConfig | None = None, route: RouteConfig | ViewConfig | None = None, seed: int = 0,
+    examples: list[Example] | None = None,
+):
     report = SynthReport()
     synth = Synthesizer(route or RouteConfig(), cfg or SynthConfig(), seed=seed)
-    records = list(synth.run(concert_examples(), lambda _db_id: db, report))
+    records = list(synth.run(examples or concert_examples(), lambda _db_id: db, report))
     return records, report
 
 
@@ -95,6 +98,22 @@ def test_ts_targets_are_the_gold_and_execute(db) -> None:
     # Whitespace is normalised outside quotes; the trailing ';' is gone.
     assert gold_sql_of(concert_examples()[0], SynthConfig()) == "SELECT count(*) FROM singer WHERE country = 'France'"
     assert gold_sql_of(concert_examples()[7], SynthConfig()) == "select count(*) from singer where country = 'France'"
+
+
+def test_string_quotes_single_rewrites_double_quoted_literals_with_the_same_rows(db) -> None:
+    examples = [
+        Example(id=0, db_id="concert", question="Singers from France?", gold_sql='SELECT name FROM singer WHERE country  =  "France"'),
+        Example(id=1, db_id="concert", question="Singers older than 40?", gold_sql="SELECT name FROM singer WHERE age > 40"),
+    ]
+    requoted, report = synthesize(db, SynthConfig(string_quotes="single"), examples=examples)
+    kept, kept_report = synthesize(db, SynthConfig(), examples=examples)  # default: the gold's quotes
+    ts = by_example(requoted, "ts", "full_schema")
+    assert parsing.parse_sql(ts[0].answer) == "SELECT name FROM singer WHERE country = 'France'"
+    assert run_sql(db, parsing.parse_sql(ts[0].answer)).rows == run_sql(db, examples[0].gold_sql).rows
+    assert parsing.parse_sql(ts[1].answer) == "SELECT name FROM singer WHERE age > 40"
+    assert report.to_dict()["targets_single_quoted"] == 1
+    assert parsing.parse_sql(by_example(kept, "ts", "full_schema")[0].answer) == 'SELECT name FROM singer WHERE country = "France"'
+    assert kept_report.to_dict()["targets_single_quoted"] == 0
 
 
 def test_ts_targets_use_table_names_for_aliases_with_the_same_result(db) -> None:

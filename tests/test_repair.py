@@ -10,6 +10,7 @@ from route_graph.repair import (
     MissingColumn,
     missing_column,
     quoted_string_fix,
+    single_quoted_literals,
     requalify_column,
 )
 from route_graph.sql.execute import execute_sql
@@ -137,3 +138,25 @@ def test_the_fixed_sql_runs_on_duckdb(tmp_path: Path) -> None:
     twice = quoted_string_fix(once, second.error, duck.schema, duck.dialect) if not second.ok else once
     result = execute_sql(duck, twice)
     assert result.ok and [row[0] for row in result.rows] == ["Adele", "Edith", "Jacques"], (twice, result.error)
+
+
+# ------------------------------------------------------------- training targets: single quotes
+
+
+def test_double_quoted_literals_of_a_target_become_single_quoted(db) -> None:
+    gold = 'SELECT name FROM singer WHERE country = "France" AND name != "it\'s"'
+    assert single_quoted_literals(gold, db.schema) == "SELECT name FROM singer WHERE country = 'France' AND name <> 'it''s'"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT name FROM singer WHERE country = 'France'",  # nothing to change
+        'SELECT "name" FROM singer',  # a column of the schema
+        'SELECT count(*) AS "n", country FROM singer GROUP BY country ORDER BY "n"',  # the query's alias
+        'SELECT T1."France" FROM singer AS T1',  # qualified: a column reference
+        "SELECT name FROM WHERE",  # does not parse
+    ],
+)
+def test_quoted_names_that_may_be_identifiers_keep_their_quotes(db, sql: str) -> None:
+    assert single_quoted_literals(sql, db.schema) is None

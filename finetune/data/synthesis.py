@@ -40,6 +40,7 @@ from route_graph.evaluation.datasets import Example
 from route_graph.evaluation.metrics import gold_order_matters, results_match
 from route_graph.linking import links_from_sql, merge_links, with_join_keys
 from route_graph.rendering import recall_first_links
+from route_graph.repair import single_quoted_literals
 from route_graph.sql.database import Database
 from route_graph.sql.execute import execute_sql
 from route_graph.sql.result import ExecutionResult
@@ -74,6 +75,7 @@ class PreparedExample:
     rng: random.Random  # the example's own: the extra table, then corruptions and CW cuts
     gold_result: ExecutionResult | None = None
     restyled: bool = False
+    requoted: bool = False
     links: dict[str, list[str]] = field(default_factory=dict)
     view_links: dict[str, list[str]] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
@@ -104,6 +106,7 @@ class ExampleRecords:
     records: list[Record] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # task -> reason
     restyled: bool = False  # target SQL rewritten from T1/T2 aliases to table names
+    requoted: bool = False  # target SQL's double-quoted string literals single-quoted
 
 
 @dataclass
@@ -116,11 +119,13 @@ class SynthReport:
     by_variant: Counter = field(default_factory=Counter)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     restyled: int = 0
+    requoted: int = 0
     seconds: float = 0.0
 
     def add(self, outcome: ExampleRecords, db_id: str) -> None:
         self.examples += 1
         self.restyled += int(outcome.restyled)
+        self.requoted += int(outcome.requoted)
         self.records += len(outcome.records)
         for record in outcome.records:
             self.by_task[record.task] += 1
@@ -137,6 +142,7 @@ class SynthReport:
             "by_variant": dict(sorted(self.by_variant.items())),
             "skip_reasons": dict(sorted(reasons.items())),
             "targets_qualified_with_table_names": self.restyled,
+            "targets_single_quoted": self.requoted,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 2),
             "examples_per_second": round(self.examples / self.seconds, 2) if self.seconds else None,
@@ -185,7 +191,9 @@ class Synthesizer:
         if not prepared.ok:
             return prepared
         if self.cfg.qualify_style == "table_names":
-            prepared.gold, prepared.restyled = self._qualify(db, prepared.gold, prepared.gold_result)
+            prepared.gold, prepared.restyled = self._restyle(db, prepared, qualify_with_table_names(prepared.gold, db.dialect))
+        if self.cfg.string_quotes == "single":
+            prepared.gold, prepared.requoted = self._restyle(db, prepared, single_quoted_literals(prepared.gold, db.schema, db.dialect))
         links = links_from_sql(prepared.gold, db.schema, db.dialect) or {}
         if self.cfg.sl_join_keys:  # what the tuned linker should answer, and so the linked view it gets
             links = with_join_keys(db.schema, links)
@@ -208,7 +216,7 @@ class Synthesizer:
         if not prepared.ok:
             out.skipped["all"] = f"gold fails: {prepared.gold_result.error}"
             return out
-        out.restyled = prepared.restyled
+        out.restyled, out.requoted = prepared.restyled, prepared.requoted
         gold, links, view_links = prepared.gold, prepared.links, prepared.view_links
         tasks = set(self.cfg.tasks)
         messages, make = prepared.messages, prepared.record
@@ -245,13 +253,14 @@ class Synthesizer:
         """``sql`` through the read-only guarded executor, under the synthesis limits."""
         return execute_sql(db, sql, timeout_s=self.timeout_s, max_rows=self.view.max_rows)
 
-    def _qualify(self, db: Database, gold: str, gold_result: ExecutionResult) -> tuple[str, bool]:
-        """The gold with table names for aliases when that executes to the very same rows."""
-        rewritten = qualify_with_table_names(gold, db.dialect)
+    def _restyle(self, db: Database, prepared: PreparedExample, rewritten: str | None) -> tuple[str, bool]:
+        """The rewritten gold (table names for aliases, single-quoted literals) when it executes to
+        the very same rows; else the gold as it was."""
+        gold = prepared.gold
         if not rewritten or rewritten == gold:
             return gold, False
         tried = self.execute(db, rewritten)
-        if tried.ok and results_match(gold_result.rows, tried.rows, order_matters=True):
+        if tried.ok and results_match(prepared.gold_result.rows, tried.rows, order_matters=True):
             return normalize_sql(rewritten), True
         return gold, False
 
