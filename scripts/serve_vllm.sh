@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Serve a model with vLLM's OpenAI-compatible server (CPU by default; see docs/serving.md).
 #
-#   scripts/serve_vllm.sh                                   # the offline default model, port 8000
+#   scripts/serve_vllm.sh                                   # the default model (route-0.5b), port 8000
+#   scripts/serve_vllm.sh --no-default-adapter              # the untuned base only
 #   scripts/serve_vllm.sh --model ~/merged --name route-ft  # a merged fine-tuned HF directory
 #   scripts/serve_vllm.sh --model BASE_DIR --lora route-lora=ADAPTER_DIR   # a LoRA adapter
 #   scripts/serve_vllm.sh --detach --port 8001              # return once ready; --stop to end it
 #
 # It starts `python -m vllm.entrypoints.openai.api_server` on 127.0.0.1, waits until
 # GET /v1/models answers, then prints the model spec for route-graph, e.g.
-#   openai:http://127.0.0.1:8000/v1#qwen2.5-coder-0.5b
+#   openai:http://127.0.0.1:8000/v1#route-0.5b
 # and (without --detach) stays in the foreground until Ctrl-C, which stops the server.
 #
 # Options:
-#   --model DIR|HUB_ID   model to serve (default: the offline default model's converted directory,
-#                        from route_graph.models.ensure_default_model(), made on first use)
+#   --model DIR|HUB_ID   model to serve (default: the offline base's converted directory, from
+#                        route_graph.models.ensure_default_model(), made on first use, plus the
+#                        default model's packaged ROUTE adapter as the LoRA module route-0.5b)
+#   --no-default-adapter without --model: serve the untuned base only (as qwen2.5-coder-0.5b)
 #   --name NAME          served model name (default: qwen2.5-coder-0.5b for the default model,
 #                        else the directory's base name)
 #   --host HOST          bind address (default 127.0.0.1)
@@ -52,6 +55,7 @@ LOG=""
 DETACH=0
 STOP=0
 EXTRA=()
+DEFAULT_ADAPTER=1
 RUN_DIR="${ROUTE_GRAPH_RUN_DIR:-${XDG_RUNTIME_DIR:-/tmp}/route-graph-vllm}"
 
 log() { echo "[serve_vllm] $*" >&2; }
@@ -72,6 +76,7 @@ while [[ $# -gt 0 ]]; do
         --timeout) need "$@"; TIMEOUT="$2"; shift 2 ;;
         --log) need "$@"; LOG="$2"; shift 2 ;;
         --detach) DETACH=1; shift ;;
+        --no-default-adapter) DEFAULT_ADAPTER=0; shift ;;
         --stop) STOP=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; EXTRA=("$@"); break ;;
@@ -98,15 +103,31 @@ if [[ -z "$VPY" ]]; then
 fi
 [[ -x "$VPY" ]] || die "no python at $VPY"
 
-# The model: default = the converted offline default model (needs route-graph[local] here).
+# The model: default = the converted offline base plus the default model's packaged adapter as a
+# LoRA module (route_graph.models.packaged.DEFAULT_SPEC; needs route-graph[local] here).
+SPEC_NAME=""
 if [[ -z "$MODEL" ]]; then
     PROJECT_PY="${ROUTE_GRAPH_PYTHON:-python3}"
     log "locating the offline default model (converting it on first use: about a minute)"
-    MODEL="$("$PROJECT_PY" -c 'from route_graph.models import ensure_default_model; print(ensure_default_model())' | tail -n 1)" \
-        || die "could not prepare the default model; pass --model DIR"
+    located="$("$PROJECT_PY" -c '
+from route_graph.models import ensure_default_model
+from route_graph.models.packaged import DEFAULT_SPEC, PACKAGED_MODELS, packaged_adapter_dir
+print(f"MODEL={ensure_default_model()}")
+tuned = PACKAGED_MODELS.get(DEFAULT_SPEC)
+print(f"LORA={tuned.name}={packaged_adapter_dir(tuned.name)}" if tuned else "LORA=")
+')" || die "could not prepare the default model; pass --model DIR"
+    MODEL="$(grep '^MODEL=' <<< "$located" | tail -n 1 | cut -d= -f2-)"
     NAME="${NAME:-qwen2.5-coder-0.5b}"
+    default_lora="$(grep '^LORA=' <<< "$located" | tail -n 1 | cut -d= -f2-)"
+    if [[ "$DEFAULT_ADAPTER" == 1 && -n "$default_lora" ]]; then
+        SPEC_NAME="${default_lora%%=*}"
+        given=0  # --lora route-0.5b=DIR already names it: serve that one, once
+        for l in "${LORAS[@]}"; do [[ "${l%%=*}" == "$SPEC_NAME" ]] && given=1; done
+        [[ "$given" == 1 ]] || LORAS+=("$default_lora")
+    fi
 fi
 NAME="${NAME:-$(basename "${MODEL%/}")}"
+SPEC_NAME="${SPEC_NAME:-$NAME}"  # the name the printed spec uses: the default adapter, or the model
 
 if [[ -z "$DTYPE" ]]; then
     if command -v nvidia-smi >/dev/null 2>&1 || grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo 2>/dev/null; then
@@ -166,7 +187,7 @@ else
     trap 'exit 130' INT TERM
 fi
 
-# Wait for /v1/models to list the served name.
+# Wait for /v1/models to list the served name (the default adapter's, when it is served).
 while :; do
     if ! kill -0 "$pid" 2>/dev/null; then
         log "vLLM exited before it was ready${LOG:+; see $LOG}"
@@ -174,7 +195,7 @@ while :; do
         rm -f "$PIDFILE"
         exit 1
     fi
-    if "$VPY" - "$URL/models" "$NAME" <<'EOF' 2>/dev/null
+    if "$VPY" - "$URL/models" "$SPEC_NAME" <<'EOF' 2>/dev/null
 import json, sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
     ids = [m["id"] for m in json.load(r)["data"]]
@@ -192,7 +213,7 @@ EOF
 done
 log "ready after $(( $(date +%s) - start )) s at $URL"
 for l in "${LORAS[@]}"; do log "LoRA adapter: openai:$URL#${l%%=*}"; done
-echo "openai:$URL#$NAME"
+echo "openai:$URL#$SPEC_NAME"
 if [[ "$DETACH" == 1 ]]; then
     log "detached (process group $pid, log $LOG); stop with: $0 --stop --port $PORT"
     exit 0

