@@ -24,7 +24,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
 from route_graph.errors import ConfigError
-from route_graph.evaluation.runner import RUN_FILE, EvalSettings, seed_run
+from route_graph.evaluation.runner import RUN_FILE, EvalSettings, recorded_model, seed_run
 
 __all__ = ["main"]
 
@@ -42,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved = json.loads(run_file.read_text(encoding="utf-8"))["settings"]
     fields = ("data", "split", "sample_seed", "mode", "stages", "model", "db_dir", "timeout_s", "max_rows",
               "semantics", "float_decimals", "ves_repeats", "prompt_style")
-    settings = EvalSettings(**{k: saved[k] for k in fields if k in saved}, limit=args.limit,
+    kept = {k: saved[k] for k in fields if k in saved} | {"model": recorded_model(saved)}
+    settings = EvalSettings(**kept, limit=args.limit,
                             config_overrides=tuple(saved.get("config_overrides", ())))
     try:
         copied = seed_run(args.stored, settings, args.out)

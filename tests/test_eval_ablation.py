@@ -180,6 +180,12 @@ def test_extend_run_seeds_an_ablation_over_more_questions(data: Path, tmp_path: 
     assert asked and not asked & {json.loads(line)["question"] for line in small}
     assert (tmp_path / "large" / "mcp" / "predictions.jsonl").read_text().splitlines()[:3] == small
     assert extend.main(["--stored", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    # A run recorded as 'default' ran the untuned base (then the default): its extension is the base's.
+    run_file = tmp_path / "small" / "mcp" / "run.json"
+    record = json.loads(run_file.read_text())
+    run_file.write_text(json.dumps({**record, "settings": {**record["settings"], "model": "default"}}))
+    assert extend.main(["--stored", str(run_file.parent), "--limit", "7", "--out", str(tmp_path / "old" / "mcp")]) == 0
+    assert json.loads((tmp_path / "old" / "mcp" / "run.json").read_text())["settings"]["model"] == "qwen2.5-coder-0.5b"
 
 
 def test_schema_tokens_replays_a_run_under_other_sample_rows(data: Path, tmp_path: Path, capsys) -> None:  # noqa: F811

@@ -112,7 +112,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def settings(data: Path, **kw: Any) -> EvalSettings:
-    return EvalSettings(data=str(data), split="dev.json", model="keyed-fake", **kw)
+    return EvalSettings(**{"data": str(data), "split": "dev.json", "model": "keyed-fake", **kw})
 
 
 def by_id(out: Path) -> dict[int, dict]:
@@ -222,6 +222,27 @@ def test_seed_run_extends_a_stored_run_to_a_larger_sample(data: Path, tmp_path: 
         seed_run(large, settings(data, limit=3), tmp_path / "smaller")
     with pytest.raises(ConfigError, match="is not an evaluation run"):
         seed_run(tmp_path / "missing", settings(data), tmp_path / "x")
+
+
+def test_a_run_recorded_before_later_fields_seeds_and_resumes_as_it_ran(data: Path, tmp_path: Path) -> None:
+    """Old records name the model 'default' (then the untuned base) and lack RouteConfig fields added
+    since; they still seed a larger run of the base, and a recorded value other than today's default is
+    still a difference."""
+    old, large = tmp_path / "old", tmp_path / "large"
+    run_eval(settings(data, limit=3, model="qwen2.5-coder-0.5b"), old, llm=model(), progress=False, plots=False)
+    record = json.loads((old / "run.json").read_text())
+    record["settings"]["model"] = "default"
+    del record["settings"]["route_config"]["constrained_json"]
+    (old / "run.json").write_text(json.dumps(record))
+    assert seed_run(old, settings(data, model="qwen2.5-coder-0.5b"), large) == 3
+    assert run_eval(settings(data, limit=3, model="qwen2.5-coder-0.5b"), old, llm=None, progress=False,
+                    plots=False).new_questions == 0  # resumes: nothing left to ask
+    with pytest.raises(ConfigError, match=r"model: 'qwen2.5-coder-0.5b' then, 'qwen2.5-coder-1.5b' now"):
+        seed_run(old, settings(data, model="qwen2.5-coder-1.5b"), tmp_path / "other-model")
+    record["settings"]["route_config"]["constrained_json"] = False
+    (old / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="route_config"):
+        seed_run(old, settings(data, model="qwen2.5-coder-0.5b"), tmp_path / "other-config")
 
 
 def test_predictions_without_run_file_are_refused(data: Path, tmp_path: Path) -> None:

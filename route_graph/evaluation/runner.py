@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 
     from route_graph.graph.state import TraceEntry
 
-__all__ = ["PREDICTIONS", "REPORT", "RUN_FILE", "SUMMARY", "EvalSettings", "RunResult", "run_eval", "seed_run"]
+__all__ = [
+    "PREDICTIONS", "REPORT", "RUN_FILE", "SUMMARY", "EvalSettings", "RunResult", "recorded_model", "run_eval", "seed_run"]
 
 PREDICTIONS = "predictions.jsonl"
 RUN_FILE = "run.json"
@@ -196,11 +197,21 @@ def _check_resume(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> l
     return list(saved.get("sessions", []))
 
 
+def recorded_model(saved: dict[str, Any]) -> str:
+    """The model a stored run's settings name: runs recorded before records named the model
+    ('default' or nothing) ran the untuned base, whatever 'default' means today."""
+    model = saved.get("model")
+    return DEFAULT_MODEL if model in (None, "default") else str(model)
+
+
 def _settings_diffs(saved: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     """What differs between a stored run's settings and these, apart from what a resume may change."""
     old = dict(saved)
-    if old.get("model") in (None, "default"):  # recorded before records named the model: the untuned base
-        old["model"] = DEFAULT_MODEL
+    old["model"] = recorded_model(saved)
+    if isinstance(old.get("route_config"), dict):
+        # A RouteConfig field added after the run was recorded defaults to the behaviour it had before
+        # the field existed (the convention for every new switch), so the record's silence is that default.
+        old["route_config"] = {**asdict(RouteConfig()), **old["route_config"]}
     return [
         f"{key}: {old.get(key)!r} then, {settings.get(key)!r} now"
         for key in sorted(set(old) | set(settings))
