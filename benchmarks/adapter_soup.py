@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from route_graph.errors import ConfigError
 
 __all__ = ["average_adapters", "main"]
 
@@ -36,88 +37,39 @@ def average_adapters(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from finetune.training.export import copy_adapter
+
     if len(adapters) < 2:
-        raise ValueError("give at least two adapter folders to average")
-    weights = (
-        list(weights) if weights is not None else [1.0 / len(adapters)] * len(adapters)
-    )
+        raise ConfigError("Give at least two adapter folders to average.")
+    weights = list(weights) if weights is not None else [1.0 / len(adapters)] * len(adapters)
     if len(weights) != len(adapters):
-        raise ValueError(
-            f"{len(weights)} weights for {len(adapters)} adapters: give one weight per adapter"
-        )
-    model = AutoModelForCausalLM.from_pretrained(
-        str(base_model), torch_dtype=torch.float32
-    )
+        raise ConfigError(f"{len(weights)} weights for {len(adapters)} adapters: give one weight per adapter.")
+    model = AutoModelForCausalLM.from_pretrained(str(base_model), torch_dtype=torch.float32)
     names = [f"a{i}" for i in range(len(adapters))]
-    peft_model = PeftModel.from_pretrained(
-        model, str(adapters[0]), adapter_name=names[0]
-    )
+    peft_model = PeftModel.from_pretrained(model, str(adapters[0]), adapter_name=names[0])
     for name, folder in zip(names[1:], adapters[1:], strict=True):
         peft_model.load_adapter(str(folder), adapter_name=name)
-    peft_model.add_weighted_adapter(
-        names, weights, adapter_name="soup", combination_type="cat"
-    )
-    out = Path(out)
+    peft_model.add_weighted_adapter(names, weights, adapter_name="soup", combination_type="cat")
     with tempfile.TemporaryDirectory() as tmp:
         peft_model.save_pretrained(tmp, selected_adapters=["soup"])
-        saved = Path(tmp) / "soup"
-        out.mkdir(parents=True, exist_ok=True)
-        for file in ("adapter_config.json", "adapter_model.safetensors"):
-            shutil.copy(saved / file, out / file)
-    _to_bf16(out / "adapter_model.safetensors")
-    (out / "soup.json").write_text(
-        json.dumps(
-            {
-                "base_model": str(base_model),
-                "adapters": [str(a) for a in adapters],
-                "weights": weights,
-                "combination_type": "cat",
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+        out = copy_adapter(Path(tmp) / "soup", out, dtype="bfloat16")  # bf16, as every committed phase
+    record = {"base_model": str(base_model), "adapters": [str(a) for a in adapters], "weights": weights,
+              "combination_type": "cat"}
+    (out / "soup.json").write_text(json.dumps(record, indent=2) + "\n")
     return out
-
-
-def _to_bf16(path: Path) -> None:
-    """Store the weights in bf16, the dtype every committed phase uses."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    tensors = {
-        k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(path)).items()
-    }
-    save_file(tensors, str(path), metadata={"format": "pt"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "adapters",
-        nargs="+",
-        help="adapter folders of one base (e.g. finetune/phases/3d-...)",
-    )
-    parser.add_argument(
-        "--out", required=True, help="folder to write the averaged adapter to"
-    )
-    parser.add_argument(
-        "--weights",
-        type=float,
-        nargs="+",
-        help="one weight per adapter (default: the mean)",
-    )
-    parser.add_argument(
-        "--base",
-        default="qwen2.5-coder-0.5b",
-        help="base model: a packaged model name or a Hugging Face folder (default %(default)s)",
-    )
+    parser.add_argument("adapters", nargs="+", help="adapter folders of one base (e.g. finetune/phases/3d-...)")
+    parser.add_argument("--out", required=True, help="folder to write the averaged adapter to")
+    parser.add_argument("--weights", type=float, nargs="+", help="one weight per adapter (default: the mean)")
+    parser.add_argument("--base", default="qwen2.5-coder-0.5b",
+                        help="base model: a packaged model name or a Hugging Face folder (default %(default)s)")
     args = parser.parse_args(argv)
     from finetune.training.train import resolve_base_model
 
-    out = average_adapters(
-        resolve_base_model(args.base), args.adapters, args.out, args.weights
-    )
+    out = average_adapters(resolve_base_model(args.base), args.adapters, args.out, args.weights)
     print(f"wrote {out} (evaluate with --model '{args.base}+{out}')")
     return 0
 

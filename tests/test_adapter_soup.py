@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from route_graph.errors import ConfigError
+
 SOUP = Path(__file__).resolve().parents[1] / "benchmarks" / "adapter_soup.py"
 RANK, ALPHA = 4, 8
 
@@ -100,7 +102,7 @@ def test_the_soup_is_the_weighted_sum_of_the_deltas_in_bf16(lineage, tmp_path, w
 def test_one_weight_per_adapter_and_two_adapters_at_least(lineage, tmp_path):
     base, adapters = lineage
     soup = _module()
-    with pytest.raises(ValueError, match="one weight per adapter"):
+    with pytest.raises(ConfigError, match="one weight per adapter"):
         soup.average_adapters(base, adapters, tmp_path / "x", [1.0])
-    with pytest.raises(ValueError, match="at least two"):
+    with pytest.raises(ConfigError, match="at least two"):
         soup.average_adapters(base, adapters[:1], tmp_path / "y")
